@@ -1,0 +1,29 @@
+"""The estimator registry. Keys are permanent: they are written into result files."""
+
+from estimators.base import Estimator, State, Surrogate
+from estimators.relaxed import GumbelSoftmax, StraightThrough, STGumbelSoftmax
+from estimators.reparam import Reparam
+from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "reinforce": Reinforce,
+    "reinforce_ema": ReinforceEMA,
+    "reinforce_loo": ReinforceLOO,
+    "reparam": Reparam,
+    "gumbel_softmax": GumbelSoftmax,
+    "st_gumbel_softmax": STGumbelSoftmax,
+    "straight_through": StraightThrough,
+}
+
+
+def get_estimator(name: str) -> type[Estimator]:
+    """The estimator class registered as ``name``; the error lists the valid names."""
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown estimator {name!r}; valid estimators: {', '.join(ESTIMATORS)}"
+        ) from None
+
+
+__all__ = ["ESTIMATORS", "Estimator", "State", "Surrogate", "get_estimator"]

@@ -1,0 +1,34 @@
+"""The problem registry. Keys are permanent: they are written into result files."""
+
+from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.options import Option
+from problems.toys import BernoulliToy, CategoricalToy, GaussianElbo, GaussianQuadratic
+
+PROBLEMS: dict[str, type[Problem]] = {
+    "gaussian_quadratic": GaussianQuadratic,
+    "bernoulli_toy": BernoulliToy,
+    "categorical_toy": CategoricalToy,
+    "gaussian_elbo": GaussianElbo,
+}
+
+
+def get_problem(name: str) -> type[Problem]:
+    """The problem class registered as ``name``; the error lists the valid names."""
+    try:
+        return PROBLEMS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown problem {name!r}; valid problems: {', '.join(PROBLEMS)}"
+        ) from None
+
+
+__all__ = [
+    "PROBLEMS",
+    "Capability",
+    "LatentKind",
+    "Option",
+    "Params",
+    "Problem",
+    "Truth",
+    "get_problem",
+]

@@ -1,0 +1,228 @@
+"""Toy problems with exact gradients: the standard test beds of the estimator literature."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorical
+
+from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.enumeration import enumeration_truth
+from problems.options import Option
+
+MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1)
+
+
+class GaussianQuadratic(Problem):
+    """x ~ N(mu, diag(sigma^2)) in d dimensions, f(x) = sum_j (x_j - k)^2.
+
+    E[f] = sum_j (mu_j - k)^2 + sigma_j^2, so the exact gradient is
+    dL/dmu_j = 2 (mu_j - k) and dL/dsigma_j = 2 sigma_j (w.r.t. sigma itself, not log sigma).
+
+    References: Mohamed, Rosca, Figurnov, Mnih (2020), "Monte Carlo Gradient Estimation in
+    Machine Learning", JMLR 21(132), running example of Sections 3-5.
+    """
+
+    name = "gaussian_quadratic"
+    description = "x ~ N(mu, sigma^2 I), f(x) = sum_j (x_j - k)^2; closed-form gradient"
+    latent = LatentKind.CONTINUOUS
+    provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
+    truth_kind = "closed_form"
+    options: ClassVar[dict[str, Option]] = {
+        "mu": Option(1.0, "mean of every coordinate"),
+        "sigma": Option(1.0, "standard deviation of every coordinate", minimum=0, exclusive=True),
+        "k": Option(0.0, "target of the quadratic cost"),
+        "d": Option(1, "dimension", minimum=1),
+    }
+
+    def init_params(self) -> Params:
+        d = self.opts["d"]
+        return {
+            "mu": torch.full((d,), self.opts["mu"], dtype=self.dtype, device=self.device),
+            "sigma": torch.full((d,), self.opts["sigma"], dtype=self.dtype, device=self.device),
+        }
+
+    def distribution(self, params: Params) -> Independent:
+        return Independent(Normal(params["mu"], params["sigma"], validate_args=False), 1)
+
+    def cost(self, z: Tensor, params: Params) -> Tensor:
+        return ((z - self.opts["k"]) ** 2).sum(-1)
+
+    def objective(self, params: Params) -> Tensor:
+        return ((params["mu"] - self.opts["k"]) ** 2 + params["sigma"] ** 2).sum(-1)
+
+    def truth(self, params: Params) -> Truth:
+        grad = {"mu": 2 * (params["mu"] - self.opts["k"]), "sigma": 2 * params["sigma"]}
+        return Truth(grad={k: v.detach() for k, v in grad.items()}, kind="closed_form")
+
+
+class BernoulliToy(Problem):
+    """d independent bits b_j ~ Bernoulli(sigmoid(theta_j)), f(b) = mean_j (b_j - t)^2.
+
+    With p = sigmoid(theta), E[f] = mean_j [p_j (1 - t)^2 + (1 - p_j) t^2], so
+    dL/dtheta_j = p_j (1 - p_j) (1 - 2 t) / d. With t = 0.45 the two outcomes differ by
+    only 0.1 in cost, which makes the signal tiny next to score-function noise.
+
+    References: Tucker et al. (2017), "REBAR", NeurIPS, Section 6.1; Grathwohl et al. (2018),
+    "Backpropagation through the Void (RELAX)", ICLR, Section 6.1.
+    """
+
+    name = "bernoulli_toy"
+    description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j (b_j - t)^2 (REBAR/RELAX toy)"
+    latent = LatentKind.BINARY
+    provides = frozenset(
+        {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
+    )
+    truth_kind = "closed_form"
+    options: ClassVar[dict[str, Option]] = {
+        "theta": Option(0.0, "logit of every bit"),
+        "t": Option(0.45, "target of the quadratic cost"),
+        "d": Option(1, "number of bits", minimum=1),
+    }
+
+    def init_params(self) -> Params:
+        d = self.opts["d"]
+        return {"theta": torch.full((d,), self.opts["theta"], dtype=self.dtype, device=self.device)}
+
+    def distribution(self, params: Params) -> Independent:
+        return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
+
+    def cost(self, z: Tensor, params: Params) -> Tensor:
+        return ((z - self.opts["t"]) ** 2).mean(-1)
+
+    def objective(self, params: Params) -> Tensor:
+        p, t = torch.sigmoid(params["theta"]), self.opts["t"]
+        return (p * (1 - t) ** 2 + (1 - p) * t**2).mean(-1)
+
+    def truth(self, params: Params) -> Truth:
+        p, t = torch.sigmoid(params["theta"]), self.opts["t"]
+        grad = p * (1 - p) * (1 - 2 * t) / p.shape[-1]
+        return Truth(grad={"theta": grad.detach()}, kind="closed_form")
+
+
+class CategoricalToy(Problem):
+    """d groups z_j ~ Categorical(softmax(logits_j)) over C classes, as one-hot vectors.
+
+    With class values v_c = c / (C - 1) and the group mean s(z) = (1/d) sum_j <z_j, v>,
+    the cost is the polynomial f(z) = (s(z) - t)^2 of the one-hot vectors; it couples the
+    groups, so it is not a sum of per-group costs. The exact gradient w.r.t. the logits is
+    the autograd gradient of the enumerated expectation sum_z q(z) f(z) over all C^d
+    configurations. Initial logits are ``theta * (2 v_c - 1)`` in every group.
+
+    References: Liu et al. (2023), "Bridging Discrete and Backpropagation: Straight-Through
+    and Beyond (ReinMax)", NeurIPS, polynomial programming experiment (Section 6.1).
+    """
+
+    name = "categorical_toy"
+    description = "one-hot z_j ~ Cat(softmax(logits_j)), f = (mean_j <z_j, v> - t)^2; enumeration"
+    latent = LatentKind.CATEGORICAL
+    provides = frozenset(
+        {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
+    )
+    truth_kind = "enumeration"
+    options: ClassVar[dict[str, Option]] = {
+        "theta": Option(0.0, "tilt of the initial logits towards high classes"),
+        "t": Option(0.45, "target of the group mean"),
+        "d": Option(2, "number of groups", minimum=1),
+        "classes": Option(10, "categories per group", minimum=2),
+        "max_configs": MAX_ENUMERATION,
+    }
+
+    def class_values(self) -> Tensor:
+        classes = self.opts["classes"]
+        return torch.arange(classes, dtype=self.dtype, device=self.device) / (classes - 1)
+
+    def init_params(self) -> Params:
+        logits = self.opts["theta"] * (2 * self.class_values() - 1)
+        return {"logits": logits.expand(self.opts["d"], -1).clone()}
+
+    def distribution(self, params: Params) -> Independent:
+        return Independent(OneHotCategorical(logits=params["logits"], validate_args=False), 1)
+
+    def cost(self, z: Tensor, params: Params) -> Tensor:
+        s = (z @ self.class_values()).mean(-1)  # [K, R, d] -> [K, R]
+        return (s - self.opts["t"]) ** 2
+
+    def truth(self, params: Params) -> Truth | None:
+        return enumeration_truth(self, params, self.opts["max_configs"])
+
+
+class GaussianElbo(Problem):
+    """Negative ELBO of a conjugate linear-Gaussian model under a Gaussian q.
+
+    Model: z ~ N(0, I_d), x_i | z ~ N(z, sigma_x^2 I_d) for i = 1..n (fixed data drawn with
+    ``data_seed``). Variational family q(z) = N(m, diag(s^2)). Cost
+    f(z; m, s) = log q(z) - log p(z) - sum_i log p(x_i | z), so E_q[f] is the negative ELBO:
+
+        -ELBO = sum_j [ -log s_j - 1/2 + (m_j^2 + s_j^2) / 2
+                        + sum_i ((x_ij - m_j)^2 + s_j^2) / (2 sigma_x^2) ] + const,
+
+    with gradient dL/dm_j = m_j - sum_i (x_ij - m_j) / sigma_x^2 and
+    dL/ds_j = -1/s_j + s_j (1 + n / sigma_x^2). The cost depends on (m, s) directly through
+    log q, so score-function estimators need the direct term as well.
+
+    References: Kingma & Welling (2014), "Auto-Encoding Variational Bayes", ICLR, Appendix B;
+    Mohamed et al. (2020), JMLR, Section 2.
+    """
+
+    name = "gaussian_elbo"
+    description = "negative ELBO of a conjugate linear-Gaussian model, q = N(m, s^2); closed form"
+    latent = LatentKind.CONTINUOUS
+    provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
+    truth_kind = "closed_form"
+    options: ClassVar[dict[str, Option]] = {
+        "d": Option(2, "latent dimension", minimum=1),
+        "n_obs": Option(4, "number of observations", minimum=1),
+        "sigma_x": Option(1.0, "observation noise std", minimum=0, exclusive=True),
+        "m": Option(0.0, "initial variational mean", ),
+        "s": Option(1.0, "initial variational std", minimum=0, exclusive=True),
+        "data_seed": Option(0, "seed of the built-in observations", minimum=0),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        generator = torch.Generator().manual_seed(self.opts["data_seed"])
+        d, n = self.opts["d"], self.opts["n_obs"]
+        z_true = torch.randn(d, generator=generator, dtype=torch.float64)
+        noise = torch.randn(n, d, generator=generator, dtype=torch.float64)
+        self.x = self.tensor(z_true + self.opts["sigma_x"] * noise)  # [n, d]
+
+    def init_params(self) -> Params:
+        d = self.opts["d"]
+        return {
+            "m": torch.full((d,), self.opts["m"], dtype=self.dtype, device=self.device),
+            "s": torch.full((d,), self.opts["s"], dtype=self.dtype, device=self.device),
+        }
+
+    def distribution(self, params: Params) -> Independent:
+        return Independent(Normal(params["m"], params["s"], validate_args=False), 1)
+
+    def cost(self, z: Tensor, params: Params) -> Tensor:
+        log_q = self.distribution(params).log_prob(z)  # [K, R]
+        log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        residual = self.x - z.unsqueeze(-2)  # [K, R, n, d]
+        log_lik = Normal(0.0, self.opts["sigma_x"]).log_prob(residual).sum((-1, -2))
+        return log_q - log_prior - log_lik
+
+    def objective(self, params: Params) -> Tensor:
+        m, s = params["m"], params["s"]  # [R, d]
+        var_x, n = self.opts["sigma_x"] ** 2, self.x.shape[0]
+        sq = ((self.x - m.unsqueeze(-2)) ** 2).sum(-2)  # [R, d]
+        per_dim = (
+            -torch.log(s)
+            - 0.5
+            + 0.5 * (m**2 + s**2)
+            + (sq + n * s**2) / (2 * var_x)
+            + 0.5 * n * math.log(2 * math.pi * var_x)
+        )
+        return per_dim.sum(-1)
+
+    def truth(self, params: Params) -> Truth:
+        m, s = params["m"], params["s"]
+        var_x, n = self.opts["sigma_x"] ** 2, self.x.shape[0]
+        grad_m = m - (self.x - m.unsqueeze(-2)).sum(-2) / var_x
+        grad_s = -1 / s + s * (1 + n / var_x)
+        return Truth(grad={"m": grad_m.detach(), "s": grad_s.detach()}, kind="closed_form")

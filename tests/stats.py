@@ -1,0 +1,96 @@
+"""Statistical test helpers whose tolerances come from standard errors and a failure rate.
+
+Every check compares a Monte Carlo mean with an exact value:
+``|mean - truth| <= z * se`` with ``z = norm.isf(alpha / (2 * n_checks))`` (Bonferroni over
+all coordinates checked at once), so a correct estimator fails with probability at most
+``alpha`` per call, and with fixed seeds not at all. Guards make sure a pass means
+something: the tolerance must be small relative to the truth, and the truth must not be
+near zero.
+
+Seeds: tests are seeded by an autouse fixture. If a statistical test fails, bumping its
+seed once can be a fluke (probability ``alpha``); having to bump it twice means a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from estimators.base import Estimator
+from problems.base import Problem, repeat_params
+
+ALPHA = 1e-4  # failure rate of a correct estimator per check
+
+
+def z_threshold(n_checks: int, alpha: float = ALPHA) -> float:
+    """Two-sided Bonferroni z threshold for ``n_checks`` simultaneous checks."""
+    return float(norm.isf(alpha / (2 * n_checks)))
+
+
+@dataclass
+class Comparison:
+    """Per-coordinate comparison of a Monte Carlo mean with the truth."""
+
+    mean: np.ndarray
+    se: np.ndarray
+    truth: np.ndarray
+    z: float
+
+    @property
+    def z_scores(self) -> np.ndarray:
+        return (self.mean - self.truth) / self.se
+
+    @property
+    def consistent(self) -> bool:
+        """True if every coordinate is within ``z * se`` of the truth."""
+        return bool(np.all(np.abs(self.mean - self.truth) <= self.z * self.se))
+
+    def guard(self, rel: float = 0.5, min_abs: float = 1e-6) -> None:
+        """Fail unless the test has power: finite values, the largest truth coordinate not near
+        zero and resolved to within ``rel`` of its size."""
+        assert np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.se)), "non-finite"
+        assert self.mean.size > 0, "nothing was compared"
+        j = int(np.argmax(np.abs(self.truth)))
+        assert abs(self.truth[j]) > min_abs, f"truth too close to zero for a test: {self.truth}"
+        assert self.z * self.se[j] < rel * abs(self.truth[j]), (
+            f"test too weak: tolerance {self.z * self.se[j]:.3g} vs |truth| {abs(self.truth[j]):.3g}"
+        )
+
+
+def compare(samples: np.ndarray, truth: np.ndarray, alpha: float = ALPHA) -> Comparison:
+    """Compare the mean of ``samples`` ``[R, D]`` with ``truth`` ``[D]``."""
+    samples = np.asarray(samples, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+    mean = samples.mean(0)
+    se = samples.std(0, ddof=1) / np.sqrt(samples.shape[0])
+    return Comparison(mean=mean, se=se, truth=truth, z=z_threshold(truth.size, alpha))
+
+
+def draw_estimates(
+    problem: Problem, estimator: Estimator, n_samples: int, n_repeats: int
+) -> np.ndarray:
+    """``n_repeats`` independent estimates, flattened over parameters: ``[R, D]`` (float64)."""
+    point = problem.init_params()
+    state = estimator.warm_up(
+        problem, repeat_params(point, 1, False), n_samples,
+        estimator.init_state(repeat_params(point, 1, False)),
+    )
+    state = {k: v.expand(n_repeats, *v.shape[1:]) for k, v in state.items()}
+    params = repeat_params(point, n_repeats)
+    out = estimator.surrogate(problem, params, n_samples, state)
+    grads = torch.autograd.grad(out.loss.sum(), list(params.values()), allow_unused=True)
+    flat = [
+        (torch.zeros_like(p) if g is None else g).reshape(n_repeats, -1)
+        for p, g in zip(params.values(), grads, strict=True)
+    ]
+    return torch.cat(flat, 1).double().numpy()
+
+
+def flat_truth(problem: Problem) -> np.ndarray:
+    """The exact gradient at the problem's evaluation point, flattened like ``draw_estimates``."""
+    truth = problem.truth(problem.init_params())
+    assert truth is not None, f"{problem.name} has no exact gradient at these options"
+    return torch.cat([g.reshape(-1) for g in truth.grad.values()]).double().numpy()
