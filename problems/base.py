@@ -77,6 +77,9 @@ class Problem(ABC):
     options: ClassVar[dict[str, Option]]
     #: how the exact gradient is obtained (``closed_form``, ``enumeration``, ``none``)
     truth_kind: ClassVar[str]
+    #: registry name of the unbiased estimator used for ``truth=reference`` (see
+    #: ``bench.truth``); problems whose options include ``truth`` set it
+    reference_estimator: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -114,6 +117,11 @@ class Problem(ABC):
     def objective(self, params: Params) -> Tensor | None:
         """The exact objective E_q[f] at ``params`` (repeat dimension ``[R, ...]``), if known."""
         return None
+
+    def diagnostics(self, params: Params) -> dict[str, float]:
+        """Problem-specific measurements at ``params`` (no repeat dimension) that the harness
+        writes as extra columns of the cell; keys must be in ``bench.schema.DIAGNOSTICS``."""
+        return {}
 
 
 def repeat_params(params: Params, n_repeats: int, requires_grad: bool = True) -> Params:
