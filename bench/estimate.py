@@ -1,0 +1,95 @@
+"""Drawing gradient estimates: one at a time (a training step) or R at once, chunked.
+
+R independent estimates are computed with batched tensor operations: every repeat gets
+its own leaf copy of the parameters (``problems.base.repeat_params``), the estimator's
+surrogate is evaluated for all of them at once, and one backward pass of the summed
+surrogate yields every repeat's gradient. Chunks of repeats keep memory bounded for any R.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from estimators.base import Estimator, State
+from problems.base import Params, Problem, repeat_params
+
+#: upper bound on chunk_size * n_samples, the number of latent samples drawn at once
+SAMPLES_PER_CHUNK = 2**16
+
+
+def default_chunk_size(n_samples: int, n_repeats: int) -> int:
+    """Repeats per chunk: as many as fit ``SAMPLES_PER_CHUNK`` samples (at least one)."""
+    return max(1, min(n_repeats, SAMPLES_PER_CHUNK // n_samples))
+
+
+def flatten(grads: Params) -> Tensor:
+    """``{name: [R, *shape]}`` -> ``[R, D]``, parameters in insertion order."""
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1)
+
+
+def expand_state(state: State, n_repeats: int) -> State:
+    """Copy a one-repeat state ``[1, ...]`` to ``n_repeats`` repeats."""
+    return {k: v.detach().expand(n_repeats, *v.shape[1:]).clone() for k, v in state.items()}
+
+
+def warmed_state(problem: Problem, estimator: Estimator, point: Params, n_samples: int) -> State:
+    """The estimator's state after its warm-up at ``point`` (one repeat)."""
+    params = repeat_params(point, 1, requires_grad=False)
+    return estimator.warm_up(problem, params, n_samples, estimator.init_state(params))
+
+
+def one_estimate(
+    problem: Problem, estimator: Estimator, params: Params, n_samples: int, state: State
+) -> tuple[Params, State]:
+    """Gradient estimates for leaf ``params`` ``[R, ...]``: returns grads shaped like params."""
+    out = estimator.surrogate(problem, params, n_samples, state)
+    grads = torch.autograd.grad(out.loss.sum(), list(params.values()), allow_unused=True)
+    return {
+        name: torch.zeros_like(value) if grad is None else grad
+        for (name, value), grad in zip(params.items(), grads, strict=True)
+    }, {k: v.detach() for k, v in out.state.items()}
+
+
+def estimate_chunks(
+    problem: Problem,
+    estimator: Estimator,
+    point: Params,
+    n_samples: int,
+    n_repeats: int,
+    state: State,
+    chunk_size: int | None = None,
+) -> Iterator[Tensor]:
+    """Yield ``n_repeats`` independent estimates at ``point`` as chunks ``[c, D]``.
+
+    Args:
+        point: the evaluation point, no repeat dimension.
+        state: the estimator's state for one repeat (``[1, ...]``), copied to every repeat.
+        chunk_size: repeats per chunk; default ``default_chunk_size``.
+    """
+    chunk_size = chunk_size or default_chunk_size(n_samples, n_repeats)
+    for start in range(0, n_repeats, chunk_size):
+        size = min(chunk_size, n_repeats - start)
+        grads, _ = one_estimate(
+            problem, estimator, repeat_params(point, size), n_samples, expand_state(state, size)
+        )
+        yield flatten(grads).detach()
+
+
+def gradient_variance(
+    problem: Problem,
+    estimator: Estimator,
+    point: Params,
+    n_samples: int,
+    n_repeats: int,
+    state: State,
+) -> float:
+    """Trace of the covariance of the estimator at ``point``: sum of per-coordinate variances."""
+    if n_repeats < 2:
+        raise ValueError(f"n_repeats must be >= 2 to measure a variance, got {n_repeats}")
+    total = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
+    variance = total.double().var(0, unbiased=True).sum().item()
+    return variance if math.isfinite(variance) else math.nan
