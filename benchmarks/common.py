@@ -92,7 +92,7 @@ def make_pair(estimator_name: str, problem_name: str, dev: torch.device | None =
         reason = estimator_class.incompatibility(PROBLEMS[problem_name])
         if reason is not None:
             raise NotImplementedError(reason)
-    if N_SAMPLES < estimator_class.min_samples:
+    if estimator_class.min_samples > N_SAMPLES:
         raise NotImplementedError(f"{estimator_name} needs K >= {estimator_class.min_samples}")
     torch.manual_seed(SEED)
     problem = make_problem(problem_name, dev)
