@@ -1,0 +1,172 @@
+"""``bench figures`` (draw the figures of a run) and ``bench paper`` (run and draw the paper's).
+
+``bench paper`` regenerates the paper's figures from nothing: it runs the sweeps they need
+with ``bench.harness.run_sweep`` and a training run with ``bench.train`` (where the commit
+has it) into one run directory, then draws every figure of ``bench.figures`` from it. The
+default configuration takes a few minutes on two CPU cores; ``--full`` is the one of the
+paper (hours). A re-run resumes the sweeps: finished cells are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.figures import FIGURES, load_tables, make_figures, parse_formats
+from bench.theme import SIZES
+from estimators import ESTIMATORS
+from problems import PROBLEMS
+
+EXIT_OK, EXIT_NOTHING = 0, 1
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """What ``bench paper`` runs.
+
+    Attributes:
+        samples: the K of the variance-against-K sweep (all estimators and problems).
+        repeats: R, independent estimates per cell.
+        bootstrap: Poisson-bootstrap replicates of the 95% intervals.
+        taus: temperatures of the relaxed estimators' sweep, at K = ``tau_samples``.
+        train_problem: the problem trained for the training-curve figure.
+        train_steps, eval_every, train_lr, train_samples, variance_repeats: the training run.
+    """
+
+    samples: tuple[int, ...]
+    repeats: int
+    bootstrap: int
+    taus: tuple[float, ...]
+    tau_samples: int
+    train_problem: str
+    train_steps: int
+    eval_every: int
+    train_lr: float
+    train_samples: int
+    variance_repeats: int
+
+
+#: a few minutes on two CPU cores
+DEFAULT = PaperConfig(
+    samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
+    taus=(0.1, 0.2, 0.5, 1.0, 2.0), tau_samples=8,
+    train_problem="bernoulli_vae", train_steps=400, eval_every=20, train_lr=3e-3,
+    train_samples=2, variance_repeats=200,
+)
+#: the paper's figures
+FULL = PaperConfig(
+    samples=(1, 2, 4, 8, 16, 32, 64, 128), repeats=10000, bootstrap=1000,
+    taus=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0), tau_samples=8,
+    train_problem="bernoulli_vae", train_steps=5000, eval_every=100, train_lr=1e-3,
+    train_samples=2, variance_repeats=1000,
+)
+
+
+def _report(written: list[Path], notes: list[str]) -> int:
+    for path in written:
+        print(f"wrote {path}")
+    for note in notes:
+        print(note)
+    if not written:
+        print("no figure applies to these tables", file=sys.stderr)
+        return EXIT_NOTHING
+    return EXIT_OK
+
+
+def figures_main(args: argparse.Namespace) -> int:
+    """Draw the figures of a run directory."""
+    tables = load_tables(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    written, notes = make_figures(
+        tables, out, parse_formats(args.format), args.size, names=args.figure or None
+    )
+    return _report(written, notes)
+
+
+def run_training(config: PaperConfig, out: Path, progress: bool) -> str | None:
+    """Write ``out/train.parquet`` for the training figure; return why not, if it cannot."""
+    if config.train_problem not in PROBLEMS:
+        return f"training: skipped, problem {config.train_problem!r} is not registered"
+    try:
+        from bench.train import make_spec
+        from bench.train import run_training as train
+    except ImportError as err:
+        return f"training: skipped, this version has no training loop ({err})"
+    spec = make_spec(
+        config.train_problem, "all", steps=config.train_steps, eval_every=config.eval_every,
+        lr=config.train_lr, n_samples=config.train_samples,
+        variance_repeats=config.variance_repeats,
+    )
+    train(spec, out, progress=progress)
+    return None
+
+
+def paper_main(args: argparse.Namespace) -> int:
+    """Run the sweeps and training of the paper's figures, then draw them."""
+    from bench.harness import run_sweep
+
+    config = FULL if args.full else DEFAULT
+    out = Path(args.out or ("results/paper-full" if args.full else "results/paper"))
+    formats = parse_formats(args.format)
+    progress = not args.no_progress
+    print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
+    started = time.perf_counter()
+    run_sweep(samples=config.samples, repeats=config.repeats, bootstrap=config.bootstrap,
+              out=out, progress=progress, command=sys.argv)
+    relaxed = [name for name, cls in ESTIMATORS.items() if "tau" in cls.options]
+    if relaxed:
+        run_sweep(estimators=relaxed, samples=[config.tau_samples], repeats=config.repeats,
+                  bootstrap=config.bootstrap, settings={"tau": list(config.taus)}, out=out,
+                  progress=progress, command=sys.argv)
+    note = run_training(config, out, progress)
+    measured = time.perf_counter() - started
+    written, notes = make_figures(load_tables(out), out / "figures", formats, args.size)
+    drawn = time.perf_counter() - started - measured
+    print(f"measured in {measured:.0f} s, drawn in {drawn:.0f} s")
+    return _report(written, [note, *notes] if note else notes)
+
+
+def _add_drawing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="png,pdf",
+                        help="comma-separated output formats: png, pdf, svg (default png,pdf)")
+    parser.add_argument("--size", default="double", choices=list(SIZES),
+                        help="single- or double-column width of a two-column paper")
+
+
+def add_parser(subparsers) -> None:
+    figures = subparsers.add_parser(
+        "figures",
+        help="draw paper figures from a run's Parquet tables",
+        description="Draw the figures of a run directory (cells.parquet and/or train.parquet) "
+        "into DIR/<figure>.<format>. Figures without data to show are skipped with a note. "
+        f"Figures: {', '.join(FIGURES)}.",
+    )
+    figures.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    figures.add_argument("--out", default=None, metavar="DIR",
+                         help="output directory (default RUN_DIR/figures)")
+    figures.add_argument("--figure", action="append", choices=list(FIGURES), default=[],
+                         help="draw only this figure (repeatable; default: all that apply)")
+    _add_drawing_options(figures)
+    figures.set_defaults(handler=main)
+
+    paper = subparsers.add_parser(
+        "paper",
+        help="regenerate the paper's figures from scratch",
+        description="Run the sweeps and the training run behind the paper's figures, then "
+        "draw them into OUT/figures. Default: a few minutes on 2 CPU cores; --full: the "
+        "paper's configuration (hours). Re-running resumes the sweeps.",
+    )
+    paper.add_argument("--full", action="store_true", help="the paper's full configuration")
+    paper.add_argument("--out", default=None, metavar="DIR",
+                       help="run directory (default results/paper or results/paper-full)")
+    paper.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_drawing_options(paper)
+    paper.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``bench figures`` or ``bench paper``."""
+    return paper_main(args) if args.command == "paper" else figures_main(args)
