@@ -43,7 +43,6 @@ from mizani.breaks import breaks_log
 from plotnine import (
     aes,
     coord_flip,
-    facet_grid,
     facet_wrap,
     geom_line,
     geom_linerange,
@@ -304,7 +303,10 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
     long = _positive(long.sort_values("tau"), ["value"])
     band = _positive(long, ["low", "high"])
     floor = _positive(long, ["floor"])
-    rows = 2
+    # a y axis for every panel: bias and variance differ by orders of magnitude by problem
+    n = long["panel"].nunique()
+    cols = int(np.ceil(n / np.ceil(n / size.max_cols)))
+    rows = 2 * int(np.ceil(n / cols))
     plot = (
         ggplot(long, aes("tau", "value", color="estimator"))
         + geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), data=band, alpha=0.2,
@@ -313,7 +315,7 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         + geom_line(size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
         + _log10(x=True, y=True)
-        + facet_grid("quantity ~ panel", scales="free_y")
+        + facet_wrap(["quantity", "panel"], ncol=cols, scales="free")
         + labs(x="temperature τ", y="", caption=f"K = {k} samples per estimate\n"
                "dashed: bias noise floor sqrt(variance / R)")
         + _estimator_scales(long, fill=True)
@@ -327,10 +329,11 @@ def efficiency(cells: pd.DataFrame, size: Size) -> Drawn:
     if table.empty:
         raise NotApplicable("no cell has a positive variance and time")
     table = table.assign(time_ms=table["time_per_estimate_s"] * 1e3).sort_values("n_samples")
+    joined = table.groupby(["panel", "variant"], observed=True)["n_samples"].transform("size")
     facet, rows = _wrap(table, size.max_cols)
     plot = (
         ggplot(table, aes("time_ms", "variance_trace", color="estimator", group="variant"))
-        + geom_path(size=0.4, alpha=0.7)
+        + geom_path(data=table[joined > 1], size=0.4, alpha=0.7)
         + geom_point(aes(shape="estimator"), size=1.4)
         + _log10(x=True, y=True)
         + facet
@@ -497,7 +500,11 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
     # one legend for the composed panels: on the last one, beside it or below the stack
     beside = drawn.rows == 1
     panels = [panel + styled + theme(legend_position="none") for panel in drawn.plot]
-    panels[-1] = panels[-1] + theme(legend_position="right" if beside else "bottom")
+    if beside:
+        panels[-1] = panels[-1] + theme(legend_position="right") + guides(
+            color=guide_legend(ncol=1))
+    else:
+        panels[-1] = panels[-1] + theme(legend_position="bottom")
     composed = functools.reduce(operator.or_ if beside else operator.truediv, panels)
     return composed & theme(figure_size=(width, height)), width, height
 

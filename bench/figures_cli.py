@@ -28,6 +28,7 @@ class PaperConfig:
     """What ``bench paper`` runs.
 
     Attributes:
+        problems: the problems of the sweeps (``all`` or comma-separated names).
         samples: the K of the variance-against-K sweep (all estimators and problems).
         repeats: R, independent estimates per cell.
         bootstrap: Poisson-bootstrap replicates of the 95% intervals.
@@ -36,6 +37,7 @@ class PaperConfig:
         train_steps, eval_every, train_lr, train_samples, variance_repeats: the training run.
     """
 
+    problems: str
     samples: tuple[int, ...]
     repeats: int
     bootstrap: int
@@ -51,14 +53,14 @@ class PaperConfig:
 
 #: a few minutes on two CPU cores
 DEFAULT = PaperConfig(
-    samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
+    problems="all", samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
     taus=(0.1, 0.2, 0.5, 1.0, 2.0), tau_samples=8,
     train_problem="bernoulli_vae", train_steps=400, eval_every=20, train_lr=3e-3,
     train_samples=2, variance_repeats=200,
 )
 #: the paper's figures
 FULL = PaperConfig(
-    samples=(1, 2, 4, 8, 16, 32, 64, 128), repeats=10000, bootstrap=1000,
+    problems="all", samples=(1, 2, 4, 8, 16, 32, 64, 128), repeats=10000, bootstrap=1000,
     taus=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0), tau_samples=8,
     train_problem="bernoulli_vae", train_steps=5000, eval_every=100, train_lr=1e-3,
     train_samples=2, variance_repeats=1000,
@@ -114,13 +116,14 @@ def paper_main(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
     started = time.perf_counter()
-    run_sweep(samples=config.samples, repeats=config.repeats, bootstrap=config.bootstrap,
-              out=out, progress=progress, command=sys.argv)
+    run_sweep(problems=config.problems, samples=config.samples, repeats=config.repeats,
+              bootstrap=config.bootstrap, out=out, progress=progress, command=sys.argv)
     relaxed = [name for name, cls in ESTIMATORS.items() if "tau" in cls.options]
     if relaxed:
-        run_sweep(estimators=relaxed, samples=[config.tau_samples], repeats=config.repeats,
-                  bootstrap=config.bootstrap, settings={"tau": list(config.taus)}, out=out,
-                  progress=progress, command=sys.argv)
+        run_sweep(estimators=relaxed, problems=config.problems, samples=[config.tau_samples],
+                  repeats=config.repeats, bootstrap=config.bootstrap,
+                  settings={"tau": list(config.taus)}, out=out, progress=progress,
+                  command=sys.argv)
     note = run_training(config, out, progress)
     measured = time.perf_counter() - started
     written, notes = make_figures(load_tables(out), out / "figures", formats, args.size)

@@ -1,0 +1,89 @@
+"""The asv suites: they import, asv discovers them, they cover the registries, and one
+applicable pair runs every kind of benchmark while an inapplicable one is skipped."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from asv_runner.discovery import disc_benchmarks
+
+from benchmarks import bench_quality, bench_speed, common
+from estimators import ESTIMATORS
+from problems import PROBLEMS
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
+
+
+def _asv_config() -> dict:
+    """asv.conf.json without its // comments (asv's own format)."""
+    text = (ROOT / "asv.conf.json").read_text()
+    return json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_suite_imports(suite):
+    importlib.import_module(f"benchmarks.{suite}")
+
+
+def test_asv_discovers_the_suites():
+    names = {b.name for b in disc_benchmarks(str(ROOT / "benchmarks"))}
+    for expected in (
+        "bench_speed.OneEstimate.time_estimate",
+        "bench_speed.OneEstimate.peakmem_estimate",
+        "bench_speed.VarianceMeasurement.time_variance",
+        "bench_speed.VarianceMeasurement.peakmem_variance",
+        "bench_quality.Quality.track_variance_trace",
+        "bench_quality.Quality.track_bias_l2",
+        "bench_quality.Training.track_final_test_nelbo",
+    ):
+        assert expected in names
+    assert {name.split(".")[0] for name in names} == set(SUITES)
+
+
+def test_asv_config_keeps_its_files_under_dot_asv_and_pins_cpu_torch():
+    config = _asv_config()
+    assert config["repo"] == "."
+    assert config["benchmark_dir"] == "benchmarks"
+    for key in ("env_dir", "results_dir", "html_dir"):
+        assert config[key].startswith(".asv/")
+    assert "--no-deps" in config["build_command"][0]
+    assert "-c {build_dir}/constraints-cpu.txt" in config["install_command"][0]
+
+
+def test_suites_cover_the_estimator_registry_and_valid_problem_options():
+    assert list(ESTIMATORS) == common.ESTIMATOR_NAMES
+    for name, options in common.PROBLEM_OPTIONS.items():
+        if name in PROBLEMS:
+            common.make_problem(name)  # the options are valid
+        else:
+            with pytest.raises(NotImplementedError, match="not registered"):
+                common.make_problem(name)
+            assert options  # documented sizes wait for the problem to land
+
+
+def test_an_applicable_pair_runs_every_benchmark():
+    estimator, problem = "reinforce", "bernoulli_toy"
+    one = bench_speed.OneEstimate()
+    one.setup(estimator, problem)
+    one.time_estimate(estimator, problem)
+    one.peakmem_estimate(estimator, problem)
+    variance = bench_speed.VarianceMeasurement()
+    variance.setup(estimator, problem)
+    variance.time_variance(estimator, problem)
+    quality = bench_quality.measure_quality(estimator, problem)
+    assert quality["variance_trace"] > 0 and math.isfinite(quality["bias_l2"])
+    assert quality == bench_quality.measure_quality(estimator, problem)  # fixed seed
+
+
+def test_an_inapplicable_pair_is_skipped():
+    with pytest.raises(NotImplementedError, match="requires rsample"):
+        bench_speed.OneEstimate().setup("reparam", "bernoulli_toy")
+    quality = bench_quality.Quality()
+    with pytest.raises(NotImplementedError):
+        quality.setup({}, "reparam", "bernoulli_toy")
