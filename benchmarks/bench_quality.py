@@ -36,7 +36,7 @@ from problems import PROBLEMS
 
 #: problem, steps, learning rate and samples of the tracked training run
 TRAIN_PROBLEM = "bernoulli_vae"
-TRAIN_STEPS = 150
+TRAIN_STEPS = 300
 TRAIN_LR = 3e-3
 TRAIN_SAMPLES = 2
 TRAIN_METRIC = "test_nelbo"
