@@ -405,8 +405,10 @@ def training(train: pd.DataFrame, size: Size) -> Drawn:
     objective = _training_objective(train)
     table = _variants(_panels(train), default_only=False)
     if table["panel"].nunique() > 1:
-        first = table["panel"].cat.categories[0]
-        table = table[table["panel"] == first]
+        raise ValueError(
+            "figure 'training' draws one problem; the train table has "
+            f"{', '.join(table['panel'].cat.categories)} (make_figures draws one file each)"
+        )
     curve = table[table["metric"] == objective]
     variance = _positive(table[table["metric"] == "variance_trace"], ["value"])
     name = OBJECTIVES[objective]
@@ -545,6 +547,22 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _split(figure: Figure, table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The training figure shows one problem: one file ``training-<problem>`` per problem
+    (and option set) when the train table has several; other figures: the whole table."""
+    if figure.name != "training" or table.empty or not set(figure.columns) <= set(table.columns):
+        return [(figure.name, table)]
+    keys = table[["problem", "problem_options"]].drop_duplicates()
+    if len(keys) == 1:
+        return [(figure.name, table)]
+    parts = []
+    for i, (problem, options) in enumerate(keys.itertuples(index=False)):
+        suffix = problem if (keys["problem"] == problem).sum() == 1 else f"{problem}-{i}"
+        rows = table[(table["problem"] == problem) & (table["problem_options"] == options)]
+        parts.append((f"{figure.name}-{suffix}", rows))
+    return parts
+
+
 def make_figures(
     tables: dict[str, pd.DataFrame],
     out: str | Path,
@@ -574,13 +592,14 @@ def make_figures(
                 raise ValueError(f"figure {name!r} needs {figure.table}.parquet, which is absent")
             notes.append(f"{name}: skipped, no {figure.table}.parquet")
             continue
-        try:
-            plot, width, height = draw(name, tables[figure.table], size)
-        except NotApplicable as reason:
-            if names is not None:
-                raise ValueError(f"figure {name!r}: {reason}") from None
-            notes.append(f"{name}: skipped, {reason}")
-            continue
-        for fmt in formats:
-            written.append(save(plot, Path(out) / f"{name}.{fmt}", width, height))
+        for stem, table in _split(figure, tables[figure.table]):
+            try:
+                plot, width, height = draw(name, table, size)
+            except NotApplicable as reason:
+                if names is not None:
+                    raise ValueError(f"figure {name!r}: {reason}") from None
+                notes.append(f"{stem}: skipped, {reason}")
+                continue
+            for fmt in formats:
+                written.append(save(plot, Path(out) / f"{stem}.{fmt}", width, height))
     return written, notes

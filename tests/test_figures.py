@@ -163,3 +163,14 @@ def test_paper_runs_and_draws_with_a_tiny_configuration(tmp_path, monkeypatch):
     assert bench_main(["paper", "--out", str(out), "--format", "png", "--no-progress"]) == 0
     drawn = {p.stem for p in (out / "figures").iterdir()}
     assert {"variance_vs_samples", "tau_tradeoff", "efficiency", "overview"} <= drawn
+
+
+def test_training_tables_of_several_problems_give_one_file_each(tables, tmp_path):
+    other = tables["train"].assign(problem="categorical_vae")
+    train = pd.concat([tables["train"], other])
+    written, _ = make_figures({"train": train}, tmp_path, ["png"])
+    assert sorted(p.name for p in written) == [
+        "training-bernoulli_vae.png", "training-categorical_vae.png"
+    ]
+    with pytest.raises(ValueError, match="draws one problem"):
+        draw("training", train)
