@@ -12,11 +12,14 @@ colours of ``bench.theme``.
    relaxed estimators: the bias-variance trade-off of Jang et al. (2017) and Maddison et al.
    (2017). Dashed: the bias noise floor sqrt(variance / R), below which bias is not resolved.
 3. ``efficiency``: variance against wall-clock time per estimate, one point per K: the
-   efficiency frontier; the lower left wins (variance x time is the cost of a given
-   accuracy, Mohamed et al. 2020, Section 7).
-4. ``training``: training curves of ``bench train``: the objective against step and against
-   wall-clock seconds, and the gradient variance along training on a log scale (DisARM,
-   Dong et al. 2020, Figure 2; RELAX, Grathwohl et al. 2018, Figure 4).
+   efficiency frontier; the lower left wins (variance x time per estimate is the cost of a
+   given accuracy: Glynn & Whitt 1992, "The Asymptotic Efficiency of Simulation
+   Estimators", Operations Research 40(3)).
+4. ``training``: training curves of ``bench train``: the objective (the test negative ELBO of
+   a VAE, the energy distance or total variation of a GAN's samples to the data, else the
+   training loss) against step and against wall-clock seconds, and the gradient variance
+   along training on a log scale (DisARM, Dong et al. 2020, Figure 2; RELAX, Grathwohl et
+   al. 2018, Figure 4).
 5. ``overview``: per problem, estimators ranked by mean squared error ||g - grad L||^2 at the
    largest K of that problem, with 95% intervals; hollow markers are biased estimators.
 
@@ -76,7 +79,8 @@ FORMATS = ("png", "pdf", "svg")
 #: metrics of train.parquet that are the training objective, in order of preference
 OBJECTIVES: dict[str, str] = {
     "test_nelbo": "test negative ELBO (nats)",
-    "gan_distance": "GAN distance",
+    "energy_distance": "energy distance to the data",
+    "total_variation": "total variation to the data",
     "train_loss": "training objective",
 }
 #: overview height per estimator and per panel strip and axis, inches
