@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mizani.breaks import breaks_log
 from plotnine import (
     aes,
     coord_flip,
@@ -235,9 +234,32 @@ def _log_labels(values: Sequence[float]) -> list[str]:
     return labels
 
 
-def _log10(x: bool = False, y: bool = False, **kwargs) -> list:
-    """Log10 scales of x and/or y with short labels (``kwargs`` go to the scales)."""
-    return [scale(labels=_log_labels, **kwargs)
+def _log_breaks(limits: Sequence[float]) -> list[float]:
+    """Log-axis breaks inside ``limits``: powers of ten or 1-3 per decade if either gives
+    three breaks, else the first of 1, 1-3, 1-2-5 and every half digit that gives two (else
+    one); at most about five."""
+    low, high = (float(v) for v in limits)
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 or high <= low:
+        return []
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    candidates = []
+    for mantissas in ((1,), (1, 3), (1, 2, 5), tuple(m / 2 for m in range(2, 20))):
+        found = [float(f"{m}e{e}") for e in decades for m in mantissas
+                 if low <= float(f"{m}e{e}") <= high]
+        candidates.append(found[:: int(np.ceil(len(found) / 5))] if found else found)
+    for found in candidates[:2]:
+        if len(found) >= 3:
+            return found
+    for enough in (2, 1):
+        for found in candidates:
+            if len(found) >= enough:
+                return found
+    return []
+
+
+def _log10(x: bool = False, y: bool = False) -> list:
+    """Log10 scales of x and/or y with the figures' breaks and short labels."""
+    return [scale(breaks=_log_breaks, labels=_log_labels, minor_breaks=[])
             for scale, on in ((scale_x_log10, x), (scale_y_log10, y)) if on]
 
 
@@ -383,8 +405,7 @@ def overview(cells: pd.DataFrame, size: Size) -> Drawn:
         + geom_point(data=interval[interval["bias"] == "unbiased"], size=1.8)
         + geom_point(data=interval[interval["bias"] == "biased"], size=1.8, fill="white")
         + scale_x_discrete(labels=lambda keys: [k.split(_WITHIN, 1)[1] for k in keys])
-        # at least three breaks, also where a panel spans less than a decade
-        + _log10(y=True, breaks=breaks_log(n=4))
+        + _log10(y=True)
         + coord_flip()
         + facet
         + labs(x="", y="mean squared error ||g − ∇L||²",
