@@ -1,0 +1,445 @@
+"""GAN-critic problems: the generator's gradient through a fixed, partly trained critic.
+
+In GAN training the generator follows the gradient of ``E_{x ~ p_theta}[c(D(x))]`` through
+the critic D, with ``c(D) = softplus(-D)`` (non-saturating GAN) or ``c(D) = -D`` (WGAN). Here
+the critic (``problems.critic``) is an MLP trained for ``critic_steps`` steps, with a fixed
+seed, against the generator at its initial parameters; it is then held fixed, and the
+problem is the generator's gradient at that snapshot.
+
+Packing (PacGAN, ``pack = m``). One latent sample is one *pack* of m independent generator
+draws, which the critic scores jointly, so the cost of K samples uses K * m generator draws
+and the objective is ``E_{x_1..x_m iid p_theta}[c(D(x_1, ..., x_m))]``; its gradient is what
+the generator follows in PacGAN. m = 1 is the ordinary GAN.
+
+References: Goodfellow et al. (2014), NeurIPS; Arjovsky et al. (2017), ICML; Gulrajani et
+al. (2017), NeurIPS; Lin et al. (2018), "PacGAN", NeurIPS; Metz et al. (2017), "Unrolled
+Generative Adversarial Networks", ICLR (the ring of 8 Gaussians); Yu et al. (2017),
+"SeqGAN", AAAI, and Jang et al. (2017), ICLR (score-function and Gumbel-Softmax gradients
+for discrete GANs).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, OneHotCategorical, constraints
+
+from problems.base import (
+    Capability,
+    LatentKind,
+    Params,
+    Problem,
+    Truth,
+    batched_linear,
+    repeat_params,
+)
+from problems.critic import CRITIC_OPTIONS, N_EVAL, Critic, CriticConfig, generator_cost, seeded
+from problems.enumeration import enumerate_support, enumeration_truth, support_size
+from problems.options import Option
+
+#: a mode counts as covered when the generator puts at least this fraction of the target's
+#: mass into the mode's region (see ``mode_coverage``)
+COVERAGE_FRACTION = 0.25
+
+
+class GanCritic(Problem):
+    """Shared machinery: the cached critic, the cost through it, diagnostics.
+
+    Subclasses define how a latent sample becomes the critic's input (``critic_input``), the
+    number of features of one generator draw (``features``) and how to draw real packs.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pack: int = self.opts["pack"]
+        self._critic: Critic | None = None
+
+    @property
+    @abstractmethod
+    def features(self) -> int:
+        """Critic input features of one generator draw."""
+
+    @abstractmethod
+    def critic_input(self, z: Tensor) -> Tensor:
+        """Latent packs ``[..., *event]`` -> critic inputs ``[..., pack * features]``."""
+
+    @abstractmethod
+    def target_draws(self, n: int) -> Tensor:
+        """``n`` draws from the target as critic features ``[n, features]``."""
+
+    def target_packs(self, n: int) -> Tensor:
+        """``n`` packs of ``pack`` iid target draws: ``[n, pack * features]``."""
+        return self.target_draws(n * self.pack).reshape(n, self.pack * self.features)
+
+    def generator_packs(self, params: Params, n: int) -> Tensor:
+        """``n`` exact generator packs at ``params`` (no repeat dim): ``[n, pack * features]``."""
+        with torch.no_grad():
+            z = self.distribution(repeat_params(params, 1, False)).sample((n,))  # [n, 1, *event]
+        return self.critic_input(z)[:, 0]
+
+    @property
+    def critic(self) -> Critic:
+        """The critic, trained on first use (deterministic given ``seed``) and cached."""
+        if self._critic is None:
+            config = CriticConfig.from_options(self.opts)
+            point = self.init_params()
+            with seeded(self.opts["seed"] + 1, self.device):
+                critic = Critic(
+                    self.pack * self.features, config, dtype=self.dtype, device=self.device
+                )
+                for _ in range(self.opts["critic_steps"]):
+                    critic.step(
+                        self.target_packs(config.batch), self.generator_packs(point, config.batch)
+                    )
+            self._critic = critic
+        return self._critic
+
+    def cost(self, z: Tensor, params: Params) -> Tensor:
+        return generator_cost(self.critic(self.critic_input(z)), self.opts["loss"])  # [K, R]
+
+    def diagnostics(self, params: Params) -> dict[str, float]:
+        """``critic_dead_fraction``: fraction of the critic's hidden units inactive on all of
+        ``N_EVAL`` generator packs at ``params`` (see ``Critic.dead_fraction``);
+        ``critic_lipschitz``: the largest input-gradient norm of the critic over those packs
+        and their interpolates with as many target packs (see ``Critic.lipschitz_estimate``),
+        a lower bound of its Lipschitz constant. Fixed seed: the same samples every call."""
+        critic = self.critic
+        with seeded(self.opts["seed"] + 2, self.device):
+            fake = self.generator_packs(params, N_EVAL)
+            real = self.target_packs(N_EVAL)
+            return {
+                "critic_dead_fraction": critic.dead_fraction(fake),
+                "critic_lipschitz": critic.lipschitz_estimate(fake, real),
+            }
+
+
+class NoisyGenerator(Distribution):
+    """The joint law of the generator's noise and output: z = (eps, x) with
+
+        eps ~ N(0, I_k),   x | eps ~ N(G_theta(eps), s^2 I_d),
+
+    G_theta(eps) = W2 tanh(W1 eps + b1) + b2, so that
+    ``log q_theta(eps, x) = log N(eps; 0, I) + log N(x; G_theta(eps), s^2 I)`` is exact and
+    ``rsample`` is the reparameterization x = G_theta(eps) + s xi, xi ~ N(0, I). Event shape
+    ``[pack, k + d]``: a pack of iid draws, each the concatenation (eps, x).
+
+    Args:
+        params: ``w1 [R, k, h]``, ``b1 [R, h]``, ``w2 [R, h, d]``, ``b2 [R, d]``.
+        pack: draws per latent sample.
+        output_std: s.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, params: Params, pack: int, output_std: float) -> None:
+        self.params = params
+        self.pack = pack
+        self.output_std = output_std
+        self.noise_dim = params["w1"].shape[1]
+        self.dim = params["w2"].shape[2]
+        super().__init__(
+            batch_shape=params["w1"].shape[:1],
+            event_shape=torch.Size([pack, self.noise_dim + self.dim]),
+            validate_args=False,
+        )
+
+    def mean_output(self, eps: Tensor) -> Tensor:
+        """G_theta(eps): ``[R, N, k]`` -> ``[R, N, d]``."""
+        p = self.params
+        return batched_linear(torch.tanh(batched_linear(eps, p["w1"], p["b1"])), p["w2"], p["b2"])
+
+    def rsample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+        n = math.prod(sample_shape)
+        n_repeats = self.batch_shape[0]
+        w1 = self.params["w1"]
+        eps = torch.randn(
+            n_repeats, n * self.pack, self.noise_dim, dtype=w1.dtype, device=w1.device
+        )  # [R, N*m, k]
+        mean = self.mean_output(eps)  # [R, N*m, d]
+        x = mean + self.output_std * torch.randn_like(mean)
+        z = torch.cat([eps, x], -1).reshape(n_repeats, n, *self.event_shape)  # [R, N, m, k+d]
+        return z.movedim(0, 1).reshape(*sample_shape, n_repeats, *self.event_shape)
+
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        lead = value.shape[:-2]  # [*S, R]
+        n_repeats = self.batch_shape[0]
+        flat = value.reshape(-1, n_repeats, *self.event_shape).movedim(1, 0)  # [R, N, m, k+d]
+        flat = flat.reshape(n_repeats, -1, self.noise_dim + self.dim)
+        eps, x = flat[..., : self.noise_dim], flat[..., self.noise_dim :]
+        resid = (x - self.mean_output(eps)) / self.output_std
+        log_norm = -0.5 * math.log(2 * math.pi)
+        per_draw = (
+            (log_norm - 0.5 * eps**2).sum(-1)
+            + (log_norm - math.log(self.output_std) - 0.5 * resid**2).sum(-1)
+        )  # [R, N*m]
+        per_pack = per_draw.reshape(n_repeats, -1, self.pack).sum(-1)  # [R, N]
+        return per_pack.movedim(0, 1).reshape(lead)
+
+
+class GanContinuous(GanCritic):
+    """A continuous generator's gradient through a partly trained critic; 2-D ring target.
+
+    Generator: eps ~ N(0, I_k), x = G_theta(eps) + s xi with G_theta a one-hidden-layer tanh
+    MLP (``NoisyGenerator``). The latent is z = (eps, x), whose density
+    q_theta(eps, x) = N(eps; 0, I) N(x; G_theta(eps), s^2 I) is exact, so both the pathwise
+    estimator (x = G_theta(eps) + s xi) and score-function estimators
+    (d/dtheta log q_theta(z) = d/dtheta log N(x; G_theta(eps), s^2 I)) are unbiased for
+
+        L(theta) = E_{z ~ q_theta}[c(D(x_1, ..., x_m))],
+
+    c the generator cost of ``loss``, D the fixed critic, x_i the outputs of the pack. The
+    target is a mixture of ``modes`` isotropic Gaussians (std ``mode_std``) with means
+    equally spaced on a circle of radius ``radius``. No closed form exists: ``truth`` is
+    ``reference`` (the harness estimates it with the pathwise estimator) or ``none``.
+
+    References: Goodfellow et al. (2014); Metz et al. (2017), ICLR (8-Gaussian ring);
+    Mohamed et al. (2020), JMLR, Sections 4-5.
+    """
+
+    name = "gan_continuous"
+    description = "generator x = G(eps) + s*xi through a trained MLP critic; ring of Gaussians"
+    latent = LatentKind.CONTINUOUS
+    provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
+    truth_kind = "reference"
+    reference_estimator = "reparam"
+    options: ClassVar[dict[str, Option]] = {
+        **CRITIC_OPTIONS,
+        "modes": Option(8, "Gaussians on the target ring", minimum=1),
+        "radius": Option(2.0, "radius of the target ring", minimum=0, exclusive=True),
+        "mode_std": Option(0.05, "std of each target Gaussian", minimum=0, exclusive=True),
+        "noise_dim": Option(2, "generator noise dimension k", minimum=1),
+        "gen_width": Option(32, "hidden units of the generator", minimum=1),
+        "output_std": Option(0.1, "generator output noise s", minimum=0, exclusive=True),
+        "truth": Option("reference", "reference (harness estimate) or none",
+                        choices=("reference", "none")),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        angles = 2 * math.pi * torch.arange(self.opts["modes"], dtype=torch.float64)
+        angles = angles / self.opts["modes"]
+        self.centres = self.tensor(
+            self.opts["radius"] * torch.stack([angles.cos(), angles.sin()], -1)
+        )  # [C, 2]
+
+    @property
+    def features(self) -> int:
+        return 2
+
+    def init_params(self) -> Params:
+        """Weights drawn like PyTorch's ``nn.Linear`` default, from ``seed``."""
+        k, h = self.opts["noise_dim"], self.opts["gen_width"]
+        with seeded(self.opts["seed"], self.device):
+            def uniform(fan_in: int, *shape: int) -> Tensor:
+                draw = torch.rand(*shape, dtype=self.dtype, device=self.device)
+                return (2 * draw - 1) / math.sqrt(fan_in)
+
+            return {
+                "w1": uniform(k, k, h), "b1": uniform(k, h),
+                "w2": uniform(h, h, 2), "b2": uniform(h, 2),
+            }
+
+    def distribution(self, params: Params) -> NoisyGenerator:
+        return NoisyGenerator(params, self.pack, self.opts["output_std"])
+
+    def critic_input(self, z: Tensor) -> Tensor:
+        x = z[..., self.opts["noise_dim"] :]  # [..., m, 2]
+        return x.reshape(*x.shape[:-2], self.pack * 2)
+
+    def target_draws(self, n: int) -> Tensor:
+        index = torch.randint(len(self.centres), (n,), device=self.device)
+        noise = torch.randn(n, 2, dtype=self.dtype, device=self.device)
+        return self.centres[index] + self.opts["mode_std"] * noise
+
+    def truth(self, params: Params) -> Truth | None:
+        return None
+
+    def coverage_radius(self) -> float:
+        """rho = 3 sqrt(mode_std^2 + s^2): 3 std of a generator that outputs a mode's centre."""
+        return 3 * math.hypot(self.opts["mode_std"], self.opts["output_std"])
+
+    def mode_coverage(self, x: Tensor, y: Tensor) -> int:
+        """Modes covered by generator draws ``x`` ``[N, 2]``, judged against target draws ``y``.
+
+        Mode c's region is the disk of radius ``coverage_radius()`` around its centre; c is
+        covered when the fraction of x in it is at least ``COVERAGE_FRACTION`` times the
+        fraction of y in it.
+        """
+        def shares(points: Tensor) -> Tensor:
+            inside = torch.cdist(points, self.centres) <= self.coverage_radius()  # [N, C]
+            return inside.to(torch.float64).mean(0)
+
+        return int((shares(x) >= COVERAGE_FRACTION * shares(y)).sum())
+
+
+class GanDiscrete(GanCritic):
+    """A discrete generator's gradient through a partly trained critic on one-hot sequences.
+
+    Generator: L independent tokens, x_l ~ Cat(softmax(logits_l)) over V symbols, as one-hot
+    vectors; the logits are drawn N(0, logit_std^2) from ``seed``. A latent sample is a pack
+    of m sequences, event ``[m * L, V]`` (rows ``i*L .. (i+1)*L - 1`` are sequence i), and the
+    critic reads the flattened ``m * L * V`` one-hot (or relaxed) entries, so the cost is
+    defined on relaxed inputs:
+
+        L(logits) = E_{x ~ q}[c(D(x_1, ..., x_m))] = sum_x q(x) c(D(x)).
+
+    Target: a mixture of ``modes`` prototype sequences s_c (distinct, drawn from ``seed``),
+    each token kept with probability 1 - eps and otherwise replaced by one of the V - 1
+    others uniformly:
+
+        p(x) = (1/M) sum_c prod_l [(1 - eps) 1{x_l = s_cl} + eps / (V - 1) 1{x_l != s_cl}].
+
+    Truth: the exact gradient by enumerating the V^(m L) packs when that is at most
+    ``max_configs`` (``auto`` or ``enumeration``), else ``reference`` (the harness estimates
+    it with REINFORCE-LOO) or ``none``.
+
+    References: Goodfellow et al. (2014); Yu et al. (2017), "SeqGAN", AAAI; Jang et al.
+    (2017), ICLR; Lin et al. (2018), NeurIPS.
+    """
+
+    name = "gan_discrete"
+    description = "L tokens of V (one-hot) through a trained MLP critic; multi-modal target"
+    latent = LatentKind.CATEGORICAL
+    provides = frozenset(
+        {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
+    )
+    truth_kind = "enumeration"
+    reference_estimator = "reinforce_loo"
+    options: ClassVar[dict[str, Option]] = {
+        **CRITIC_OPTIONS,
+        "length": Option(4, "tokens per sequence L", minimum=1),
+        "vocab": Option(4, "vocabulary size V", minimum=2),
+        "modes": Option(3, "prototype sequences of the target", minimum=1),
+        "target_noise": Option(0.1, "probability eps that a target token is replaced",
+                               minimum=0, maximum=1),
+        "logit_std": Option(1.0, "std of the generator's initial logits", minimum=0),
+        "truth": Option("auto", "auto: enumeration if at most max_configs packs, else none",
+                        choices=("auto", "enumeration", "reference", "none")),
+        "max_configs": Option(2**16, "largest pack space enumerated for exact truth", minimum=1),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        length, vocab, modes = self.opts["length"], self.opts["vocab"], self.opts["modes"]
+        if modes > vocab**length:
+            raise ValueError(
+                f"invalid option modes={modes} for problem {self.name!r}: expected at most "
+                f"vocab**length = {vocab**length} distinct prototypes"
+            )
+        configs = support_size(self.latent, torch.Size([self.pack * length, vocab]))
+        if self.opts["truth"] == "enumeration" and configs > self.opts["max_configs"]:
+            raise ValueError(
+                f"invalid option truth='enumeration' for problem {self.name!r}: "
+                f"vocab**(pack*length) = {configs} packs exceed max_configs="
+                f"{self.opts['max_configs']}; use truth=reference or raise max_configs"
+            )
+        with seeded(self.opts["seed"] + 3, self.device):
+            prototypes = torch.randint(vocab, (modes, length))
+            while len(torch.unique(prototypes, dim=0)) < modes:
+                prototypes = torch.randint(vocab, (modes, length))
+        self.prototypes = prototypes.to(self.device)  # [M, L] token ids
+
+    @property
+    def features(self) -> int:
+        return self.opts["length"] * self.opts["vocab"]
+
+    def init_params(self) -> Params:
+        shape = (self.opts["length"], self.opts["vocab"])
+        with seeded(self.opts["seed"], self.device):
+            logits = torch.randn(*shape, dtype=self.dtype, device=self.device)
+        return {"logits": self.opts["logit_std"] * logits}
+
+    def distribution(self, params: Params) -> Independent:
+        logits = params["logits"].repeat(1, self.pack, 1)  # [R, m*L, V]
+        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1)
+
+    def critic_input(self, z: Tensor) -> Tensor:
+        return z.reshape(*z.shape[:-2], self.pack * self.features)
+
+    def target_tokens(self, n: int) -> Tensor:
+        """``n`` target sequences as token ids ``[n, L]``."""
+        vocab, eps = self.opts["vocab"], self.opts["target_noise"]
+        tokens = self.prototypes[torch.randint(len(self.prototypes), (n,), device=self.device)]
+        replace = torch.rand(tokens.shape, device=self.device) < eps
+        shift = torch.randint(1, vocab, tokens.shape, device=self.device)  # another symbol
+        return torch.where(replace, (tokens + shift) % vocab, tokens)
+
+    def target_draws(self, n: int) -> Tensor:
+        one_hot = torch.nn.functional.one_hot(self.target_tokens(n), self.opts["vocab"])
+        return one_hot.to(self.dtype).reshape(n, self.features)
+
+    def truth(self, params: Params) -> Truth | None:
+        if self.opts["truth"] in ("reference", "none"):
+            return None
+        return enumeration_truth(self, params, self.opts["max_configs"])
+
+    def target_log_prob(self, tokens: Tensor) -> Tensor:
+        """log p(x) of sequences ``[N, L]`` (token ids): ``[N]``."""
+        vocab, eps = self.opts["vocab"], self.opts["target_noise"]
+        match = tokens.unsqueeze(1) == self.prototypes  # [N, M, L]
+        keep = torch.tensor(1 - eps, dtype=torch.float64).log()
+        swap = torch.tensor(eps / (vocab - 1), dtype=torch.float64).log()
+        per_mode = torch.where(match, keep, swap).sum(-1)  # [N, M]
+        return torch.logsumexp(per_mode, -1) - math.log(len(self.prototypes))
+
+    def total_variation(self, params: Params, chunk_size: int = 4096) -> float:
+        """Exact TV(q, p) = 1/2 sum_x |q(x) - p(x)| over the V^L sequences (one draw, not a
+        pack), or NaN if V^L exceeds ``max_configs``."""
+        length, vocab = self.opts["length"], self.opts["vocab"]
+        if vocab**length > self.opts["max_configs"]:
+            return math.nan
+        log_q_table = torch.log_softmax(params["logits"].detach().double(), -1)  # [L, V]
+        total = 0.0
+        for x in enumerate_support(
+            self.latent, torch.Size([length, vocab]), chunk_size,
+            dtype=torch.float64, device=self.device,
+        ):
+            tokens = x.argmax(-1)  # [N, L]
+            log_q = (x * log_q_table).sum((-1, -2))
+            total += (log_q.exp() - self.target_log_prob(tokens).exp()).abs().sum().item()
+        return 0.5 * total
+
+    def coverage_radius(self) -> int:
+        """h = floor(L / 4): a sequence within Hamming distance h of a prototype is in its mode."""
+        return self.opts["length"] // 4
+
+    def mode_coverage(self, params: Params) -> int:
+        """Modes covered, exactly: mode c's region is the Hamming ball of radius
+        ``coverage_radius()`` around s_c; c is covered when q puts at least
+        ``COVERAGE_FRACTION`` times the target's mass into it. Both masses are
+        Poisson-binomial tails (positions are independent under q and under each target
+        component), computed by dynamic programming."""
+        probs = torch.softmax(params["logits"].detach().double(), -1)  # [L, V]
+        vocab, eps = self.opts["vocab"], self.opts["target_noise"]
+        h = self.coverage_radius()
+        covered = 0
+        for proto in self.prototypes:
+            q_match = probs.gather(-1, proto.unsqueeze(-1)).squeeze(-1)  # [L]
+            same = (self.prototypes == proto).to(torch.float64)  # [M, L]
+            p_match = same * (1 - eps) + (1 - same) * eps / (vocab - 1)  # [M, L]
+            q_mass = _ball_mass(q_match.unsqueeze(0), h).item()
+            p_mass = _ball_mass(p_match, h).mean().item()
+            covered += q_mass >= COVERAGE_FRACTION * p_mass
+        return covered
+
+
+def _ball_mass(match: Tensor, h: int) -> Tensor:
+    """P(at most h mismatches) for independent positions matching with probabilities
+    ``match`` ``[B, L]``: ``[B]``. ``dist[:, j]`` is P(j mismatches so far)."""
+    dist = torch.zeros(match.shape[0], h + 1, dtype=match.dtype, device=match.device)
+    dist[:, 0] = 1
+    for position in range(match.shape[1]):
+        m = match[:, position : position + 1]
+        shifted = torch.cat([torch.zeros_like(dist[:, :1]), dist[:, :-1]], 1)
+        dist = dist * m + shifted * (1 - m)
+    return dist.sum(-1)
