@@ -177,6 +177,7 @@ class Critic:
             loss = loss + self.config.gp_weight * ((grad.norm(dim=-1) - 1) ** 2).mean()
         return loss
 
+    @torch.enable_grad()
     def step(self, real: Tensor, fake: Tensor) -> float:
         """One Adam step on real and generated packs ``[B, n_in]``; clips after it if asked.
 
@@ -208,6 +209,7 @@ class Critic:
         ]  # each [width]
         return torch.cat(dead).to(torch.float64).mean().item()
 
+    @torch.enable_grad()
     def lipschitz_estimate(self, fake: Tensor, real: Tensor) -> float:
         """max ||grad_x D(x)||_2 over the generated packs ``fake`` ``[N, n_in]`` and the
         interpolates ``a real + (1 - a) fake`` (a ~ U(0, 1), one per pair): an empirical
