@@ -1,1 +1,11 @@
-"""The harness and the ``bench`` command line of gradbench."""
+"""The harness and the ``bench`` command line of gradbench.
+
+From Python: ``bench.run_sweep(...)`` runs a sweep and returns its cells as a DataFrame.
+"""
+
+
+def run_sweep(*args, **kwargs):
+    """See ``bench.harness.run_sweep`` (imported lazily to keep ``bench --help`` fast)."""
+    from bench.harness import run_sweep as run
+
+    return run(*args, **kwargs)

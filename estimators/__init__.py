@@ -1,7 +1,7 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
 from estimators.base import Estimator, State, Surrogate
-from estimators.relaxed import GumbelSoftmax, StraightThrough, STGumbelSoftmax
+from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
 from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
 

@@ -49,11 +49,15 @@ def relax(dist: Distribution, tau: float) -> Distribution:
     base, ndims = _unwrap(dist)
     temperature = torch.as_tensor(tau, dtype=base.logits.dtype, device=base.logits.device)
     if isinstance(base, Bernoulli):
-        relaxed: Distribution = RelaxedBernoulli(temperature, logits=base.logits, validate_args=False)
+        relaxed: Distribution = RelaxedBernoulli(
+            temperature, logits=base.logits, validate_args=False
+        )
     elif isinstance(base, OneHotCategorical):
         relaxed = RelaxedOneHotCategorical(temperature, logits=base.logits, validate_args=False)
     else:
-        raise TypeError(f"cannot relax {type(base).__name__}: expected Bernoulli or OneHotCategorical")
+        raise TypeError(
+            f"cannot relax {type(base).__name__}: expected Bernoulli or OneHotCategorical"
+        )
     return Independent(relaxed, ndims) if ndims else relaxed
 
 

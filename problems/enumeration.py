@@ -56,7 +56,7 @@ def enumerate_support(
 
 
 def exact_objective(problem: Problem, params: Params, chunk_size: int = 4096) -> Tensor:
-    """``sum_z q(z) f(z, theta)`` for params with a repeat dimension ``[R, ...]``: returns ``[R]``."""
+    """``sum_z q(z) f(z, theta)`` for params ``[R, ...]`` (repeat dimension): returns ``[R]``."""
     dist = problem.distribution(params)
     total = torch.zeros(dist.batch_shape, dtype=problem.dtype, device=problem.device)
     for z in enumerate_support(

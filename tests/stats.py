@@ -56,7 +56,8 @@ class Comparison:
         j = int(np.argmax(np.abs(self.truth)))
         assert abs(self.truth[j]) > min_abs, f"truth too close to zero for a test: {self.truth}"
         assert self.z * self.se[j] < rel * abs(self.truth[j]), (
-            f"test too weak: tolerance {self.z * self.se[j]:.3g} vs |truth| {abs(self.truth[j]):.3g}"
+            f"test too weak: tolerance {self.z * self.se[j]:.3g} "
+            f"vs |truth| {abs(self.truth[j]):.3g}"
         )
 
 

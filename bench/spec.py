@@ -1,0 +1,187 @@
+"""Sweep and cell specifications: CLI input -> validated, frozen cells with stable keys.
+
+Configuration flows one way: the CLI (or ``run_sweep``) builds a ``SweepSpec``; ``expand``
+validates every name and value and crosses them into ``CellSpec``s before any work starts.
+A cell's key is a hash of its full configuration (options with defaults filled in), so the
+same cell gets the same key, and the same random seed, in every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from estimators import ESTIMATORS, get_estimator
+from problems import PROBLEMS, get_problem
+from problems.options import OptionValue
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One measurement: a problem and estimator with all options, K, R, seed and device."""
+
+    problem: str
+    problem_options: tuple[tuple[str, OptionValue], ...]
+    estimator: str
+    estimator_options: tuple[tuple[str, OptionValue], ...]
+    n_samples: int
+    n_repeats: int
+    seed: int
+    device: str = "cpu"
+    dtype: str = "float32"
+    n_bootstrap: int = 1000
+
+    def config(self) -> dict[str, Any]:
+        """The canonical, JSON-serialisable configuration."""
+        return {
+            "problem": self.problem,
+            "problem_options": dict(self.problem_options),
+            "estimator": self.estimator,
+            "estimator_options": dict(self.estimator_options),
+            "n_samples": self.n_samples,
+            "n_repeats": self.n_repeats,
+            "seed": self.seed,
+            "device": self.device,
+            "dtype": self.dtype,
+            "n_bootstrap": self.n_bootstrap,
+        }
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex-digit identifier of the cell."""
+        return self.digest[:16]
+
+    @property
+    def cell_seed(self) -> int:
+        """The random seed of this cell, derived from the base seed through the key."""
+        return int(self.digest[16:32], 16) % 2**63
+
+    def label(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.estimator_options)
+        return f"{self.problem}/{self.estimator}{f'[{opts}]' if opts else ''} K={self.n_samples}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep as the user states it: names, sample counts and swept option values.
+
+    Attributes:
+        settings: ``(name, values)`` pairs; every combination of values is a cell, for each
+            problem and estimator that declares the option.
+    """
+
+    estimators: tuple[str, ...] = ("all",)
+    problems: tuple[str, ...] = ("all",)
+    samples: tuple[int, ...] = (10,)
+    repeats: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    n_bootstrap: int = 1000
+    settings: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
+
+
+def select(names: Sequence[str], registry: dict, kind: str) -> list[str]:
+    """Resolve ``all`` and check names against a registry."""
+    if list(names) == ["all"]:
+        return list(registry)
+    chosen: list[str] = []
+    for name in names:
+        if name not in registry:
+            raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: all, {', '.join(registry)}")
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError(f"no {kind} selected; valid {kind}s: all, {', '.join(registry)}")
+    return chosen
+
+
+def parse_setting(text: str) -> tuple[str, tuple[str, ...]]:
+    """``'tau=0.5,1'`` -> ``('tau', ('0.5', '1'))``."""
+    name, sep, values = text.partition("=")
+    items = tuple(v.strip() for v in values.split(",") if v.strip())
+    if not sep or not name.strip() or not items:
+        raise ValueError(f"invalid --set {text!r}: expected NAME=VALUE[,VALUE...]")
+    return name.strip(), items
+
+
+def _grid(owner: str, declared: dict, settings: dict[str, tuple[str, ...]]) -> list[tuple]:
+    """All combinations of the settings that ``declared`` accepts, fully resolved."""
+    names = [n for n in settings if n in declared]
+    grid = []
+    for values in itertools.product(*(settings[n] for n in names)):
+        given = dict(zip(names, values, strict=True))
+        resolved = {
+            n: declared[n].parse(owner, n, given.get(n, declared[n].default)) for n in declared
+        }
+        grid.append(tuple(sorted(resolved.items())))
+    return list(dict.fromkeys(grid))
+
+
+def expand(sweep: SweepSpec) -> list[CellSpec]:
+    """Validate a sweep and cross it into cells.
+
+    Raises:
+        ValueError: for an unknown name, an option no selected problem or estimator has, a
+            value that breaks its option's rule, or invalid K, R, dtype or bootstrap count.
+    """
+    problems = select(sweep.problems, PROBLEMS, "problem")
+    estimators = select(sweep.estimators, ESTIMATORS, "estimator")
+    if not sweep.samples or any(k < 1 for k in sweep.samples):
+        raise ValueError(f"invalid --samples {list(sweep.samples)}: every K must be >= 1")
+    if sweep.repeats < 2:
+        raise ValueError(f"invalid --repeats {sweep.repeats}: R must be >= 2 to measure variance")
+    if sweep.dtype not in DTYPES:
+        raise ValueError(f"invalid --dtype {sweep.dtype!r}; valid: {', '.join(DTYPES)}")
+    if sweep.n_bootstrap < 0:
+        raise ValueError(f"invalid --bootstrap {sweep.n_bootstrap}: must be >= 0")
+    settings = dict(sweep.settings)
+    known = {n for p in problems for n in PROBLEMS[p].options}
+    known |= {n for e in estimators for n in ESTIMATORS[e].options}
+    for name in settings:
+        if name not in known:
+            raise ValueError(
+                f"unknown option {name!r} for the selected problems and estimators; "
+                f"valid options: {', '.join(sorted(known)) or '(none)'}"
+            )
+    named = [] if list(sweep.estimators) == ["all"] else estimators
+    for e in named:  # with "all", too-small K gives skipped cells instead
+        low = get_estimator(e).min_samples
+        if any(k < low for k in sweep.samples):
+            raise ValueError(
+                f"invalid --samples {list(sweep.samples)} for {e}: it needs K >= {low}"
+            )
+    cells = []
+    for p in problems:
+        problem_grid = _grid(f"problem {p!r}", get_problem(p).options, settings)
+        for e in estimators:
+            estimator_grid = _grid(f"estimator {e!r}", get_estimator(e).options, settings)
+            for p_opts, e_opts, k in itertools.product(
+                problem_grid, estimator_grid, sweep.samples
+            ):
+                cells.append(
+                    CellSpec(
+                        problem=p,
+                        problem_options=p_opts,
+                        estimator=e,
+                        estimator_options=e_opts,
+                        n_samples=k,
+                        n_repeats=sweep.repeats,
+                        seed=sweep.seed,
+                        device=sweep.device,
+                        dtype=sweep.dtype,
+                        n_bootstrap=sweep.n_bootstrap,
+                    )
+                )
+    return cells

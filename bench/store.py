@@ -1,0 +1,121 @@
+"""A run directory: per-cell files written atomically, then consolidated tables.
+
+Layout of ``<out>/``::
+
+    run.json            what the run was made with (every invocation appended)
+    cells/<key>.parquet one row of cells.parquet per finished cell
+    coords/<key>.parquet that cell's rows of coords.parquet
+    cells.parquet       all cells, consolidated at the end of each invocation
+    coords.parquet      all coordinates
+
+Every file is written to a temporary name in the same directory and renamed into place
+(``os.replace`` is atomic on POSIX), and a cell's coords are written before its cell row, so
+a cell counts as finished exactly when ``cells/<key>.parquet`` exists; a killed run loses at
+most the cells in flight and never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import schema
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+class RunStore:
+    """The files of one run directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "run.json"
+
+    def cell_path(self, key: str) -> Path:
+        return self.root / "cells" / f"{key}.parquet"
+
+    def coords_path(self, key: str) -> Path:
+        return self.root / "coords" / f"{key}.parquet"
+
+    def check_writable(self) -> None:
+        """Fail early with one line if the directory cannot be created or written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"--out {self.root}: exists and is not a directory")
+        probe = self.root if self.root.exists() else next(
+            (p for p in self.root.parents if p.exists()), Path(".")
+        )
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {self.root}: directory {probe} is not writable")
+
+    def finished(self) -> dict[str, str]:
+        """Status (ok, skipped, failed) of every cell already on disk, by key."""
+        folder = self.root / "cells"
+        if not folder.is_dir():
+            return {}
+        statuses = {}
+        for path in folder.glob("*.parquet"):
+            table = pq.read_table(path, columns=["cell_key", "status"])
+            statuses[table["cell_key"][0].as_py()] = table["status"][0].as_py()
+        return statuses
+
+    def write_cell(self, row: dict[str, Any], coords: list[dict[str, Any]]) -> None:
+        key = row["cell_key"]
+        write_table(self.coords_path(key), schema.table(coords, schema.COORDS))
+        write_table(self.cell_path(key), schema.table([row], schema.CELLS))
+
+    def record_invocation(self, entry: dict[str, Any]) -> None:
+        """Append an invocation (command, configuration, environment) to ``run.json``."""
+        manifest = {"invocations": []}
+        if self.manifest_path.exists():
+            manifest = json.loads(self.manifest_path.read_text())
+        manifest["invocations"].append(entry)
+        write_json(self.manifest_path, manifest)
+
+    def consolidate(self) -> pd.DataFrame:
+        """Write ``cells.parquet`` and ``coords.parquet`` from the per-cell files; return cells."""
+        cells = _concat(sorted((self.root / "cells").glob("*.parquet")), schema.CELLS)
+        coords = _concat(sorted((self.root / "coords").glob("*.parquet")), schema.COORDS)
+        write_table(self.root / "cells.parquet", cells)
+        write_table(self.root / "coords.parquet", coords)
+        return cells.to_pandas()
+
+
+def _concat(paths: list[Path], table_schema: pa.Schema) -> pa.Table:
+    if not paths:
+        return table_schema.empty_table()
+    table = pa.concat_tables([pq.read_table(p, schema=table_schema) for p in paths])
+    order = [(name, "ascending") for name in ("problem", "estimator", "problem_options",
+                                              "estimator_options", "n_samples", "device")]
+    return table.sort_by(order)

@@ -1,0 +1,53 @@
+"""The gradient each cell is compared with.
+
+* ``closed_form`` / ``enumeration``: the problem's own exact gradient (``Problem.truth``).
+* ``reference``: for problems without an exact gradient (``truth=reference`` among their
+  options), the mean of ``reference_repeats`` independent estimates of the problem's
+  unbiased ``reference_estimator`` with ``reference_samples`` samples each; its standard
+  error per coordinate is carried into the bias z-scores and intervals.
+* ``none``: no truth; only truth-free metrics (variance, snr, timing) are reported.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.estimate import estimate_chunks, warmed_state
+from estimators import get_estimator
+from problems.base import Params, Problem, Truth
+
+REFERENCE_SAMPLES = 100
+REFERENCE_REPEATS = 1000
+
+
+def reference_truth(problem: Problem, point: Params, seed: int) -> Truth:
+    """An unbiased high-sample estimate of the gradient, with its standard error."""
+    name = problem.reference_estimator
+    if name is None:
+        raise ValueError(f"problem {problem.name!r} has no reference estimator for truth=reference")
+    estimator = get_estimator(name)()
+    if not get_estimator(name).unbiased:
+        raise ValueError(f"reference estimator {name!r} of {problem.name!r} is biased")
+    n_samples = int(problem.opts.get("reference_samples", REFERENCE_SAMPLES))
+    n_repeats = int(problem.opts.get("reference_repeats", REFERENCE_REPEATS))
+    torch.manual_seed(seed)
+    state = warmed_state(problem, estimator, point, n_samples)
+    flat = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
+    flat = flat.double()
+    mean, se = flat.mean(0), flat.std(0, unbiased=True) / n_repeats**0.5
+    grad, err, offset = {}, {}, 0
+    for key, value in point.items():
+        size = value.numel()
+        grad[key] = mean[offset : offset + size].reshape(value.shape)
+        err[key] = se[offset : offset + size].reshape(value.shape)
+        offset += size
+    return Truth(grad=grad, kind="reference", se=err)
+
+
+def cell_truth(problem: Problem, point: Params, seed: int) -> Truth | None:
+    """The truth a cell is measured against (see module docstring)."""
+    if problem.opts.get("truth") == "reference":
+        return reference_truth(problem, point, seed)
+    if problem.opts.get("truth") == "none":
+        return None
+    return problem.truth(point)
