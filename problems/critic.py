@@ -58,6 +58,9 @@ CRITIC_OPTIONS: dict[str, Option] = {
     "critic_depth": Option(2, "hidden layers of the critic", minimum=1),
     "critic_lr": Option(1e-3, "critic Adam learning rate", minimum=0, exclusive=True),
     "critic_batch": Option(128, "real and generated packs per critic step", minimum=1),
+    "critic_updates": Option(
+        1, "critic steps before each generator step in bench train", minimum=0
+    ),
     "seed": Option(
         0, "seed of the target, the generator's initial weights and the critic", minimum=0
     ),
@@ -100,6 +103,23 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """The energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between the samples
+    ``x`` ``[N, d]`` and ``y`` ``[M, d]`` (Euclidean norm; U-statistics, i != j in the
+    within-sample terms). Zero iff the laws are equal; no kernel or bandwidth to choose.
+
+    References: Szekely & Rizzo (2013), "Energy statistics: A class of statistics based on
+    distances", Journal of Statistical Planning and Inference 143(8).
+    """
+    x, y = x.double(), y.double()
+
+    def within(a: Tensor) -> Tensor:
+        n = a.shape[0]
+        return torch.cdist(a, a).sum() / (n * (n - 1))
+
+    return (2 * torch.cdist(x, y).mean() - within(x) - within(y)).item()
 
 
 def generator_cost(logit: Tensor, loss: str) -> Tensor:

@@ -6,6 +6,14 @@ the critic (``problems.critic``) is an MLP trained for ``critic_steps`` steps, w
 seed, against the generator at its initial parameters; it is then held fixed, and the
 problem is the generator's gradient at that snapshot.
 
+Training (``bench train``, hooks of ``problems.base``): before each generator step the
+critic takes ``critic_updates`` Adam steps on ``critic_batch`` real packs (drawn with the
+trainer's minibatch generator, so every estimator sees the same real data) and as many
+packs from the current generator; it starts from the snapshot critic. ``train_metrics``
+reports the generator's distance to the target, the number of target modes it covers (the
+criterion is ``COVERAGE_FRACTION``, see each problem's ``mode_coverage``) and the critic
+diagnostics, from a fixed-seed evaluation sample.
+
 Packing (PacGAN, ``pack = m``). One latent sample is one *pack* of m independent generator
 draws, which the critic scores jointly, so the cost of K samples uses K * m generator draws
 and the objective is ``E_{x_1..x_m iid p_theta}[c(D(x_1, ..., x_m))]``; its gradient is what
@@ -37,7 +45,15 @@ from problems.base import (
     batched_linear,
     repeat_params,
 )
-from problems.critic import CRITIC_OPTIONS, N_EVAL, Critic, CriticConfig, generator_cost, seeded
+from problems.critic import (
+    CRITIC_OPTIONS,
+    N_EVAL,
+    Critic,
+    CriticConfig,
+    energy_distance,
+    generator_cost,
+    seeded,
+)
 from problems.enumeration import enumerate_support, enumeration_truth, support_size
 from problems.options import Option
 
@@ -68,12 +84,18 @@ class GanCritic(Problem):
         """Latent packs ``[..., *event]`` -> critic inputs ``[..., pack * features]``."""
 
     @abstractmethod
-    def target_draws(self, n: int) -> Tensor:
-        """``n`` draws from the target as critic features ``[n, features]``."""
+    def target_draws(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws from the target as critic features ``[n, features]``, drawn with
+        ``generator`` (default: the global RNG)."""
 
-    def target_packs(self, n: int) -> Tensor:
+    @abstractmethod
+    def generator_metrics(self, params: Params) -> dict[str, float]:
+        """The generator's distance to the target and the modes it covers at ``params``."""
+
+    def target_packs(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` packs of ``pack`` iid target draws: ``[n, pack * features]``."""
-        return self.target_draws(n * self.pack).reshape(n, self.pack * self.features)
+        draws = self.target_draws(n * self.pack, generator)
+        return draws.reshape(n, self.pack * self.features)
 
     def generator_packs(self, params: Params, n: int) -> Tensor:
         """``n`` exact generator packs at ``params`` (no repeat dim): ``[n, pack * features]``."""
@@ -115,6 +137,21 @@ class GanCritic(Problem):
                 "critic_dead_fraction": critic.dead_fraction(fake),
                 "critic_lipschitz": critic.lipschitz_estimate(fake, real),
             }
+
+
+    def before_step(self, train: Params, step: int, generator: torch.Generator) -> None:
+        """``critic_updates`` critic steps against the generator at ``train``."""
+        batch = self.opts["critic_batch"]
+        for _ in range(self.opts["critic_updates"]):
+            self.critic.step(
+                self.target_packs(batch, generator), self.generator_packs(train, batch)
+            )
+
+    def train_metrics(self, train: Params) -> dict[str, float]:
+        """``generator_metrics`` and ``diagnostics`` at ``train``."""
+        with seeded(self.opts["seed"] + 2, self.device):
+            metrics = self.generator_metrics(train)
+        return metrics | self.diagnostics(train)
 
 
 class NoisyGenerator(Distribution):
@@ -256,10 +293,20 @@ class GanContinuous(GanCritic):
         x = z[..., self.opts["noise_dim"] :]  # [..., m, 2]
         return x.reshape(*x.shape[:-2], self.pack * 2)
 
-    def target_draws(self, n: int) -> Tensor:
-        index = torch.randint(len(self.centres), (n,), device=self.device)
-        noise = torch.randn(n, 2, dtype=self.dtype, device=self.device)
-        return self.centres[index] + self.opts["mode_std"] * noise
+    def target_draws(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        index = torch.randint(len(self.centres), (n,), generator=generator)
+        noise = torch.randn(n, 2, dtype=self.dtype, generator=generator)
+        return self.centres[index.to(self.device)] + self.opts["mode_std"] * noise.to(self.device)
+
+    def generator_metrics(self, params: Params) -> dict[str, float]:
+        """``energy_distance`` between ``N_EVAL * pack`` generator and as many target draws
+        (``problems.critic.energy_distance``) and ``modes_covered`` (``mode_coverage``)."""
+        x = self.generator_packs(params, N_EVAL).reshape(-1, 2)
+        y = self.target_draws(len(x))
+        return {
+            "energy_distance": energy_distance(x, y),
+            "modes_covered": float(self.mode_coverage(x, y)),
+        }
 
     def truth(self, params: Params) -> Truth | None:
         return None
@@ -366,17 +413,28 @@ class GanDiscrete(GanCritic):
     def critic_input(self, z: Tensor) -> Tensor:
         return z.reshape(*z.shape[:-2], self.pack * self.features)
 
-    def target_tokens(self, n: int) -> Tensor:
+    def target_tokens(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` target sequences as token ids ``[n, L]``."""
         vocab, eps = self.opts["vocab"], self.opts["target_noise"]
-        tokens = self.prototypes[torch.randint(len(self.prototypes), (n,), device=self.device)]
-        replace = torch.rand(tokens.shape, device=self.device) < eps
-        shift = torch.randint(1, vocab, tokens.shape, device=self.device)  # another symbol
-        return torch.where(replace, (tokens + shift) % vocab, tokens)
+        length = self.opts["length"]
+        mode = torch.randint(len(self.prototypes), (n,), generator=generator)
+        replace = torch.rand(n, length, generator=generator) < eps
+        shift = torch.randint(1, vocab, (n, length), generator=generator)  # another symbol
+        tokens = self.prototypes[mode.to(self.device)]
+        swapped = (tokens + shift.to(self.device)) % vocab
+        return torch.where(replace.to(self.device), swapped, tokens)
 
-    def target_draws(self, n: int) -> Tensor:
-        one_hot = torch.nn.functional.one_hot(self.target_tokens(n), self.opts["vocab"])
+    def target_draws(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        tokens = self.target_tokens(n, generator)
+        one_hot = torch.nn.functional.one_hot(tokens, self.opts["vocab"])
         return one_hot.to(self.dtype).reshape(n, self.features)
+
+    def generator_metrics(self, params: Params) -> dict[str, float]:
+        """Exact ``total_variation`` and ``modes_covered`` (no sampling)."""
+        return {
+            "total_variation": self.total_variation(params),
+            "modes_covered": float(self.mode_coverage(params)),
+        }
 
     def truth(self, params: Params) -> Truth | None:
         if self.opts["truth"] in ("reference", "none"):

@@ -23,4 +23,7 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "bernoulli_toy": {"theta": 1.0, "d": 2},
     "categorical_toy": {"theta": 1.0, "d": 2, "classes": 4},
     "gaussian_elbo": {"d": 2, "n_obs": 3},
+    # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
+    "gan_continuous": {"noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100},
+    "gan_discrete": {},
 }
