@@ -305,3 +305,19 @@ def test_discrete_training_reduces_total_variation() -> None:
     metrics = curves("gan_discrete", "reinforce_loo", steps=200, lr=1e-2, n_samples=8)
     assert metrics["total_variation"][200] < metrics["total_variation"][0] - 0.1
     assert metrics["modes_covered"][200] >= 1
+
+
+def test_digits_target() -> None:
+    problem = GanDiscrete({"target": "digits", **SMALL_CRITIC})
+    point = problem.init_params()
+    assert point["logits"].shape == (64, 2) and problem.images.shape == (1797, 64)
+    assert set(problem.images.unique().tolist()) == {0, 1}
+    assert problem.truth(point) is None  # 2^64 packs: auto gives up
+    assert math.isnan(problem.total_variation(point))
+    draws = problem.target_draws(5)
+    assert draws.shape == (5, 128) and torch.equal(draws.sum(-1), torch.full((5,), 64.0))
+    assert problem.mode_shares(problem.images).sum() > 0.5
+    collapsed = 20 * torch.nn.functional.one_hot(problem.prototypes[3], 2).float()
+    assert problem.mode_coverage({"logits": collapsed}) == 1
+    params = repeat_params(point, 2, False)
+    assert problem.cost(problem.distribution(params).sample((3,)), params).shape == (3, 2)
