@@ -66,7 +66,13 @@ class GanCritic(Problem):
     """Shared machinery: the cached critic, the cost through it, diagnostics.
 
     Subclasses define how a latent sample becomes the critic's input (``critic_input``), the
-    number of features of one generator draw (``features``) and how to draw real packs.
+    number of features of one generator draw (``features``), how to draw from the target
+    (``target_draws``) and the training metrics (``generator_metrics``).
+
+    Random streams, each under its own seed so that none depends on another: ``seed`` draws
+    the generator's initial parameters, ``seed + 1`` the critic's weights and training data,
+    ``seed + 2`` the evaluation samples of the diagnostics and metrics, ``seed + 3`` the
+    target's prototypes; all run under a forked RNG (``problems.critic.seeded``).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -446,7 +452,8 @@ class GanDiscrete(GanCritic):
     def target_tokens(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` target sequences as token ids ``[n, L]``."""
         if self.images is not None:
-            return self.images[torch.randint(len(self.images), (n,), generator=generator)]
+            index = torch.randint(len(self.images), (n,), generator=generator)
+            return self.images[index.to(self.device)]
         vocab, eps = self.vocab, self.opts["target_noise"]
         mode = torch.randint(len(self.prototypes), (n,), generator=generator)
         replace = torch.rand(n, self.length, generator=generator) < eps
