@@ -395,6 +395,9 @@ class BernoulliVAE(DiscreteVAE):
 
     q_theta(z | x) = prod_l Bernoulli(z_l; sigmoid(h_theta(x)_l)), p(z) = Bernoulli(1/2)^L;
     analytic KL per image: sum_l [p_l log(2 p_l) + (1 - p_l) log(2 (1 - p_l))].
+
+    References: Mnih & Gregor (2014), NVIL, ICML; Dong, Mnih, Tucker (2020), DisARM, NeurIPS,
+    Section 6 (200 latents, linear or two hidden layers).
     """
 
     name = "bernoulli_vae"
@@ -425,6 +428,9 @@ class CategoricalVAE(DiscreteVAE):
 
     q_theta(z | x) = prod_g Cat(z_g; softmax(h_theta(x)_g)), p(z) uniform; analytic KL per
     image: sum_g sum_c pi_gc log(C pi_gc). The Gumbel-Softmax paper's model is 20 x 10.
+
+    References: Jang, Gu, Poole (2017), Gumbel-Softmax, ICLR, Section 4.2; Maddison, Mnih,
+    Teh (2017), "The Concrete Distribution", ICLR.
     """
 
     name = "categorical_vae"

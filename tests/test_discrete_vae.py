@@ -14,12 +14,10 @@ from problems import get_problem
 from problems.base import Capability, repeat_params
 from problems.discrete_vae import CategoricalVAE
 from problems.enumeration import enumeration_truth
+from tests.examples import PROBLEM_EXAMPLES
 from tests.stats import compare, draw_estimates, flat_truth
 
-TINY = {
-    "bernoulli_vae": {"latents": 3, "batch": 2},
-    "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
-}
+TINY = {name: PROBLEM_EXAMPLES[name] for name in ("bernoulli_vae", "categorical_vae")}
 ACT = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu}
 
 
