@@ -71,7 +71,7 @@ PRETRAIN_SAMPLES = 8
 
 COMMON_OPTIONS: dict[str, Option] = {
     "arch": Option("linear", "encoder/decoder network", choices=("linear", "mlp")),
-    "hidden": Option("64", "hidden widths of the mlp, comma-separated, e.g. 200,200"),
+    "hidden": Option("64", "hidden widths of the mlp, dash-separated, e.g. 200-200"),
     "activation": Option("leaky_relu", "mlp activation", choices=tuple(ACTIVATIONS)),
     "beta": Option(1.0, "weight of the KL term (beta-VAE)", minimum=0),
     "kl": Option("sample", "KL term: sample (log q - log p at z) or analytic", choices=(
@@ -187,13 +187,13 @@ class DiscreteVAE(Problem):
             return ()
         text = self.opts["hidden"]
         try:
-            widths = tuple(int(part) for part in text.split(","))
+            widths = tuple(int(part) for part in text.split("-"))
         except ValueError:
             widths = ()
         if not widths or min(widths) < 1:
             raise ValueError(
                 f"invalid option hidden={text!r} for problem {self.name!r}: expected positive "
-                "integers separated by commas, e.g. 200,200"
+                "integers separated by dashes, e.g. 200-200 (commas sweep values in --set)"
             )
         return widths
 

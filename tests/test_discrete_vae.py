@@ -73,7 +73,7 @@ def brute_force_objective(problem, params: dict, x: torch.Tensor) -> torch.Tenso
     [
         {},
         {"kl": "analytic", "beta": 0.5},
-        {"arch": "mlp", "hidden": "5,4", "activation": "relu", "grad_decoder": True},
+        {"arch": "mlp", "hidden": "5-4", "activation": "relu", "grad_decoder": True},
     ],
     ids=["linear", "analytic", "mlp_decoder"],
 )
@@ -189,8 +189,8 @@ def test_truth_modes_and_option_errors() -> None:
         assert small.truth(small.init_params()) is None
     with pytest.raises(ValueError, match=r"truth=enumeration.*max_configs"):
         get_problem("bernoulli_vae")({"latents": 20, "truth": "enumeration"})
-    with pytest.raises(ValueError, match=r"hidden='200,x'.*positive integers"):
-        get_problem("bernoulli_vae")({"arch": "mlp", "hidden": "200,x"})
+    with pytest.raises(ValueError, match=r"hidden=.200-x.*positive integers"):
+        get_problem("bernoulli_vae")({"arch": "mlp", "hidden": "200-x"})
     with pytest.raises(ValueError, match="no such file"):
         get_problem("categorical_vae")({"data": "/nonexistent/train.idx"})
 
@@ -198,7 +198,7 @@ def test_truth_modes_and_option_errors() -> None:
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("bernoulli_vae", {"latents": 200, "arch": "mlp", "hidden": "200,200", "truth": "none"}),
+        ("bernoulli_vae", {"latents": 200, "arch": "mlp", "hidden": "200-200", "truth": "none"}),
         ("categorical_vae", {"groups": 20, "categories": 10, "truth": "reference"}),
     ],
     ids=["arm_200_bits_two_hidden", "gumbel_softmax_20x10"],
