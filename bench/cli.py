@@ -18,7 +18,7 @@ from estimators import ESTIMATORS
 from problems import PROBLEMS
 
 #: modules that contribute subcommands: each has ``add_parser(subparsers)`` and ``main(args)``
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("bench.train_cli",)
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from bench.train import make_spec, run_training
 
 
@@ -31,6 +33,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=0,
+                       help="torch CPU threads (0: torch's default); recorded in the table")
     train.add_argument("--out", default=None, help="run directory (default results/train-<time>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=main)
@@ -38,6 +42,8 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``bench train``; invalid input raises ValueError before any work starts."""
+    if args.threads < 0:
+        raise ValueError(f"invalid --threads {args.threads}: expected an integer >= 0")
     spec = make_spec(
         args.problem,
         args.estimator,
@@ -54,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / time.strftime("train-%Y%m%d-%H%M%S")
     for name, reason in spec.skipped:
         print(f"skipped {name}: {reason}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     table = run_training(spec, out, progress=not args.no_progress)
     last = table[table["step"] == table["step"].max()]
     summary = last.pivot_table(index="estimator", columns="metric", values="value")

@@ -14,12 +14,10 @@ from problems import get_problem
 from problems.base import Capability, repeat_params
 from problems.discrete_vae import CategoricalVAE
 from problems.enumeration import enumeration_truth
+from tests.examples import PROBLEM_EXAMPLES
 from tests.stats import compare, draw_estimates, flat_truth
 
-TINY = {
-    "bernoulli_vae": {"latents": 3, "batch": 2},
-    "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
-}
+TINY = {name: PROBLEM_EXAMPLES[name] for name in ("bernoulli_vae", "categorical_vae")}
 ACT = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu}
 
 
@@ -75,7 +73,7 @@ def brute_force_objective(problem, params: dict, x: torch.Tensor) -> torch.Tenso
     [
         {},
         {"kl": "analytic", "beta": 0.5},
-        {"arch": "mlp", "hidden": "5,4", "activation": "relu", "grad_decoder": True},
+        {"arch": "mlp", "hidden": "5-4", "activation": "relu", "grad_decoder": True},
     ],
     ids=["linear", "analytic", "mlp_decoder"],
 )
@@ -191,8 +189,8 @@ def test_truth_modes_and_option_errors() -> None:
         assert small.truth(small.init_params()) is None
     with pytest.raises(ValueError, match=r"truth=enumeration.*max_configs"):
         get_problem("bernoulli_vae")({"latents": 20, "truth": "enumeration"})
-    with pytest.raises(ValueError, match=r"hidden='200,x'.*positive integers"):
-        get_problem("bernoulli_vae")({"arch": "mlp", "hidden": "200,x"})
+    with pytest.raises(ValueError, match=r"hidden=.200-x.*positive integers"):
+        get_problem("bernoulli_vae")({"arch": "mlp", "hidden": "200-x"})
     with pytest.raises(ValueError, match="no such file"):
         get_problem("categorical_vae")({"data": "/nonexistent/train.idx"})
 
@@ -200,7 +198,7 @@ def test_truth_modes_and_option_errors() -> None:
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("bernoulli_vae", {"latents": 200, "arch": "mlp", "hidden": "200,200", "truth": "none"}),
+        ("bernoulli_vae", {"latents": 200, "arch": "mlp", "hidden": "200-200", "truth": "none"}),
         ("categorical_vae", {"groups": 20, "categories": 10, "truth": "reference"}),
     ],
     ids=["arm_200_bits_two_hidden", "gumbel_softmax_20x10"],
