@@ -32,6 +32,7 @@ and whatever ran there before. Timing columns do depend on it (docs/sweeps.md).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -70,6 +71,13 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _ray_installed() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # a module object without a spec stands in for ray
+        return True
+
+
 def timeout_reason(seconds: float) -> str:
     return f"timeout after {seconds:g} s"
 
@@ -101,6 +109,8 @@ class ExecutorConfig:
         """Raise ValueError naming the value and the rule for any invalid setting."""
         if self.kind not in EXECUTORS:
             raise ValueError(f"invalid --executor {self.kind!r}; valid: {', '.join(EXECUTORS)}")
+        if self.kind == "ray" and not _ray_installed():
+            raise ValueError(RAY_INSTALL_HINT)
         if self.workers is not None:
             if self.kind != "process":
                 raise ValueError(f"--workers applies to --executor process, not {self.kind}")
