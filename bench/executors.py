@@ -196,6 +196,7 @@ def _worker_main(
 ) -> None:
     """A pool worker: set up once, then run every cell it is sent until the pipe closes."""
     _exit_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops us
     if gpu is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     load_plugins(plugins)

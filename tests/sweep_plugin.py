@@ -6,6 +6,8 @@ They reach worker processes and Ray tasks the way a user's own problems would: t
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -16,14 +18,15 @@ from problems.base import Params
 from problems.options import Option
 from problems.toys import BernoulliToy
 
-MODES = ("ok", "raise", "nan", "hang")
+MODES = ("ok", "raise", "nan", "hang", "crash")
 
 
 class MisbehavingToy(BernoulliToy):
-    """The Bernoulli toy, whose cost raises, returns NaN or hangs when ``mode`` says so."""
+    """The Bernoulli toy, whose cost raises, returns NaN, hangs or kills its process when
+    ``mode`` says so."""
 
     name = "misbehaving_toy"
-    description = "Bernoulli toy whose cost raises, returns NaN or hangs (tests only)"
+    description = "Bernoulli toy whose cost raises, returns NaN, hangs or crashes (tests only)"
     options: ClassVar[dict[str, Option]] = BernoulliToy.options | {
         "mode": Option("ok", "how the cost misbehaves", choices=MODES),
     }
@@ -34,6 +37,8 @@ class MisbehavingToy(BernoulliToy):
             raise RuntimeError("deliberate failure")
         if mode == "hang":
             time.sleep(3600)
+        if mode == "crash":  # as a segfault or the out-of-memory killer would
+            os.kill(os.getpid(), signal.SIGKILL)
         cost = super().cost(z, params)
         return cost * float("nan") if mode == "nan" else cost
 

@@ -133,6 +133,16 @@ def test_process_pool_gives_the_local_table(local_failures, tmp_path):
     assert set(cells["threads"]) == {max(1, cpu_count() // 2)}
 
 
+def test_dead_worker_is_a_failed_row_and_is_replaced(tmp_path):
+    sweep = FAILING_SWEEP | {"problems": "misbehaving_toy", "settings": ["mode=crash,ok"]}
+    cells = run_sweep(**sweep, out=tmp_path, executor="process", workers=1)
+    assert outcome(cells) == {
+        ("misbehaving_toy", "crash"):
+            ("failed", f"worker process died (exit code -{signal.SIGKILL.value})"),
+        ("misbehaving_toy", "ok"): ("ok", None),
+    }
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="ray is not installed (pip install -e '.[ray]')")
 def test_ray_gives_the_local_table(local_failures, tmp_path, monkeypatch):
