@@ -5,8 +5,9 @@ see ``bench.estimate``), summarises them against the truth (``bench.metrics``), 
 estimate as a training step would take it and measures its peak memory
 (``bench.timing``). A pair that does not fit is a ``skipped`` row with the reason; an
 exception or a non-finite estimate is a ``failed`` row with the reason, and the sweep goes
-on. Each finished cell is written atomically before the next starts (``bench.store``), so
-an interrupted sweep resumes where it stopped.
+on. Cells run on an executor (``bench.executors``: in-process, a process pool or Ray) and
+each is written atomically as soon as it completes (``bench.store``), so an interrupted
+sweep resumes where it stopped. docs/sweeps.md describes resuming and failures.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
     is checked here, so that bad input is refused before anything is written.
 
     Raises:
-        ValueError: naming the problem and its options, with the problem's own message.
+        ValueError: naming the problem, with the first line of the problem's own message
+            (which names the value at fault).
     """
     seen: set[tuple] = set()
     for spec in cells:
@@ -221,8 +223,7 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
             )
         except (ValueError, OSError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            options = ",".join(f"{k}={v}" for k, v in spec.problem_options)
-            raise ValueError(f"problem {spec.problem!r} ({options}): {first}") from None
+            raise ValueError(f"problem {spec.problem!r}: {first}") from None
 
 
 def code_version(env: dict[str, Any]) -> dict[str, Any]:

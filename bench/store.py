@@ -151,10 +151,6 @@ class RunStore:
             )
         return cells
 
-    def finished(self) -> dict[str, str]:
-        """Status (ok, skipped, failed) of every cell already on disk, by key."""
-        return {key: cell.status for key, cell in self.stored().items()}
-
     def write_cell(
         self, row: dict[str, Any], coords: list[dict[str, Any]], config: str | None = None
     ) -> None:

@@ -248,7 +248,7 @@ BAD_INPUT = [
     (["--executor", "process", "--workers", "0"], "invalid --workers 0: must be >= 1"),
     (["--plugin", "no_such_plugin"], "--plugin no_such_plugin: cannot import it"),
     (["--plugin", PLUGIN, "--problem", "data_file_toy", "--set", "data={missing}"],
-     "problem 'data_file_toy' (d=1,data={missing},t=0.45,theta=0.0): {missing}: no such file"),
+     "problem 'data_file_toy': {missing}: no such file (expected numbers in [0, 1])"),
     (["--plugin", PLUGIN, "--problem", "data_file_toy", "--set", "data={malformed}"],
      "{malformed}: malformed, expected whitespace-separated numbers"),
 ]
