@@ -148,7 +148,8 @@ def add_run_parser(subparsers) -> None:
                      help="where cells run: in this process (default; the reference for "
                      "timings), a local process pool, or Ray tasks (docs/sweeps.md)")
     run.add_argument("--workers", type=int, default=None,
-                     help="processes of --executor process (default: one per CPU)")
+                     help="processes of --executor process (default: one per CPU, or per GPU "
+                     "with --device cuda)")
     run.add_argument("--threads", type=int, default=None,
                      help="torch threads per cell for --executor process or ray (default: "
                      "CPUs // workers, and 1 on Ray, where a CPU cell requests that many CPUs)")

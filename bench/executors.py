@@ -89,7 +89,8 @@ class ExecutorConfig:
 
     Attributes:
         kind: ``local``, ``process`` or ``ray``.
-        workers: processes of the ``process`` executor (default: one per CPU).
+        workers: processes of the ``process`` executor (default: one per CPU, or with
+            ``--device cuda`` one per GPU).
         threads: torch threads per cell for ``process`` and ``ray`` (default:
             ``cpu_count // workers`` and 1 respectively); the local executor keeps torch's
             default.
@@ -477,7 +478,12 @@ def make_executor(config: ExecutorConfig, device: str, run_id: str) -> Executor:
     if config.kind == "ray":
         return RayExecutor(config, device, run_id)
     if config.kind == "process":
-        workers = config.workers or cpu_count()
+        dev = torch.device(device)
+        if dev.type == "cuda":  # one worker per GPU it may use
+            default = 1 if dev.index is not None else max(1, torch.cuda.device_count())
+        else:
+            default = cpu_count()
+        workers = config.workers or default
         threads = config.threads or max(1, cpu_count() // workers)
         return ProcessExecutor(config, device, run_id, workers, threads)
     if config.cell_timeout is not None:
