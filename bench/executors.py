@@ -334,6 +334,7 @@ class ProcessExecutor(Executor):
                     if not worker.process.is_alive():
                         raise EOFError
                 except (EOFError, OSError):
+                    worker.process.join(timeout=5)  # the pipe can close before exitcode is set
                     code = worker.process.exitcode
                     self.workers.remove(worker)
                     worker.stop(kill=True)
