@@ -151,8 +151,8 @@ def add_run_parser(subparsers) -> None:
                      help="processes of --executor process (default: one per CPU, or per GPU "
                      "with --device cuda)")
     run.add_argument("--threads", type=int, default=None,
-                     help="torch threads per cell for --executor process or ray (default: "
-                     "CPUs // workers, and 1 on Ray, where a CPU cell requests that many CPUs)")
+                     help="torch threads per cell (default: torch's own locally, CPUs // "
+                     "workers for process, 1 on Ray, where a CPU cell requests that many CPUs)")
     run.add_argument("--ray-address", default=None,
                      help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: "
                      "start a local Ray instance")

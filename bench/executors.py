@@ -91,9 +91,8 @@ class ExecutorConfig:
         kind: ``local``, ``process`` or ``ray``.
         workers: processes of the ``process`` executor (default: one per CPU, or with
             ``--device cuda`` one per GPU).
-        threads: torch threads per cell for ``process`` and ``ray`` (default:
-            ``cpu_count // workers`` and 1 respectively); the local executor keeps torch's
-            default.
+        threads: torch threads per cell (default: torch's own for ``local``,
+            ``cpu_count // workers`` for ``process`` and 1 for ``ray``).
         ray_address: cluster to join; None starts a local Ray instance.
         cell_timeout: seconds after which a cell is stopped and becomes a failed row.
         plugins: modules whose problems and estimators every worker registers
@@ -118,11 +117,8 @@ class ExecutorConfig:
                 raise ValueError(f"--workers applies to --executor process, not {self.kind}")
             if self.workers < 1:
                 raise ValueError(f"invalid --workers {self.workers}: must be >= 1")
-        if self.threads is not None:
-            if self.kind == "local":
-                raise ValueError("--threads applies to --executor process or ray, not local")
-            if self.threads < 1:
-                raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
         if self.ray_address is not None and self.kind != "ray":
             raise ValueError(f"--ray-address applies to --executor ray, not {self.kind}")
         if self.cell_timeout is not None and not self.cell_timeout > 0:
@@ -168,9 +164,15 @@ class LocalExecutor(Executor):
     """Cells in the driver's process, one after another (the reference for timings)."""
 
     def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
-        env = environment.environment(self.device)
-        for spec in cells:
-            yield run_cell(spec, self.run_id, env)
+        saved = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        try:
+            env = environment.environment(self.device)
+            for spec in cells:
+                yield run_cell(spec, self.run_id, env)
+        finally:
+            torch.set_num_threads(saved)
 
     def close(self) -> None:
         """Nothing to release: the cells ran in this process."""
@@ -488,5 +490,6 @@ def make_executor(config: ExecutorConfig, device: str, run_id: str) -> Executor:
         threads = config.threads or max(1, cpu_count() // workers)
         return ProcessExecutor(config, device, run_id, workers, threads)
     if config.cell_timeout is not None:
-        return ProcessExecutor(config, device, run_id, 1, torch.get_num_threads())
+        threads = config.threads or torch.get_num_threads()
+        return ProcessExecutor(config, device, run_id, 1, threads)
     return LocalExecutor(config, device, run_id)
