@@ -1,8 +1,9 @@
 """The ``bench`` command line: ``bench list``, ``bench run`` and the other subcommands.
 
-Exit codes: 0 success; 1 the sweep finished but some cells failed (their rows say why);
-2 invalid input (unknown name, bad value, unusable device or output directory), reported
-in one line before any work starts and with nothing written.
+Exit codes: 0 success; 1 the sweep finished but some cells failed (their rows say why:
+an exception, a non-finite estimate, a timeout, a dead worker); 2 invalid input (unknown
+name, bad value, unusable device, executor or output directory, a run directory that may
+not be resumed), reported in one line before any work starts and with nothing written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from estimators import ESTIMATORS
 from problems import PROBLEMS
 
 #: modules that contribute subcommands: each has ``add_parser(subparsers)`` and ``main(args)``
-EXTRA_COMMANDS: tuple[str, ...] = ("bench.figures_cli",)
+EXTRA_COMMANDS: tuple[str, ...] = ("bench.train_cli", "bench.figures_cli")
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -107,6 +108,13 @@ def run_main(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
         command=sys.argv,
+        executor=args.executor,
+        workers=args.workers,
+        threads=args.threads,
+        ray_address=args.ray_address,
+        cell_timeout=args.cell_timeout,
+        plugins=args.plugin,
+        allow_code_change=args.allow_code_change,
     )
     print(summary_table(cells))
     print(f"\nwrote {out}/cells.parquet ({len(cells)} cells) and {out}/coords.parquet")
@@ -133,6 +141,25 @@ def add_run_parser(subparsers) -> None:
                      help="Poisson-bootstrap replicates for the 95%% intervals (0: none)")
     run.add_argument("--out", default=None, help="run directory (default results/run-<time>)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
+    run.add_argument("--allow-code-change", action="store_true",
+                     help="resume --out although its cells were made by another git commit, "
+                     "package or torch version")
+    run.add_argument("--executor", default="local", choices=["local", "process", "ray"],
+                     help="where cells run: in this process (default; the reference for "
+                     "timings), a local process pool, or Ray tasks (docs/sweeps.md)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="processes of --executor process (default: one per CPU, or per GPU "
+                     "with --device cuda)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads per cell (default: torch's own locally, CPUs // "
+                     "workers for process, 1 on Ray, where a CPU cell requests that many CPUs)")
+    run.add_argument("--ray-address", default=None,
+                     help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: "
+                     "start a local Ray instance")
+    run.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop a cell after this long; it becomes a failed row")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import MODULE and register its PROBLEMS and ESTIMATORS (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=run_main)
 

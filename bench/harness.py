@@ -5,8 +5,9 @@ see ``bench.estimate``), summarises them against the truth (``bench.metrics``), 
 estimate as a training step would take it and measures its peak memory
 (``bench.timing``). A pair that does not fit is a ``skipped`` row with the reason; an
 exception or a non-finite estimate is a ``failed`` row with the reason, and the sweep goes
-on. Each finished cell is written atomically before the next starts (``bench.store``), so
-an interrupted sweep resumes where it stopped.
+on. Cells run on an executor (``bench.executors``: in-process, a process pool or Ray) and
+each is written atomically as soon as it completes (``bench.store``), so an interrupted
+sweep resumes where it stopped. docs/sweeps.md describes resuming and failures.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from tqdm import tqdm
 from bench import env as environment
 from bench.estimate import estimate_chunks, one_estimate, warmed_state
 from bench.metrics import Accumulator
+from bench.plugins import load_plugins
 from bench.schema import DIAGNOSTICS
 from bench.spec import CellSpec, SweepSpec, expand, parse_setting
-from bench.store import RunStore
+from bench.store import CODE_COLUMNS, RunStore, StoredCell
 from bench.timing import peak_memory_bytes, synchronize, time_call
 from bench.truth import cell_truth
 from estimators import get_estimator
@@ -62,6 +64,21 @@ def skip_reason(spec: CellSpec) -> str | None:
     return reason
 
 
+def base_row(spec: CellSpec, run_id: str, env: dict[str, Any]) -> dict[str, Any]:
+    """The columns every row of a cell has, whatever its status."""
+    return cell_identity(spec, run_id) | env | {
+        "created_utc": environment.utc_now(),
+        "unbiased": get_estimator(spec.estimator).unbiased,
+    }
+
+
+def failed_row(
+    spec: CellSpec, run_id: str, env: dict[str, Any], reason: str, cell_s: float
+) -> dict[str, Any]:
+    """The row of a cell that failed outside ``run_cell`` (a timeout, a dead worker)."""
+    return base_row(spec, run_id, env) | {"status": "failed", "reason": reason, "cell_s": cell_s}
+
+
 def run_cell(
     spec: CellSpec, run_id: str = "adhoc", env: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -72,10 +89,7 @@ def run_cell(
     """
     started = time.perf_counter()
     identity = cell_identity(spec, run_id)
-    row: dict[str, Any] = identity | (env or environment.environment(spec.device)) | {
-        "created_utc": environment.utc_now(),
-        "unbiased": get_estimator(spec.estimator).unbiased,
-    }
+    row = base_row(spec, run_id, env or environment.environment(spec.device))
     coords: list[dict[str, Any]] = []
     reason = skip_reason(spec)
     if reason is not None:
@@ -93,6 +107,9 @@ def run_cell(
 
 def _measure(spec: CellSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     device = torch.device(spec.device)
+    # seed before construction too: a problem may draw its data or weights from torch's
+    # global generator, and a cell must not depend on what ran before it in the process
+    torch.manual_seed(spec.cell_seed)
     problem = get_problem(spec.problem)(
         dict(spec.problem_options), device=device, dtype=TORCH_DTYPES[spec.dtype]
     )
@@ -183,6 +200,76 @@ def default_out() -> Path:
     return Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
+def check_constructible(cells: Sequence[CellSpec]) -> None:
+    """Construct every distinct problem of a sweep once, on the CPU, before any work starts.
+
+    Options are checked one by one when the sweep is expanded; what only construction can
+    check (a data file that is missing or malformed, options that contradict each other)
+    is checked here, so that bad input is refused before anything is written.
+
+    Raises:
+        ValueError: naming the problem, with the first line of the problem's own message
+            (which names the value at fault).
+    """
+    seen: set[tuple] = set()
+    for spec in cells:
+        ident = (spec.problem, spec.problem_options, spec.dtype)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        try:
+            get_problem(spec.problem)(
+                dict(spec.problem_options), device="cpu", dtype=TORCH_DTYPES[spec.dtype]
+            )
+        except (ValueError, OSError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"problem {spec.problem!r}: {first}") from None
+
+
+def code_version(env: dict[str, Any]) -> dict[str, Any]:
+    """What decides the numbers a cell gives besides its configuration (``CODE_COLUMNS``)."""
+    return {name: env[name] for name in CODE_COLUMNS}
+
+
+def check_resume(
+    root: Path,
+    cells: Sequence[CellSpec],
+    stored: dict[str, StoredCell],
+    code: dict[str, Any],
+    allow_code_change: bool,
+) -> None:
+    """Refuse to resume a run directory whose cells were made differently (docs/sweeps.md).
+
+    Two rules. (1) A stored cell with a planned cell's key must hold the same canonical
+    configuration: the key is a hash of it, so a difference means a hash collision or a
+    change in how configurations are written, and the stored numbers would be reported
+    under the wrong configuration. (2) Every stored cell must have been made by the same
+    code (``CODE_COLUMNS``) as this invocation, unless ``allow_code_change``: a fixed bug
+    or a new torch changes the numbers without changing any key.
+
+    Raises:
+        ValueError: naming the cell or the versions, and what to do instead.
+    """
+    for spec in cells:
+        old = stored.get(spec.key)
+        if old is not None and old.config is not None and old.config != spec.config_text():
+            raise ValueError(
+                f"--out {root}: cell {spec.key} was made with configuration {old.config}, but "
+                f"this sweep gives {spec.config_text()} for the same key; use a new --out"
+            )
+    if allow_code_change:
+        return
+    others = sorted({old.code for old in stored.values()} - {tuple(code.items())})
+    if others:
+        made = "; ".join(", ".join(f"{k}={v}" for k, v in other) for other in others)
+        now = ", ".join(f"{k}={v}" for k, v in code.items())
+        raise ValueError(
+            f"--out {root} holds cells made by other code ({made}) than this run ({now}); "
+            "use a new --out, or pass --allow-code-change to add cells made by this code "
+            "(every row records its git_commit)"
+        )
+
+
 def run_sweep(
     estimators: str | Sequence[str] = "all",
     problems: str | Sequence[str] = "all",
@@ -198,8 +285,19 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     command: Sequence[str] | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    cell_timeout: float | None = None,
+    plugins: Sequence[str] = (),
+    allow_code_change: bool = False,
 ) -> pd.DataFrame:
     """Run a sweep and return its cells as a DataFrame (the rows of ``cells.parquet``).
+
+    Everything is validated before anything is written: names, values, problem
+    construction (data files), the device, the executor and the run directory, including
+    whether its finished cells may be resumed (``check_resume``).
 
     Args:
         estimators, problems: ``"all"``, ``"a,b"`` or a list of registry names.
@@ -209,10 +307,18 @@ def run_sweep(
             combination becomes a cell for each problem and estimator that has the option.
         out: the run directory; finished cells already in it are not recomputed.
         retry_failed: re-run cells that failed in an earlier invocation.
+        executor, workers, threads, ray_address, cell_timeout: where and how cells run
+            (``bench.executors.ExecutorConfig``).
+        plugins: modules with extra problems and estimators (``bench.plugins``).
+        allow_code_change: resume a run directory whose cells other code made.
 
     Raises:
         ValueError: for any invalid name or value, before any work starts.
     """
+    from bench.executors import ExecutorConfig, make_executor  # they import run_cell from here
+
+    plugins = tuple(plugins)
+    load_plugins(plugins)
     if settings is None:
         pairs: tuple = ()
     elif isinstance(settings, dict):
@@ -230,30 +336,51 @@ def run_sweep(
         n_bootstrap=int(bootstrap),
         settings=pairs,
     )
-    environment.check_device(device)
     cells = expand(sweep)
+    config = ExecutorConfig(
+        kind=executor,
+        workers=workers,
+        threads=threads,
+        ray_address=ray_address,
+        cell_timeout=cell_timeout,
+        plugins=plugins,
+    )
+    config.validate()
+    if executor != "ray":  # a Ray driver need not have the cluster's GPUs
+        environment.check_device(device)
+    check_constructible(cells)
     store = RunStore(out if out is not None else default_out())
+    store.check_readable()
     store.check_writable()
-    finished = store.finished()
+    stored = store.stored()
+    env = environment.environment(device if executor != "ray" else "cpu")
+    check_resume(store.root, cells, stored, code_version(env), allow_code_change)
     todo = [
         c for c in cells
-        if c.key not in finished or (retry_failed and finished[c.key] == "failed")
+        if c.key not in stored or (retry_failed and stored[c.key].status == "failed")
     ]
-    env = environment.environment(device)
-    store.record_invocation({
-        "command": list(command) if command is not None else None,
-        "created_utc": environment.utc_now(),
-        "sweep": {k: v for k, v in sweep.__dict__.items()},
-        "cells": len(cells),
-        "already_finished": len(cells) - len(todo),
-        "environment": env,
-    })
+    by_key = {c.key: c for c in todo}
     run_id = store.root.name
-    bar = tqdm(todo, disable=not progress, file=sys.stderr, unit="cell", dynamic_ncols=True)
-    for spec in bar:
-        bar.set_description(spec.label())
-        row, coords = run_cell(spec, run_id, env)
-        store.write_cell(row, coords)
+    with make_executor(config, device, run_id) as runner:
+        if todo:
+            runner.open()
+        store.record_invocation({
+            "command": list(command) if command is not None else None,
+            "created_utc": environment.utc_now(),
+            "sweep": {k: v for k, v in sweep.__dict__.items()},
+            "executor": config.describe(),
+            "cells": len(cells),
+            "already_finished": len(cells) - len(todo),
+            "environment": env,
+        })
+        bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="cell",
+                   dynamic_ncols=True)
+        for row, coords in runner.run(todo):
+            spec = by_key[row["cell_key"]]
+            store.write_cell(row, coords, spec.config_text())
+            bar.set_description(spec.label())
+            bar.update()
+        bar.close()
     table = store.consolidate()
     order = {c.key: i for i, c in enumerate(cells)}
     mine = table[table["cell_key"].isin(order)]

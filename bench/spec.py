@@ -52,10 +52,13 @@ class CellSpec:
             "n_bootstrap": self.n_bootstrap,
         }
 
+    def config_text(self) -> str:
+        """``config()`` as canonical JSON: the text the key hashes, stored with the cell."""
+        return json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+
     @property
     def digest(self) -> str:
-        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self.config_text().encode()).hexdigest()
 
     @property
     def key(self) -> str:

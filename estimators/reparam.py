@@ -16,7 +16,10 @@ from problems.base import Capability, Params, Problem
 
 
 class Reparam(Estimator):
-    """Pathwise gradient through ``Distribution.rsample``. Unbiased."""
+    """Pathwise gradient through ``Distribution.rsample``. Unbiased.
+
+    References: Kingma & Welling (2014), ICLR; Rezende et al. (2014), ICML.
+    """
 
     name = "reparam"
     description = "pathwise (reparameterization) gradient through rsample"

@@ -1,6 +1,8 @@
 """The problem registry. Keys are permanent: they are written into result files."""
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.discrete_vae import BernoulliVAE, CategoricalVAE
+from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.options import Option
 from problems.toys import BernoulliToy, CategoricalToy, GaussianElbo, GaussianQuadratic
 
@@ -9,6 +11,10 @@ PROBLEMS: dict[str, type[Problem]] = {
     "bernoulli_toy": BernoulliToy,
     "categorical_toy": CategoricalToy,
     "gaussian_elbo": GaussianElbo,
+    "bernoulli_vae": BernoulliVAE,
+    "categorical_vae": CategoricalVAE,
+    "gan_continuous": GanContinuous,
+    "gan_discrete": GanDiscrete,
 }
 
 

@@ -16,6 +16,26 @@ as its event shape, so ``log_prob(z)`` of ``z: [K, R, *event]`` is ``[K, R]``, a
 ``cost(z, params)`` maps ``[K, R, *event]`` to ``[K, R]``. Because repeat ``r`` only ever
 touches ``params[...][r]``, one backward pass of the summed surrogate yields all ``R``
 gradient estimates.
+
+Training (``bench.train``). A problem whose parameters can be trained overrides these hooks;
+the defaults describe a fixed problem whose trained parameters are its evaluation point:
+
+* ``train_params()``: every trained tensor at the start of training, without a repeat
+  dimension (default ``init_params()``). It may hold more than the estimated parameters (a
+  VAE's decoder); ``distribution`` and ``cost`` accept such a superset with a repeat
+  dimension and then use those tensors, so a training step estimates the gradient of all
+  of them with one surrogate.
+* ``load_train_params(train)``: make the problem's own copies of the trained but not
+  estimated tensors take their values from ``train`` and return the evaluation point
+  (the ``init_params()`` subset) at which gradient variance is measured (default: ``train``).
+* ``next_batch(step, generator)``: make ``distribution`` and ``cost`` use the minibatch of
+  training step ``step``, drawn only with ``generator`` so every estimator sees the same
+  minibatch order (default: nothing to change).
+* ``reset_batch()``: back to the fixed minibatch of ``bench run`` cells (default: nothing).
+* ``before_step(train, step, generator)``: extra updates of the problem's own state before
+  each estimator step, e.g. a GAN critic's optimizer steps (default: none).
+* ``train_metrics(train)``: evaluation metrics of the trained model, e.g. a test-set negative
+  ELBO, as ``{name: value}`` (default: none).
 """
 
 from __future__ import annotations
@@ -121,6 +141,32 @@ class Problem(ABC):
     def diagnostics(self, params: Params) -> dict[str, float]:
         """Problem-specific measurements at ``params`` (no repeat dimension) that the harness
         writes as extra columns of the cell; keys must be in ``bench.schema.DIAGNOSTICS``."""
+        return {}
+
+    # training hooks: see the module docstring ------------------------------------------------
+
+    def train_params(self) -> Params:
+        """Every trained tensor at the start of training (no repeat dimension)."""
+        return self.init_params()
+
+    def load_train_params(self, train: Params) -> Params:
+        """Adopt the trained-but-not-estimated tensors of ``train``; return the evaluation point."""
+        return {name: value.detach().clone() for name, value in train.items()}
+
+    def next_batch(self, step: int, generator: torch.Generator) -> None:
+        """Use the minibatch of training step ``step``, drawn with ``generator``."""
+        return None
+
+    def reset_batch(self) -> None:
+        """Use the fixed evaluation minibatch again."""
+        return None
+
+    def before_step(self, train: Params, step: int, generator: torch.Generator) -> None:
+        """Extra updates of the problem's own state before training step ``step``."""
+        return None
+
+    def train_metrics(self, train: Params) -> dict[str, float]:
+        """Evaluation metrics of the model with trained tensors ``train`` (no repeat dimension)."""
         return {}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from bench.estimate import expand_state, flatten, one_estimate, warmed_state
 from estimators.base import Estimator
 from problems.base import Problem, repeat_params
 
@@ -73,21 +74,12 @@ def compare(samples: np.ndarray, truth: np.ndarray, alpha: float = ALPHA) -> Com
 def draw_estimates(
     problem: Problem, estimator: Estimator, n_samples: int, n_repeats: int
 ) -> np.ndarray:
-    """``n_repeats`` independent estimates, flattened over parameters: ``[R, D]`` (float64)."""
+    """``n_repeats`` independent estimates at the problem's evaluation point, flattened over
+    parameters: ``[R, D]`` (float64), drawn in one batch."""
     point = problem.init_params()
-    state = estimator.warm_up(
-        problem, repeat_params(point, 1, False), n_samples,
-        estimator.init_state(repeat_params(point, 1, False)),
-    )
-    state = {k: v.expand(n_repeats, *v.shape[1:]) for k, v in state.items()}
-    params = repeat_params(point, n_repeats)
-    out = estimator.surrogate(problem, params, n_samples, state)
-    grads = torch.autograd.grad(out.loss.sum(), list(params.values()), allow_unused=True)
-    flat = [
-        (torch.zeros_like(p) if g is None else g).reshape(n_repeats, -1)
-        for p, g in zip(params.values(), grads, strict=True)
-    ]
-    return torch.cat(flat, 1).double().numpy()
+    state = expand_state(warmed_state(problem, estimator, point, n_samples), n_repeats)
+    grads, _ = one_estimate(problem, estimator, repeat_params(point, n_repeats), n_samples, state)
+    return flatten(grads).double().numpy()
 
 
 def flat_truth(problem: Problem) -> np.ndarray:

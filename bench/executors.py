@@ -1,0 +1,495 @@
+"""Where the cells of a sweep run: in-process, in a local process pool, or as Ray tasks.
+
+Every executor takes the cells still to do and yields ``(row, coords)`` for each cell as
+soon as it completes, in completion order; the driver (``bench.harness.run_sweep``) writes
+each one to the run directory at once, so killing the driver loses only the cells in flight.
+
+* ``local`` (default): cells run one after another in the driver's process with torch's
+  default thread count. Its timings are the reference. With ``--cell-timeout`` each cell
+  runs instead in one long-lived child process (same thread count) that is killed and
+  replaced when a cell overruns: a hung cell, even one stuck inside a C++ kernel, is always
+  stopped, and nothing it leaves behind (threads, memory, CUDA context) survives it.
+* ``process``: ``--workers N`` spawned worker processes, each with
+  ``torch.set_num_threads(--threads)``, by default ``max(1, cpu_count // N)`` so that the
+  workers do not oversubscribe the cores. With ``--device cuda`` worker ``i`` sees only
+  GPU ``i`` (``CUDA_VISIBLE_DEVICES``), so N may not exceed the number of GPUs.
+  A timed-out cell's worker is killed and replaced; a worker that dies (a segfault, the
+  out-of-memory killer) gives a failed row and is replaced.
+* ``ray``: each cell is a Ray task. A CPU cell requests ``num_cpus = --threads`` (default 1)
+  and sets torch's thread count to that inside the task; a CUDA cell requests one GPU
+  (Ray sets ``CUDA_VISIBLE_DEVICES``). ``--ray-address`` joins an existing cluster
+  (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``); without it a local Ray instance starts
+  and stops with the sweep. With ``--cell-timeout`` the task runs the cell in a thread
+  and returns a timeout row when the thread overruns, and the task's worker process exits
+  after every task (``max_calls=1``), which stops the runaway thread at the cost of a new
+  worker process, and so a new ``import torch``, per cell.
+
+Results do not depend on the executor: a cell's random seed derives from its key
+(``CellSpec.cell_seed``) and every cell starts from that seed, whichever process runs it
+and whatever ran there before. Timing columns do depend on it (docs/sweeps.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+
+from bench import env as environment
+from bench.harness import failed_row, run_cell
+from bench.plugins import load_plugins
+from bench.spec import CellSpec
+from bench.timing import peak_memory_bytes
+
+EXECUTORS = ("local", "process", "ray")
+
+RAY_INSTALL_HINT = (
+    "--executor ray needs Ray, which is an optional extra: "
+    "pip install -e '.[ray]' (or pip install 'ray[default]>=2.9')"
+)
+
+Result = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _ray_installed() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # a module object without a spec stands in for ray
+        return True
+
+
+def timeout_reason(seconds: float) -> str:
+    return f"timeout after {seconds:g} s"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How to run the cells of a sweep (see the module docstring).
+
+    Attributes:
+        kind: ``local``, ``process`` or ``ray``.
+        workers: processes of the ``process`` executor (default: one per CPU, or with
+            ``--device cuda`` one per GPU).
+        threads: torch threads per cell (default: torch's own for ``local``,
+            ``cpu_count // workers`` for ``process`` and 1 for ``ray``).
+        ray_address: cluster to join; None starts a local Ray instance.
+        cell_timeout: seconds after which a cell is stopped and becomes a failed row.
+        plugins: modules whose problems and estimators every worker registers
+            (``bench.plugins``).
+    """
+
+    kind: str = "local"
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
+    cell_timeout: float | None = None
+    plugins: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the value and the rule for any invalid setting."""
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"invalid --executor {self.kind!r}; valid: {', '.join(EXECUTORS)}")
+        if self.kind == "ray" and not _ray_installed():
+            raise ValueError(RAY_INSTALL_HINT)
+        if self.workers is not None:
+            if self.kind != "process":
+                raise ValueError(f"--workers applies to --executor process, not {self.kind}")
+            if self.workers < 1:
+                raise ValueError(f"invalid --workers {self.workers}: must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
+        if self.ray_address is not None and self.kind != "ray":
+            raise ValueError(f"--ray-address applies to --executor ray, not {self.kind}")
+        if self.cell_timeout is not None and not self.cell_timeout > 0:
+            raise ValueError(f"invalid --cell-timeout {self.cell_timeout}: must be > 0 seconds")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as recorded in ``run.json``."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Executor(ABC):
+    """Runs cells and yields their results as they complete.
+
+    ``open`` connects to whatever the executor needs and raises ValueError for anything
+    unusable; the harness calls it before it writes anything.
+    """
+
+    def __init__(self, config: ExecutorConfig, device: str, run_id: str) -> None:
+        self.config = config
+        self.device = device
+        self.run_id = run_id
+
+    def open(self) -> None:
+        """Check the executor can run cells on ``device`` here; raise ValueError if not."""
+        environment.check_device(self.device)
+
+    @abstractmethod
+    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+        """Yield ``(row, coords)`` for every cell, in completion order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release workers; called also when the driver is interrupted."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """Cells in the driver's process, one after another (the reference for timings)."""
+
+    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+        saved = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        try:
+            env = environment.environment(self.device)
+            for spec in cells:
+                yield run_cell(spec, self.run_id, env)
+        finally:
+            torch.set_num_threads(saved)
+
+    def close(self) -> None:
+        """Nothing to release: the cells ran in this process."""
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker when the driver dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+def prepare_process(device: str) -> None:
+    """Pay a fresh process's one-off costs before any cell's clock starts.
+
+    The first memory profile imports half of torch (``torch._inductor``, over a second) and
+    the first CUDA tensor creates the context; neither belongs to the first cell's time,
+    nor to its ``--cell-timeout``.
+    """
+    torch.zeros(1, device=device)
+    peak_memory_bytes(lambda: torch.zeros(1), torch.device("cpu"))
+
+
+def _worker_main(
+    conn: Connection,
+    parent_pid: int,
+    plugins: tuple[str, ...],
+    threads: int,
+    gpu: int | None,
+    run_id: str,
+    device: str,
+) -> None:
+    """A pool worker: set up once, then run every cell it is sent until the pipe closes."""
+    _exit_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops us
+    if gpu is not None:  # before anything initialises CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    load_plugins(plugins)
+    torch.set_num_threads(threads)
+    env = environment.environment(device)
+    prepare_process(device)
+    conn.send(None)  # ready
+    while True:
+        try:
+            spec = conn.recv()
+        except EOFError:
+            return
+        conn.send(run_cell(spec, run_id, env))
+
+
+class _Worker:
+    """One spawned worker process and the cell it is running."""
+
+    def __init__(self, pool: ProcessExecutor, slot: int) -> None:
+        self.slot = slot
+        self.conn, child = pool.context.Pipe()
+        self.process = pool.context.Process(
+            target=_worker_main,
+            args=(child, os.getpid(), pool.config.plugins, pool.threads, pool.gpu(slot),
+                  pool.run_id, pool.device),
+            daemon=True,
+            name=f"bench-worker-{slot}",
+        )
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.spec: CellSpec | None = None
+        self.started = 0.0
+
+    def submit(self, spec: CellSpec) -> None:
+        self.spec, self.started = spec, time.monotonic()
+        self.conn.send(spec)
+
+    def receive(self) -> Result | None:
+        """The finished cell's result, None for the ready message; EOFError if it died."""
+        message = self.conn.recv()
+        if message is None:
+            self.ready = True
+            return None
+        self.spec = None
+        return message
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            self.process.kill()
+        self.conn.close()  # an idle worker sees EOF and returns
+        self.process.join(timeout=None if kill else 10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class ProcessExecutor(Executor):
+    """A pool of spawned worker processes; also the local executor's timeout isolation."""
+
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        device: str,
+        run_id: str,
+        workers: int,
+        threads: int,
+    ) -> None:
+        super().__init__(config, device, run_id)
+        self.context = get_context("spawn")
+        self.n_workers = workers
+        self.threads = threads
+        self.workers: list[_Worker] = []
+
+    def open(self) -> None:
+        super().open()
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and self.n_workers > 1:
+            if dev.index is not None:
+                raise ValueError(
+                    f"--device {self.device} with --workers {self.n_workers}: workers would "
+                    "share one GPU; use --device cuda to give each worker its own GPU"
+                )
+            if self.n_workers > torch.cuda.device_count():
+                raise ValueError(
+                    f"invalid --workers {self.n_workers} with --device cuda: each worker needs "
+                    f"its own GPU and {torch.cuda.device_count()} exist"
+                )
+
+    def gpu(self, slot: int) -> int | None:
+        """The GPU worker ``slot`` is pinned to (``--device cuda`` with several workers)."""
+        dev = torch.device(self.device)
+        return slot if dev.type == "cuda" and dev.index is None and self.n_workers > 1 else None
+
+    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+        queue = deque(cells)
+        timeout = self.config.cell_timeout
+        size = min(self.n_workers, len(queue))
+        while queue or self.workers:
+            free = sorted(set(range(size)) - {w.slot for w in self.workers})
+            self.workers += [_Worker(self, slot) for slot in free[: len(queue)]]
+            for worker in self.workers:
+                if worker.ready and worker.spec is None and queue:
+                    worker.submit(queue.popleft())
+            busy = [w for w in self.workers if w.spec is not None]
+            wait_s = None
+            if timeout is not None and busy:
+                wait_s = max(0.0, min(w.started for w in busy) + timeout - time.monotonic())
+            wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers],
+                 wait_s)
+            for worker in list(self.workers):
+                spec = worker.spec
+                try:
+                    if worker.conn.poll():
+                        result = worker.receive()
+                        if result is not None:
+                            yield result
+                        if worker.spec is None and not queue:
+                            self.workers.remove(worker)
+                            worker.stop(kill=False)
+                        continue
+                    if not worker.process.is_alive():
+                        raise EOFError
+                except (EOFError, OSError):
+                    worker.process.join(timeout=5)  # the pipe can close before exitcode is set
+                    code = worker.process.exitcode
+                    self.workers.remove(worker)
+                    worker.stop(kill=True)
+                    if not worker.ready:
+                        raise RuntimeError(
+                            f"bench worker process failed to start (exit code {code}); "
+                            "run with --executor local to see the error"
+                        ) from None
+                    if spec is not None:
+                        reason = f"worker process died (exit code {code})"
+                        yield self._failed(spec, reason, time.monotonic() - worker.started), []
+                    continue
+                if spec is not None and timeout is not None:
+                    elapsed = time.monotonic() - worker.started
+                    if elapsed >= timeout:
+                        self.workers.remove(worker)
+                        worker.stop(kill=True)
+                        yield self._failed(spec, timeout_reason(timeout), elapsed), []
+
+    def _failed(self, spec: CellSpec, reason: str, cell_s: float) -> dict[str, Any]:
+        env = environment.environment(self.device) | {"threads": self.threads}
+        return failed_row(spec, self.run_id, env, reason, cell_s)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop(kill=worker.spec is not None)
+        self.workers = []
+
+
+def _ray_cell(
+    spec: CellSpec,
+    run_id: str,
+    plugins: tuple[str, ...],
+    threads: int,
+    timeout: float | None,
+) -> Result:
+    """The body of a cell's Ray task (see the module docstring on timeouts)."""
+    load_plugins(plugins)
+    torch.set_num_threads(threads)
+    env = environment.environment(spec.device)
+    if timeout is None:
+        return run_cell(spec, run_id, env)
+    prepare_process(spec.device)
+    box: list[Result] = []
+    started = time.perf_counter()
+    thread = threading.Thread(target=lambda: box.append(run_cell(spec, run_id, env)),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return failed_row(spec, run_id, env, timeout_reason(timeout),
+                          time.perf_counter() - started), []
+    return box[0]
+
+
+class RayExecutor(Executor):
+    """Every cell a Ray task with the resources it uses (see the module docstring)."""
+
+    def __init__(self, config: ExecutorConfig, device: str, run_id: str) -> None:
+        super().__init__(config, device, run_id)
+        self.threads = config.threads or 1
+        self.ray: Any = None
+        self.pending: list[Any] = []
+
+    def open(self) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError(RAY_INSTALL_HINT) from None
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and dev.index is not None:
+            raise ValueError(
+                f"--device {self.device} with --executor ray: Ray assigns each task its GPU; "
+                "use --device cuda"
+            )
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"unsupported device {self.device!r}: expected cpu or cuda")
+        address = self.config.ray_address or "local"
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"--ray-address {address}: cannot start or join Ray ({first})") \
+                from None
+        self.ray = ray
+        resources = ray.cluster_resources()
+        need, have = ("GPU", 1) if dev.type == "cuda" else ("CPU", self.threads)
+        if resources.get(need, 0) < have:
+            self.close()
+            raise ValueError(
+                f"the Ray cluster at {address} has {resources.get(need, 0):g} {need}(s); "
+                f"a cell needs {have}"
+            )
+
+    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+        ray = self.ray
+        cuda = torch.device(self.device).type == "cuda"
+        options: dict[str, Any] = {
+            "num_cpus": 1 if cuda else self.threads,
+            "num_gpus": 1 if cuda else 0,
+            "max_retries": 0,
+        }
+        if self.config.cell_timeout is not None:
+            options["max_calls"] = 1
+        task = ray.remote(**options)(_ray_cell)
+        spec_of = {
+            task.remote(spec, self.run_id, self.config.plugins, self.threads,
+                        self.config.cell_timeout): spec
+            for spec in cells
+        }
+        self.pending = list(spec_of)
+        while self.pending:
+            ready, self.pending = ray.wait(self.pending, num_returns=1)
+            if self.pending:
+                more, self.pending = ray.wait(self.pending, num_returns=len(self.pending),
+                                              timeout=0)
+                ready += more
+            for ref in ready:
+                spec = spec_of.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    lines = str(err).strip().splitlines()
+                    reason = f"Ray task failed: {type(err).__name__}: {lines[0] if lines else ''}"
+                    env = environment.environment("cpu") | {"threads": self.threads}
+                    yield failed_row(spec, self.run_id, env, reason, 0.0), []
+
+    def close(self) -> None:
+        if self.ray is None:
+            return
+        for ref in self.pending:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        self.pending = []
+        self.ray.shutdown()
+        self.ray = None
+
+
+def make_executor(config: ExecutorConfig, device: str, run_id: str) -> Executor:
+    """The executor ``config`` describes; call ``open`` before running cells."""
+    config.validate()
+    if config.kind == "ray":
+        return RayExecutor(config, device, run_id)
+    if config.kind == "process":
+        dev = torch.device(device)
+        if dev.type == "cuda":  # one worker per GPU it may use
+            default = 1 if dev.index is not None else max(1, torch.cuda.device_count())
+        else:
+            default = cpu_count()
+        workers = config.workers or default
+        threads = config.threads or max(1, cpu_count() // workers)
+        return ProcessExecutor(config, device, run_id, workers, threads)
+    if config.cell_timeout is not None:
+        threads = config.threads or torch.get_num_threads()
+        return ProcessExecutor(config, device, run_id, 1, threads)
+    return LocalExecutor(config, device, run_id)

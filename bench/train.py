@@ -1,0 +1,329 @@
+"""Training runs: train a problem's model with each estimator and record learning curves.
+
+Every estimator starts from the same initialization (``Problem.train_params``) and sees the
+same minibatch order: the problem is built once, copied for each estimator, and its
+``next_batch`` hook draws from a generator seeded with ``seed``; the estimator's own
+sampling uses the global torch RNG, seeded with ``seed`` at the start of each estimator.
+A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
+gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
+and one Adam step. See ``problems.base`` for the hooks.
+
+Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
+
+* ``train_loss``: mean of the cost at the estimator's (hard) samples over the steps since
+  the previous record, i.e. a running mean of the training minibatch objective;
+* ``variance_trace``: the estimator's gradient variance (trace of the covariance of the
+  estimated parameters' gradient) at the current parameters on the problem's fixed
+  evaluation minibatch, from ``variance_repeats`` independent estimates of ``n_samples``
+  samples with the estimator's current state (``bench.estimate.gradient_variance``), as
+  in the DisARM and RELAX papers;
+* the problem's ``train_metrics`` (e.g. ``test_nelbo``).
+
+``wall_s`` is the training time since the start of that estimator's run: time spent in the
+training steps only. It excludes these evaluations (variance and metrics), the problem's
+construction (data loading, pretraining) and writing the table; on a GPU the device is
+synchronized before the clock is read. Evaluations run under a forked RNG, so they do not
+change the training trajectory.
+
+Output: ``<out>/train.parquet``, one row per estimator, step and metric (``TRAIN_SCHEMA``).
+
+References: Dong, Mnih, Tucker (2020), "DisARM: An Antithetic Gradient Estimator for Binary
+Latent Variables", NeurIPS, Section 6; Grathwohl et al. (2018), "Backpropagation through
+the Void", ICLR, Section 6.2 (log-variance of the gradient during training).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from bench import env
+from bench.estimate import gradient_variance
+from bench.spec import DTYPES, parse_setting, select
+from bench.store import write_table
+from estimators import ESTIMATORS, get_estimator
+from estimators.base import Estimator, State
+from problems import get_problem
+from problems.base import Params, Problem
+from problems.options import OptionValue, resolve_options
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: columns of train.parquet; README documents every one
+TRAIN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("problem", pa.string()),
+    ("problem_options", pa.string()),
+    ("estimator", pa.string()),
+    ("estimator_options", pa.string()),
+    ("n_samples", pa.int64()),
+    ("variance_repeats", pa.int64()),
+    ("lr", pa.float64()),
+    ("step", pa.int64()),
+    ("wall_s", pa.float64()),
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("created_utc", pa.string()),
+    ("git_commit", pa.string()),
+    ("package_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("python_version", pa.string()),
+    ("device", pa.string()),
+    ("device_name", pa.string()),
+    ("dtype", pa.string()),
+    ("threads", pa.int64()),
+    ("hostname", pa.string()),
+    ("seed", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A validated training run.
+
+    Attributes:
+        problem_options: every option of the problem, defaults filled in.
+        estimators: ``(name, options)`` per estimator, options resolved.
+        skipped: ``(name, reason)`` for estimators of ``all`` that cannot run.
+    """
+
+    problem: str
+    problem_options: dict[str, OptionValue]
+    estimators: tuple[tuple[str, dict[str, OptionValue]], ...]
+    steps: int = 1000
+    eval_every: int = 100
+    lr: float = 1e-3
+    n_samples: int = 2
+    variance_repeats: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    skipped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def make_spec(
+    problem: str,
+    estimators: str | Sequence[str] = "all",
+    settings: Sequence[str] = (),
+    *,
+    steps: int = 1000,
+    eval_every: int = 100,
+    lr: float = 1e-3,
+    n_samples: int = 2,
+    variance_repeats: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> TrainSpec:
+    """Validate names, ``NAME=VALUE`` settings and numbers into a ``TrainSpec``.
+
+    A setting goes to the problem if it declares the option, else to every selected
+    estimator that declares it. With ``all``, estimators that do not apply to the problem or
+    need more than ``n_samples`` samples are skipped; named ones are an error.
+
+    Raises:
+        ValueError: naming the bad value, the rule and the valid choices.
+    """
+    if isinstance(estimators, str):
+        estimators = [e.strip() for e in estimators.split(",") if e.strip()]
+    problem_cls = get_problem(problem)
+    chosen = select(estimators, ESTIMATORS, "estimator")
+    for name, value, valid, rule in (
+        ("--steps", steps, steps >= 1, "an integer >= 1"),
+        ("--eval-every", eval_every, eval_every >= 1, "an integer >= 1"),
+        ("--samples", n_samples, n_samples >= 1, "an integer >= 1"),
+        ("--variance-repeats", variance_repeats, variance_repeats >= 2, "an integer >= 2"),
+        ("--lr", lr, lr > 0 and math.isfinite(lr), "a finite number > 0"),
+    ):
+        if not valid:
+            raise ValueError(f"invalid {name} {value}: expected {rule}")
+    if dtype not in DTYPES:
+        raise ValueError(f"invalid --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    env.check_device(device)
+    given: dict[str, str] = {}
+    for text in settings:
+        name, values = parse_setting(text)
+        if len(values) != 1:
+            raise ValueError(f"invalid --set {text!r}: bench train takes one value per option")
+        given[name] = values[0]
+    known = set(problem_cls.options) | {n for e in chosen for n in ESTIMATORS[e].options}
+    for name in given:
+        if name not in known:
+            raise ValueError(
+                f"unknown option {name!r} for {problem} and the selected estimators; "
+                f"valid options: {', '.join(sorted(known)) or '(none)'}"
+            )
+    problem_options = resolve_options(
+        f"problem {problem!r}", problem_cls.options,
+        {k: v for k, v in given.items() if k in problem_cls.options},
+    )
+    runs, skipped = [], []
+    for name in chosen:
+        cls = get_estimator(name)
+        reason = cls.incompatibility(problem_cls)
+        if reason is None and n_samples < cls.min_samples:
+            reason = f"{name} needs K >= {cls.min_samples}, got --samples {n_samples}"
+        if reason is not None:
+            if list(estimators) != ["all"]:
+                raise ValueError(reason)
+            skipped.append((name, reason))
+            continue
+        options = resolve_options(
+            f"estimator {name!r}", cls.options,
+            {k: v for k, v in given.items() if k in cls.options and k not in problem_cls.options},
+        )
+        runs.append((name, options))
+    if not runs:
+        raise ValueError(f"no estimator applies to {problem}: {'; '.join(r for _, r in skipped)}")
+    return TrainSpec(
+        problem=problem, problem_options=problem_options, estimators=tuple(runs),
+        steps=steps, eval_every=eval_every, lr=lr, n_samples=n_samples,
+        variance_repeats=variance_repeats, seed=seed, device=device, dtype=dtype,
+        skipped=tuple(skipped),
+    )
+
+
+def eval_steps(steps: int, eval_every: int) -> list[int]:
+    """Steps at which metrics are recorded: 0, every ``eval_every``, and the last."""
+    return sorted({*range(0, steps + 1, eval_every), steps})
+
+
+class _Clock:
+    """Seconds spent between ``start()`` and ``stop()`` calls, device synchronized."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.total, self._since = device, 0.0, None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        self._sync()
+        self.total += time.perf_counter() - self._since
+
+
+def _evaluate(
+    problem: Problem,
+    estimator: Estimator,
+    train: Params,
+    state: State,
+    spec: TrainSpec,
+) -> dict[str, float]:
+    """Metrics at the current trained tensors ``train`` (``[1, ...]``); see module docstring."""
+    current = {k: v[0].detach() for k, v in train.items()}
+    devices = [problem.device] if problem.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        problem.reset_batch()
+        point = problem.load_train_params(current)
+        metrics = {
+            "variance_trace": gradient_variance(
+                problem, estimator, point, spec.n_samples, spec.variance_repeats, state
+            )
+        }
+        metrics.update(problem.train_metrics(current))
+    return metrics
+
+
+def train_one(
+    problem: Problem,
+    name: str,
+    options: Mapping[str, OptionValue],
+    spec: TrainSpec,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``problem`` (a fresh copy, left modified) with one estimator.
+
+    Returns:
+        rows ``{estimator, step, wall_s, metric, value}`` in step order.
+    """
+    estimator = get_estimator(name)(dict(options))
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    train = {
+        k: v.detach().unsqueeze(0).clone().requires_grad_(True)
+        for k, v in problem.train_params().items()
+    }  # [1, *shape]: one repeat
+    optimizer = torch.optim.Adam(train.values(), lr=spec.lr)
+    state = estimator.init_state(train)
+    clock = _Clock(problem.device)
+    records = eval_steps(spec.steps, spec.eval_every)
+    rows: list[dict[str, Any]] = []
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        rows.extend(
+            {"estimator": name, "step": step, "wall_s": clock.total, "metric": m, "value": v}
+            for m, v in metrics.items()
+        )
+
+    record(0, _evaluate(problem, estimator, train, state, spec))
+    losses: list[float] = []
+    bar = tqdm(range(1, spec.steps + 1), desc=name, disable=not progress, leave=False,
+               dynamic_ncols=True)
+    for step in bar:
+        clock.start()
+        problem.next_batch(step, generator)
+        problem.before_step({k: v[0].detach() for k, v in train.items()}, step, generator)
+        out = estimator.surrogate(problem, train, spec.n_samples, state)
+        with torch.no_grad():
+            losses.append(problem.cost(out.samples, train).mean().item())
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.sum().backward()
+        optimizer.step()
+        state = {k: v.detach() for k, v in out.state.items()}
+        clock.stop()
+        if step in records:
+            metrics = {"train_loss": sum(losses) / len(losses)}
+            metrics.update(_evaluate(problem, estimator, train, state, spec))
+            record(step, metrics)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.4g}")
+            losses = []
+    bar.close()
+    return rows
+
+
+def run_training(
+    spec: TrainSpec, out: str | Path, progress: bool = True
+) -> pd.DataFrame:
+    """Train with every estimator of ``spec``; write and return ``<out>/train.parquet``."""
+    out = Path(out)
+    dtype = TORCH_DTYPES[spec.dtype]
+    template = get_problem(spec.problem)(
+        spec.problem_options, device=spec.device, dtype=dtype
+    )
+    environment = env.environment(spec.device)
+    identity = {
+        "run_id": out.name,
+        "problem": spec.problem,
+        "problem_options": json.dumps(spec.problem_options, sort_keys=True),
+        "n_samples": spec.n_samples,
+        "variance_repeats": spec.variance_repeats,
+        "lr": spec.lr,
+        "created_utc": env.utc_now(),
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "seed": spec.seed,
+        **{k: environment[k] for k in environment if k in TRAIN_SCHEMA.names},
+    }
+    rows = []
+    for name, options in spec.estimators:
+        for row in train_one(copy.deepcopy(template), name, options, spec, progress):
+            rows.append(identity | {"estimator_options": json.dumps(options, sort_keys=True)} | row)
+    table = pa.Table.from_pylist(rows, schema=TRAIN_SCHEMA)
+    write_table(out / "train.parquet", table)
+    return table.to_pandas()

@@ -1,0 +1,357 @@
+"""Sweeps at scale: executors agree, a SIGKILLed sweep resumes without losing or redoing
+cells, failing cells become rows, and bad input is refused with nothing written.
+
+Test-only problems (a cost that raises, returns NaN or hangs; a data file) come from
+``tests/sweep_plugin.py`` through ``--plugin``, so that worker processes and Ray tasks
+register them exactly as they would a user's own problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bench.cli import main
+from bench.executors import RAY_INSTALL_HINT, cpu_count
+from bench.harness import run_sweep
+from bench.spec import SweepSpec, expand
+from bench.store import CONFIG_METADATA
+from estimators import ESTIMATORS
+from problems import PROBLEMS
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "tests.sweep_plugin"
+
+#: columns that describe when, where and how fast a cell ran, not what it measured
+CIRCUMSTANCES = {
+    "run_id", "created_utc", "git_commit", "package_version", "torch_version",
+    "python_version", "device_name", "threads", "hostname", "time_per_estimate_s",
+    "time_iqr_s", "time_n", "estimates_per_s", "measure_s", "peak_memory_bytes", "cell_s",
+}
+
+#: one cell of each failure kind next to cells that succeed
+FAILING_SWEEP = {
+    "estimators": "reinforce",
+    "problems": "misbehaving_toy,bernoulli_toy,gaussian_quadratic",
+    "samples": [4],
+    "repeats": 50,
+    "settings": ["mode=ok,raise,nan,hang"],
+    "bootstrap": 20,
+    "progress": False,
+    "plugins": [PLUGIN],
+    "cell_timeout": 4.0,
+}
+EXPECTED = {
+    ("bernoulli_toy", "ok"): ("ok", None),
+    ("gaussian_quadratic", "ok"): ("ok", None),
+    ("misbehaving_toy", "ok"): ("ok", None),
+    ("misbehaving_toy", "raise"): ("failed", "RuntimeError: deliberate failure"),
+    ("misbehaving_toy", "nan"): (
+        "failed", "FloatingPointError: non-finite gradient estimate in 50 of 50 repeats"),
+    ("misbehaving_toy", "hang"): ("failed", "timeout after 4 s"),
+}
+
+
+def measured(table: pd.DataFrame) -> pd.DataFrame:
+    """What cells measured, in a fixed order: the part that must not depend on the executor."""
+    keep = [c for c in table.columns if c not in CIRCUMSTANCES]
+    order = [c for c in ("cell_key", "param", "index") if c in keep]
+    return table[keep].sort_values(order).reset_index(drop=True)
+
+
+def outcome(cells: pd.DataFrame) -> dict[tuple[str, str], tuple[str, str | None]]:
+    return {
+        (row.problem, json.loads(row.problem_options).get("mode", "ok")):
+            (row.status, row.reason if isinstance(row.reason, str) else None)
+        for row in cells.itertuples()
+    }
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and its SHA-256."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def source_env() -> dict[str, str]:
+    """The environment with this checkout importable (also when it is not installed)."""
+    path = os.environ.get("PYTHONPATH")
+    return os.environ | {"PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registries():
+    """Plugins extend the registries of the process; leave them as other modules expect."""
+    saved = dict(PROBLEMS), dict(ESTIMATORS)
+    yield
+    for registry, entries in zip((PROBLEMS, ESTIMATORS), saved, strict=True):
+        registry.clear()
+        registry.update(entries)
+
+
+@pytest.fixture(scope="module")
+def local_failures(tmp_path_factory) -> Path:
+    """The run directory of ``FAILING_SWEEP`` on the local executor, the reference."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    run_sweep(**FAILING_SWEEP, out=out)
+    return out
+
+
+def assert_same_tables(out: Path, reference: Path) -> None:
+    """Cells and coords of two runs agree exactly, timings and environment aside."""
+    for name in ("cells.parquet", "coords.parquet"):
+        got, want = (pd.read_parquet(d / name) for d in (out, reference))
+        assert len(want) > 0
+        pd.testing.assert_frame_equal(measured(got), measured(want), check_exact=True)
+
+
+def test_failures_become_rows_and_the_rest_succeeds(local_failures):
+    cells = pd.read_parquet(local_failures / "cells.parquet")
+    assert outcome(cells) == EXPECTED
+    ok = cells[cells["status"] == "ok"]
+    assert ok["bias_l2"].notna().all() and (ok["variance_trace"] > 0).all()
+
+
+def test_process_pool_gives_the_local_table(local_failures, tmp_path):
+    cells = run_sweep(**FAILING_SWEEP, out=tmp_path, executor="process", workers=2)
+    assert outcome(cells) == EXPECTED
+    assert_same_tables(tmp_path, local_failures)
+    assert set(cells["threads"]) == {max(1, cpu_count() // 2)}
+
+
+def test_dead_worker_is_a_failed_row_and_is_replaced(tmp_path):
+    sweep = FAILING_SWEEP | {"problems": "misbehaving_toy", "settings": ["mode=crash,ok"]}
+    cells = run_sweep(**sweep, out=tmp_path, executor="process", workers=1)
+    assert outcome(cells) == {
+        ("misbehaving_toy", "crash"):
+            ("failed", f"worker process died (exit code -{signal.SIGKILL.value})"),
+        ("misbehaving_toy", "ok"): ("ok", None),
+    }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="ray is not installed (pip install -e '.[ray]')")
+def test_ray_gives_the_local_table(local_failures, tmp_path, monkeypatch):
+    # a local Ray instance's workers inherit the driver's environment: make the plugin
+    # module importable there as it would be on a cluster where the package is installed
+    monkeypatch.setenv("PYTHONPATH", source_env()["PYTHONPATH"])
+    started = time.perf_counter()
+    cells = run_sweep(**FAILING_SWEEP, out=tmp_path, executor="ray")
+    print(f"ray sweep of {len(cells)} cells: {time.perf_counter() - started:.1f} s")
+    assert outcome(cells) == EXPECTED
+    assert_same_tables(tmp_path, local_failures)
+    assert set(cells["threads"]) == {1}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_sigkill_then_resume_loses_and_redoes_nothing(tmp_path, executor):
+    out = tmp_path / "run"
+    args = ["run", "--problem", "bernoulli_toy,gaussian_quadratic",
+            "--estimator", "reinforce,reinforce_loo", "--samples", "2,3,4,5",
+            "--repeats", "50", "--bootstrap", "0", "--out", str(out), "--no-progress",
+            "--executor", executor]
+    if executor == "process":
+        args += ["--workers", "2"]
+    planned = {c.key for c in expand(SweepSpec(
+        estimators=("reinforce", "reinforce_loo"), problems=("bernoulli_toy", "gaussian_quadratic"),
+        samples=(2, 3, 4, 5), repeats=50, n_bootstrap=0))}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, env=source_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((out / "cells").glob("*.parquet"))) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, "sweep ended or stalled"
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survivors = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+                 for p in (out / "cells").glob("*.parquet")}
+    assert 4 <= len(survivors) < len(planned), "the kill came too late to test anything"
+    assert not (out / "cells.parquet").exists()
+    created = {Path(name).stem: pq.read_table(out / "cells" / name)["created_utc"][0].as_py()
+               for name in survivors}
+    gone = time.monotonic() + 10  # the kernel kills orphaned workers (PR_SET_PDEATHSIG)
+    while any(_alive(w) for w in workers) and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
+
+    assert main(args) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert sorted(cells["cell_key"]) == sorted(planned)  # every cell, exactly once
+    assert (cells["status"] == "ok").all()
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in (out / "cells").glob("*.parquet") if p.name in survivors} == survivors
+    kept = cells[cells["cell_key"].isin(created)]
+    assert dict(zip(kept["cell_key"], kept["created_utc"], strict=True)) == created
+    coords = pd.read_parquet(out / "coords.parquet")
+    assert len(coords) == cells["grad_dim"].sum()
+    invocations = json.loads((out / "run.json").read_text())["invocations"]
+    assert [i["already_finished"] for i in invocations] == [0, len(survivors)]
+
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory) -> Path:
+    """A finished run directory that bad input must leave byte-identical."""
+    out = tmp_path_factory.mktemp("existing") / "run"
+    assert main(["run", "--problem", "bernoulli_toy", "--estimator", "reinforce",
+                 "--samples", "2", "--repeats", "20", "--bootstrap", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def _data_file(tmp: Path, text: str | None) -> str:
+    path = tmp / "data.txt"
+    if text is not None:
+        path.write_text(text)
+    return str(path)
+
+
+BAD_INPUT = [
+    (["--estimator", "nope"], "unknown estimator 'nope'; valid estimators: all, reinforce"),
+    (["--problem", "nope"], "unknown problem 'nope'; valid problems: all, gaussian_quadratic"),
+    (["--set", "tua=1"], "unknown option 'tua' for the selected problems and estimators; valid"),
+    (["--estimator", "gumbel_softmax", "--set", "tau=0"],
+     "invalid option tau='0' for estimator 'gumbel_softmax': expected float > 0"),
+    (["--samples", "0"], "invalid --samples [0]: every K must be >= 1"),
+    (["--estimator", "reinforce_loo", "--samples", "1"],
+     "invalid --samples [1] for reinforce_loo: it needs K >= 2"),
+    (["--repeats", "1"], "invalid --repeats 1: R must be >= 2"),
+    (["--problem", "bernoulli_toy", "--set", "d=0"],
+     "invalid option d='0' for problem 'bernoulli_toy': expected int >= 1"),
+    (["--cell-timeout", "0"], "invalid --cell-timeout 0.0: must be > 0 seconds"),
+    (["--executor", "process", "--workers", "0"], "invalid --workers 0: must be >= 1"),
+    (["--plugin", "no_such_plugin"], "--plugin no_such_plugin: cannot import it"),
+    (["--plugin", PLUGIN, "--problem", "data_file_toy", "--set", "data={missing}"],
+     "problem 'data_file_toy': {missing}: no such file (expected numbers in [0, 1])"),
+    (["--plugin", PLUGIN, "--problem", "data_file_toy", "--set", "data={malformed}"],
+     "{malformed}: malformed, expected whitespace-separated numbers"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    existing, tmp_path, capsys, args, message
+):
+    files = {"missing": _data_file(tmp_path / "a", None),
+             "malformed": _data_file(tmp_path, "0.5 zero.7\n")}
+    args = [a.format(**files) for a in args]
+    message = message.format(**files)
+    before = tree_digest(existing)
+    capsys.readouterr()
+    assert main(["run", "--out", str(existing), "--samples", "3", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert tree_digest(existing) == before
+
+
+def test_missing_ray_says_how_to_install(existing, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray sees
+    before = tree_digest(existing)
+    assert main(["run", "--out", str(existing), "--executor", "ray", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert RAY_INSTALL_HINT in err and len(err.splitlines()) == 1
+    assert tree_digest(existing) == before
+
+
+def _rewrite_cell(out: Path, change) -> None:
+    """Rewrite the one cell file of ``out`` through ``change(table) -> table``."""
+    (path,) = (out / "cells").glob("*.parquet")
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def _other_commit(table):
+    column = table.schema.get_field_index("git_commit")
+    return table.set_column(column, "git_commit", [["0" * 40]])
+
+
+def _other_config(table):
+    config = json.loads(table.schema.metadata[CONFIG_METADATA])
+    config["n_repeats"] = 21
+    return table.replace_schema_metadata({CONFIG_METADATA: json.dumps(config).encode()})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda out: (out / "run.json").write_text("{not json"),
+         "cannot read run.json (JSONDecodeError"),
+        (lambda out: next((out / "cells").glob("*.parquet")).write_bytes(b"PAR1 torn"),
+         "cannot read cells/"),
+        (lambda out: (shutil.rmtree(out), out.write_text("a file")),
+         "exists and is not a directory"),
+        (lambda out: _rewrite_cell(out, _other_commit),
+         "holds cells made by other code (git_commit=0000000000000000000000000000000000000000"),
+        (lambda out: _rewrite_cell(out, _other_config),
+         "was made with configuration"),
+    ],
+    ids=["malformed-run-json", "torn-cell-file", "out-is-a-file", "other-code", "other-config"],
+)
+def test_unusable_run_directory_is_refused_untouched(existing, tmp_path, capsys, damage, message):
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    damage(out)
+    before = tree_digest(out) if out.is_dir() else out.read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--problem", "bernoulli_toy", "--estimator", "reinforce",
+                 "--samples", "2,3", "--repeats", "20", "--bootstrap", "0", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert (tree_digest(out) if out.is_dir() else out.read_bytes()) == before
+
+
+def test_allow_code_change_adds_cells_made_by_this_code(existing, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    _rewrite_cell(out, _other_commit)
+    args = ["run", "--problem", "bernoulli_toy", "--estimator", "reinforce", "--samples", "2,3",
+            "--repeats", "20", "--bootstrap", "0", "--out", str(out), "--no-progress"]
+    assert main([*args, "--allow-code-change"]) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert len(cells) == 2 and cells["git_commit"].nunique() == 2
+
+
+def test_retry_failed_reruns_only_failed_cells(tmp_path):
+    sweep = FAILING_SWEEP | {"problems": "misbehaving_toy", "settings": ["mode=ok,raise"],
+                             "cell_timeout": None}
+
+    def stamps() -> dict[str, int]:
+        return {p.stem: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.parquet")}
+
+    first = run_sweep(**sweep, out=tmp_path)
+    assert sorted(first["status"]) == ["failed", "ok"]
+    failed = first.loc[first["status"] == "failed", "cell_key"].item()
+    before = stamps()
+    run_sweep(**sweep, out=tmp_path)
+    assert stamps() == before
+    run_sweep(**sweep, out=tmp_path, retry_failed=True)
+    after = stamps()
+    assert after[failed] != before[failed]
+    assert {k: v for k, v in after.items() if k != failed} == {
+        k: v for k, v in before.items() if k != failed}
