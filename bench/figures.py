@@ -329,10 +329,16 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
     long = _positive(long.sort_values("tau"), ["value"])
     band = _positive(long, ["low", "high"])
     floor = _positive(long, ["floor"])
-    # a y axis for every panel: bias and variance differ by orders of magnitude by problem
+    # a y axis for every panel: bias and variance differ by orders of magnitude by problem.
+    # Bias above variance with a column per problem if the problems fit in a row, else a
+    # bias-variance pair of panels per problem.
     n = long["panel"].nunique()
-    cols = int(np.ceil(n / np.ceil(n / size.max_cols)))
-    rows = 2 * int(np.ceil(n / cols))
+    if n <= size.max_cols:
+        facet, rows = facet_wrap(["quantity", "panel"], ncol=n, scales="free"), 2
+    else:
+        cols = 2 * max(1, size.max_cols // 2)
+        facet = facet_wrap(["panel", "quantity"], ncol=cols, scales="free")
+        rows = int(np.ceil(2 * n / cols))
     plot = (
         ggplot(long, aes("tau", "value", color="estimator"))
         + geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), data=band, alpha=0.2,
@@ -341,7 +347,7 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         + geom_line(size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
         + _log10(x=True, y=True)
-        + facet_wrap(["quantity", "panel"], ncol=cols, scales="free")
+        + facet
         + labs(x="temperature τ", y="", caption=f"K = {k} samples per estimate\n"
                "dashed: bias noise floor sqrt(variance / R)")
         + _estimator_scales(long, fill=True)

@@ -3,7 +3,8 @@ noisier, biased or worse at training shows up in asv as a regression.
 
 ``Quality`` measures every applicable pair once in ``setup_cache`` with the harness's own
 statistics (``bench.metrics.Accumulator``, R = ``QUALITY_REPEATS`` estimates of K =
-``N_SAMPLES`` samples at the problem's evaluation point against its exact gradient):
+``N_SAMPLES`` samples at the problem's evaluation point against the harness's truth,
+``bench.truth.cell_truth``: exact, or a seeded high-sample reference estimate):
 
 * ``variance_trace`` = sum_c Var[g_c], the trace of the estimator's covariance;
 * ``bias_l2`` = ||mean_r g_r - grad L||, which for an unbiased estimator is of the order of
@@ -23,6 +24,7 @@ import torch
 
 from bench.estimate import estimate_chunks
 from bench.metrics import Accumulator
+from bench.truth import cell_truth
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
@@ -53,11 +55,12 @@ def measure_quality(estimator: str, problem: str) -> dict[str, float]:
         NotImplementedError: the pair does not apply, or the problem has no exact gradient.
     """
     pair = make_pair(estimator, problem)
-    truth = pair.problem.truth(pair.point)
+    truth = cell_truth(pair.problem, pair.point, SEED)
     if truth is None:
-        raise NotImplementedError(f"{problem} has no exact gradient at its default options")
+        raise NotImplementedError(f"{problem} has no truth at its benchmarked options")
     dim = sum(v.numel() for v in pair.point.values())
-    accumulator = Accumulator(dim, truth=_flat(truth.grad), truth_se=None, n_bootstrap=0,
+    truth_se = None if truth.se is None else _flat(truth.se)
+    accumulator = Accumulator(dim, truth=_flat(truth.grad), truth_se=truth_se, n_bootstrap=0,
                               seed=SEED)
     for chunk in estimate_chunks(
         pair.problem, pair.estimator, pair.point, N_SAMPLES, QUALITY_REPEATS, pair.state

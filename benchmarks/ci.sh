@@ -4,7 +4,7 @@
 # Runs every benchmark once (asv --quick) in the current Python environment against the
 # checkout this script belongs to, saving nothing; exits non-zero if a benchmark errors
 # (asv run returns 2), so the suites cannot rot. Skipped pairs (NotImplementedError in
-# setup) are not errors. 35 to 50 s on 2 CPU cores.
+# setup) are not errors. About 80 s on 2 CPU cores.
 #
 # Usage: benchmarks/ci.sh [PYTHON]    (default: .venv/bin/python of the checkout)
 set -euo pipefail

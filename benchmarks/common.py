@@ -41,6 +41,8 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "bernoulli_toy": {"d": 4},
     "categorical_toy": {"d": 2, "classes": 4},
     "bernoulli_vae": {"latents": 8, "batch": 8},
+    "gan_continuous": {},
+    "gan_discrete": {},
 }
 
 ESTIMATOR_NAMES: list[str] = list(ESTIMATORS)
