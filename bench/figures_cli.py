@@ -117,13 +117,14 @@ def paper_main(args: argparse.Namespace) -> int:
     print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
     started = time.perf_counter()
     run_sweep(problems=config.problems, samples=config.samples, repeats=config.repeats,
-              bootstrap=config.bootstrap, out=out, progress=progress, command=sys.argv)
+              bootstrap=config.bootstrap, out=out, progress=progress, command=sys.argv,
+              allow_code_change=args.allow_code_change)
     relaxed = [name for name, cls in ESTIMATORS.items() if "tau" in cls.options]
     if relaxed:
         run_sweep(estimators=relaxed, problems=config.problems, samples=[config.tau_samples],
                   repeats=config.repeats, bootstrap=config.bootstrap,
                   settings={"tau": list(config.taus)}, out=out, progress=progress,
-                  command=sys.argv)
+                  command=sys.argv, allow_code_change=args.allow_code_change)
     note = run_training(config, out, progress)
     measured = time.perf_counter() - started
     written, notes = make_figures(load_tables(out), out / "figures", formats, args.size)
@@ -165,6 +166,8 @@ def add_parser(subparsers) -> None:
     paper.add_argument("--full", action="store_true", help="the paper's full configuration")
     paper.add_argument("--out", default=None, metavar="DIR",
                        help="run directory (default results/paper or results/paper-full)")
+    paper.add_argument("--allow-code-change", action="store_true",
+                       help="resume --out although its cells were made by other code")
     paper.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_drawing_options(paper)
     paper.set_defaults(handler=main)
