@@ -28,15 +28,13 @@ from bench.estimate import estimate_chunks, one_estimate, warmed_state
 from bench.metrics import Accumulator
 from bench.plugins import load_plugins
 from bench.schema import DIAGNOSTICS
-from bench.spec import CellSpec, SweepSpec, expand, parse_setting
+from bench.spec import DTYPES, CellSpec, SweepSpec, expand, parse_setting
 from bench.store import CODE_COLUMNS, RunStore, StoredCell
 from bench.timing import peak_memory_bytes, synchronize, time_call
 from bench.truth import cell_truth
 from estimators import get_estimator
 from problems import get_problem
 from problems.base import Params, repeat_params
-
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def cell_identity(spec: CellSpec, run_id: str) -> dict[str, Any]:
@@ -111,7 +109,7 @@ def _measure(spec: CellSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # global generator, and a cell must not depend on what ran before it in the process
     torch.manual_seed(spec.cell_seed)
     problem = get_problem(spec.problem)(
-        dict(spec.problem_options), device=device, dtype=TORCH_DTYPES[spec.dtype]
+        dict(spec.problem_options), device=device, dtype=DTYPES[spec.dtype]
     )
     estimator = get_estimator(spec.estimator)(dict(spec.estimator_options))
     torch.manual_seed(spec.cell_seed)
@@ -219,7 +217,7 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
         seen.add(ident)
         try:
             get_problem(spec.problem)(
-                dict(spec.problem_options), device="cpu", dtype=TORCH_DTYPES[spec.dtype]
+                dict(spec.problem_options), device="cpu", dtype=DTYPES[spec.dtype]
             )
         except (ValueError, OSError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -85,6 +85,33 @@ COORDS = pa.schema(
     ]
 )
 
+#: columns of train.parquet (``bench train``); README documents every one
+TRAIN = pa.schema([
+    ("run_id", pa.string()),
+    ("problem", pa.string()),
+    ("problem_options", pa.string()),
+    ("estimator", pa.string()),
+    ("estimator_options", pa.string()),
+    ("n_samples", pa.int64()),
+    ("variance_repeats", pa.int64()),
+    ("lr", pa.float64()),
+    ("step", pa.int64()),
+    ("wall_s", pa.float64()),
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("created_utc", pa.string()),
+    ("git_commit", pa.string()),
+    ("package_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("python_version", pa.string()),
+    ("device", pa.string()),
+    ("device_name", pa.string()),
+    ("dtype", pa.string()),
+    ("threads", pa.int64()),
+    ("hostname", pa.string()),
+    ("seed", pa.int64()),
+])
+
 STATUSES = ("ok", "skipped", "failed")
 
 

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from estimators import ESTIMATORS, get_estimator
 from problems import PROBLEMS, get_problem
 from problems.options import OptionValue
 
-DTYPES = ("float32", "float64")
+#: the --dtype names and their torch types
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)

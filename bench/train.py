@@ -25,7 +25,7 @@ construction (data loading, pretraining) and writing the table; on a GPU the dev
 synchronized before the clock is read. Evaluations run under a forked RNG, so they do not
 change the training trajectory.
 
-Output: ``<out>/train.parquet``, one row per estimator, step and metric (``TRAIN_SCHEMA``).
+Output: ``<out>/train.parquet``, one row per estimator, step and metric (``bench.schema.TRAIN``).
 
 References: Dong, Mnih, Tucker (2020), "DisARM: An Antithetic Gradient Estimator for Binary
 Latent Variables", NeurIPS, Section 6; Grathwohl et al. (2018), "Backpropagation through
@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from bench import env
 from bench.estimate import gradient_variance
+from bench.schema import TRAIN
 from bench.spec import DTYPES, parse_setting, select
 from bench.store import write_table
 from estimators import ESTIMATORS, get_estimator
@@ -57,35 +58,6 @@ from estimators.base import Estimator, State
 from problems import get_problem
 from problems.base import Params, Problem
 from problems.options import OptionValue, resolve_options
-
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: columns of train.parquet; README documents every one
-TRAIN_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("problem", pa.string()),
-    ("problem_options", pa.string()),
-    ("estimator", pa.string()),
-    ("estimator_options", pa.string()),
-    ("n_samples", pa.int64()),
-    ("variance_repeats", pa.int64()),
-    ("lr", pa.float64()),
-    ("step", pa.int64()),
-    ("wall_s", pa.float64()),
-    ("metric", pa.string()),
-    ("value", pa.float64()),
-    ("created_utc", pa.string()),
-    ("git_commit", pa.string()),
-    ("package_version", pa.string()),
-    ("torch_version", pa.string()),
-    ("python_version", pa.string()),
-    ("device", pa.string()),
-    ("device_name", pa.string()),
-    ("dtype", pa.string()),
-    ("threads", pa.int64()),
-    ("hostname", pa.string()),
-    ("seed", pa.int64()),
-])
 
 
 @dataclass(frozen=True)
@@ -302,7 +274,7 @@ def run_training(
 ) -> pd.DataFrame:
     """Train with every estimator of ``spec``; write and return ``<out>/train.parquet``."""
     out = Path(out)
-    dtype = TORCH_DTYPES[spec.dtype]
+    dtype = DTYPES[spec.dtype]
     template = get_problem(spec.problem)(
         spec.problem_options, device=spec.device, dtype=dtype
     )
@@ -318,12 +290,12 @@ def run_training(
         "device": spec.device,
         "dtype": spec.dtype,
         "seed": spec.seed,
-        **{k: environment[k] for k in environment if k in TRAIN_SCHEMA.names},
+        **{k: environment[k] for k in environment if k in TRAIN.names},
     }
     rows = []
     for name, options in spec.estimators:
         for row in train_one(copy.deepcopy(template), name, options, spec, progress):
             rows.append(identity | {"estimator_options": json.dumps(options, sort_keys=True)} | row)
-    table = pa.Table.from_pylist(rows, schema=TRAIN_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=TRAIN)
     write_table(out / "train.parquet", table)
     return table.to_pandas()

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from bench import train_cli
-from bench.train import TRAIN_SCHEMA, eval_steps, make_spec, run_training
+from bench.schema import TRAIN
+from bench.train import eval_steps, make_spec, run_training
 
 OPTIONS = ["latents=4", "batch=32"]
 
@@ -37,7 +38,7 @@ def test_table_columns_and_shared_start(tmp_path: Path) -> None:
     out = tmp_path / "curves"
     table = run_training(spec, out, progress=False)
     on_disk = pd.read_parquet(out / "train.parquet")
-    assert list(on_disk.columns) == TRAIN_SCHEMA.names
+    assert list(on_disk.columns) == TRAIN.names
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
     assert set(table["metric"]) == {"train_loss", "test_nelbo", "test_iwae", "variance_trace"}
     assert sorted(set(table["step"])) == [0, 4, 6] == eval_steps(6, 4)
