@@ -17,13 +17,18 @@ from torch import Tensor
 from estimators.base import Estimator, State
 from problems.base import Params, Problem, repeat_params
 
-#: upper bound on chunk_size * n_samples, the number of latent samples drawn at once
-SAMPLES_PER_CHUNK = 2**16
+#: tensor elements one chunk of repeats may allocate (256 MiB of float32)
+CHUNK_ELEMENTS = 2**26
 
 
-def default_chunk_size(n_samples: int, n_repeats: int) -> int:
-    """Repeats per chunk: as many as fit ``SAMPLES_PER_CHUNK`` samples (at least one)."""
-    return max(1, min(n_repeats, SAMPLES_PER_CHUNK // n_samples))
+def default_chunk_size(problem: Problem, point: Params, n_samples: int, n_repeats: int) -> int:
+    """Repeats per chunk: as many as fit ``CHUNK_ELEMENTS``, counting per repeat a parameter
+    copy with its gradient (and slack) plus ``n_samples`` samples of
+    ``problem.sample_elements()`` each. Depends only on the configuration, so chunking, and
+    with it the random stream, is the same in every run."""
+    n_params = sum(v.numel() for v in point.values())
+    per_repeat = 4 * n_params + n_samples * problem.sample_elements()
+    return max(1, min(n_repeats, CHUNK_ELEMENTS // per_repeat))
 
 
 def flatten(grads: Params) -> Tensor:
@@ -70,7 +75,7 @@ def estimate_chunks(
         state: the estimator's state for one repeat (``[1, ...]``), copied to every repeat.
         chunk_size: repeats per chunk; default ``default_chunk_size``.
     """
-    chunk_size = chunk_size or default_chunk_size(n_samples, n_repeats)
+    chunk_size = chunk_size or default_chunk_size(problem, point, n_samples, n_repeats)
     for start in range(0, n_repeats, chunk_size):
         size = min(chunk_size, n_repeats - start)
         grads, _ = one_estimate(

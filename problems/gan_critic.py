@@ -80,6 +80,11 @@ class GanCritic(Problem):
         self.pack: int = self.opts["pack"]
         self._critic: Critic | None = None
 
+    def sample_elements(self) -> int:
+        """Per sample: the critic's activations on one pack, with gradients."""
+        width, depth = self.opts["critic_width"], self.opts["critic_depth"]
+        return 4 * (self.pack * self.features + width * depth)
+
     @property
     @abstractmethod
     def features(self) -> int:

@@ -84,6 +84,20 @@ def test_same_seed_gives_identical_numbers():
     assert other["variance_trace"] != first["variance_trace"]
 
 
+def test_chunks_bound_memory_for_large_problems():
+    from bench.estimate import CHUNK_ELEMENTS, default_chunk_size
+    from problems import get_problem
+
+    toy = get_problem("bernoulli_toy")()
+    assert default_chunk_size(toy, toy.init_params(), 10, 1000) == 1000
+    big = get_problem("bernoulli_vae")({"latents": 200, "arch": "mlp", "hidden": "200-200",
+                                        "batch": 100, "truth": "none"})
+    point = big.init_params()
+    per_repeat = 4 * sum(v.numel() for v in point.values()) + 10 * big.sample_elements()
+    chunk = default_chunk_size(big, point, 10, 1000)
+    assert 1 <= chunk < 1000 and chunk * per_repeat <= CHUNK_ELEMENTS
+
+
 def test_cell_keys_are_stable_and_complete():
     a, b = spec(), spec(seed=1)
     assert a.key == spec().key and a.key != b.key and len(a.key) == 16
