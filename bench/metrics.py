@@ -128,7 +128,9 @@ class Accumulator:
             bias = mean - self.truth
             se2 = variance / n + (0 if self.truth_se is None else self.truth_se**2)
             se = se2.sqrt()
-            bias_z = torch.where(se > 0, bias / se, torch.where(bias == 0, 0.0, math.inf))
+            # zero variance: the bias is exact, so its z is 0 or infinite with the bias's sign
+            signed_inf = torch.where(bias == 0, 0.0, bias.sign() * math.inf)
+            bias_z = torch.where(se > 0, bias / se, signed_inf)
             max_z = float(bias_z.abs().max())
             scalars |= {
                 "bias_l2": float(bias.norm()),

@@ -47,6 +47,14 @@ def test_accumulator_matches_direct_computation():
     assert 0.1 * var.sum() < width < 0.5 * var.sum()
 
 
+def test_zero_variance_bias_z_keeps_the_sign_of_the_bias():
+    acc = Accumulator(3, torch.tensor([1.0, -1.0, 2.0]), None, n_bootstrap=0, seed=0)
+    acc.add(torch.tensor([[0.5, -0.5, 2.0], [0.5, -0.5, 2.0]]))  # exact estimates
+    out = acc.summary()
+    np.testing.assert_array_equal(out.bias_z, [-np.inf, np.inf, 0.0])
+    assert out.scalars["bias_p_value"] == 0.0
+
+
 def test_accumulator_counts_non_finite_and_needs_two():
     acc = Accumulator(2, None, None, n_bootstrap=0, seed=0)
     acc.add(torch.tensor([[1.0, float("nan")], [1.0, 2.0]]))
