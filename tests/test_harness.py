@@ -74,6 +74,19 @@ def test_reference_truth_noise_widens_the_bias_interval():
     assert abs(n["bias_max_abs_z"]) < abs(e["bias_max_abs_z"])
 
 
+def test_noise_floor_includes_the_reference_truth_noise():
+    """For an unbiased estimator and an independent reference t' ~ N(t, se^2),
+    E||m - t'||^2 = sum_c v_c / R + sum_c se_c^2: the floor must count both."""
+    g = torch.randn(400, 2, dtype=torch.float64)
+    se = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    acc = Accumulator(2, torch.zeros(2), se, 0, seed=0)
+    acc.add(g)
+    trace = float(g.var(0).sum())
+    np.testing.assert_allclose(
+        acc.summary().scalars["bias_l2_noise_floor"], np.sqrt(trace / 400 + 0.25)
+    )
+
+
 def spec(problem="bernoulli_toy", estimator="reinforce", **kw):
     sweep = SweepSpec(estimators=(estimator,), problems=(problem,), samples=(4,), repeats=200,
                       n_bootstrap=100, **kw)
