@@ -7,18 +7,21 @@ bias z-scores and their intervals would be wrong while every mean still looked r
 checks per pair: the gradient of ``loss[r]`` w.r.t. every other repeat's params is exactly
 zero, and, at fixed samples, perturbing params[1] leaves the cost and log q of the other
 repeats unchanged (this also catches mixing through detached quantities, which autograd
-cannot see). A deliberately mixing problem shows that both checks have power.
+cannot see). A deliberately mixing problem shows that both checks have power. Likewise the
+K samples of one estimate must be scored independently (the baselines and the sample means
+assume it): changing sample 1 leaves the cost and log q of the other samples unchanged.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from bench.estimate import expand_state, warmed_state
 from estimators import ESTIMATORS
 from problems import PROBLEMS
-from problems.base import Problem, repeat_params
+from problems.base import LatentKind, Problem, repeat_params
 from problems.toys import BernoulliToy
 from tests.examples import PROBLEM_EXAMPLES
 
@@ -74,6 +77,34 @@ def test_repeats_are_independent(problem: str, estimator: str) -> None:
     assert value == 0, f"moving params[1] changed other repeats' cost or log q by {value:.3g}"
 
 
+def other_sample(kind: LatentKind, z: Tensor) -> Tensor:
+    """A different point of the support: flipped bits, the next class, or a shift."""
+    if kind is LatentKind.BINARY:
+        return 1 - z
+    if kind is LatentKind.CATEGORICAL:
+        return z.roll(1, -1)
+    return z + 0.5
+
+
+def sample_leak(problem: Problem) -> float:
+    """The largest change of samples 0 and 2's cost and log q when sample 1 moves."""
+    params = repeat_params(problem.init_params(), R, requires_grad=False)
+    dist = problem.distribution(params)
+    z = dist.sample((K,))  # [K, R, *event]
+    moved = z.clone()
+    moved[1] = other_sample(problem.latent, z[1])
+    cost = problem.cost(z, params) - problem.cost(moved, params)  # [K, R]
+    log_q = dist.log_prob(z) - dist.log_prob(moved)
+    assert log_q[1].abs().max() > 0, "the moved sample has the same log q: no power"
+    return max(cost[[0, 2]].abs().max().item(), log_q[[0, 2]].abs().max().item())
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_samples_are_scored_independently(name: str) -> None:
+    options = PROBLEM_EXAMPLES[name] | FAST.get(name, {})
+    assert sample_leak(PROBLEMS[name](options, dtype=torch.float64)) == 0
+
+
 class MixingToy(BernoulliToy):
     """Deliberately broken: the cost is centred by its mean over the repeats."""
 
@@ -86,3 +117,16 @@ class MixingToy(BernoulliToy):
 def test_a_repeat_mixing_problem_is_caught(estimator: str) -> None:
     cross, value, own = leaks(MixingToy({"theta": 1.0, "d": 2}, dtype=torch.float64), estimator)
     assert own > 0 and cross > 0 and value > 0
+
+
+class SampleMixingToy(BernoulliToy):
+    """Deliberately broken: the cost is centred by its mean over the K samples."""
+
+    def cost(self, z, params):
+        cost = super().cost(z, params)
+        return cost - cost.mean(0)
+
+
+def test_a_sample_mixing_problem_is_caught() -> None:
+    # one bit: flipping it always changes the cost, so the mean over K moves
+    assert sample_leak(SampleMixingToy({"theta": 1.0, "d": 1}, dtype=torch.float64)) > 0
