@@ -3,9 +3,10 @@
 For estimates g_1..g_R in R^D and a true gradient t:
 
 * per coordinate: mean m = (1/R) sum_r g_r and unbiased variance v;
-* ``bias_l2`` = ||m - t||, with the noise floor sqrt(sum_c v_c / R) that an unbiased
-  estimator's ``bias_l2`` is of the order of, and Bonferroni-corrected per-coordinate
-  z-scores (m_c - t_c) / sqrt(v_c / R + se_c(t)^2) with the p-value of the largest;
+* ``bias_l2`` = ||m - t||, with the noise floor sqrt(sum_c v_c / R + sum_c se_c(t)^2) that
+  an unbiased estimator's ``bias_l2`` is of the order of (se(t) = 0 for an exact truth),
+  and Bonferroni-corrected per-coordinate z-scores (m_c - t_c) / sqrt(v_c / R + se_c(t)^2)
+  with the p-value of the largest;
 * ``variance_trace`` = sum_c v_c (the trace of the covariance);
 * ``mse`` = (1/R) sum_r ||g_r - t||^2 = ||m - t||^2 + (R - 1)/R * variance_trace;
 * ``cosine`` = (1/R) sum_r <g_r, t> / (||g_r|| ||t||) (0 where a norm is 0);
@@ -118,17 +119,20 @@ class Accumulator:
         mean = shift + self.s1 / n
         variance = ((self.s2 - self.s1**2 / n) / (n - 1)).clamp_min(0)
         trace = float(variance.sum())
+        truth_var = 0.0 if self.truth_se is None else float((self.truth_se**2).sum())
         scalars: dict[str, float] = {
             "variance_trace": trace,
             "snr": float(mean.norm() / math.sqrt(trace)) if trace > 0 else math.inf,
-            "bias_l2_noise_floor": math.sqrt(trace / n),
+            "bias_l2_noise_floor": math.sqrt(trace / n + truth_var),
         }
         bias_z = None
         if self.truth is not None:
             bias = mean - self.truth
             se2 = variance / n + (0 if self.truth_se is None else self.truth_se**2)
             se = se2.sqrt()
-            bias_z = torch.where(se > 0, bias / se, torch.where(bias == 0, 0.0, math.inf))
+            # zero variance: the bias is exact, so its z is 0 or infinite with the bias's sign
+            signed_inf = torch.where(bias == 0, 0.0, bias.sign() * math.inf)
+            bias_z = torch.where(se > 0, bias / se, signed_inf)
             max_z = float(bias_z.abs().max())
             scalars |= {
                 "bias_l2": float(bias.norm()),

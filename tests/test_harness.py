@@ -47,6 +47,14 @@ def test_accumulator_matches_direct_computation():
     assert 0.1 * var.sum() < width < 0.5 * var.sum()
 
 
+def test_zero_variance_bias_z_keeps_the_sign_of_the_bias():
+    acc = Accumulator(3, torch.tensor([1.0, -1.0, 2.0]), None, n_bootstrap=0, seed=0)
+    acc.add(torch.tensor([[0.5, -0.5, 2.0], [0.5, -0.5, 2.0]]))  # exact estimates
+    out = acc.summary()
+    np.testing.assert_array_equal(out.bias_z, [-np.inf, np.inf, 0.0])
+    assert out.scalars["bias_p_value"] == 0.0
+
+
 def test_accumulator_counts_non_finite_and_needs_two():
     acc = Accumulator(2, None, None, n_bootstrap=0, seed=0)
     acc.add(torch.tensor([[1.0, float("nan")], [1.0, 2.0]]))
@@ -64,6 +72,19 @@ def test_reference_truth_noise_widens_the_bias_interval():
     e, n = exact.summary().scalars, noisy.summary().scalars
     assert n["bias_l2_ci_high"] > e["bias_l2_ci_high"]
     assert abs(n["bias_max_abs_z"]) < abs(e["bias_max_abs_z"])
+
+
+def test_noise_floor_includes_the_reference_truth_noise():
+    """For an unbiased estimator and an independent reference t' ~ N(t, se^2),
+    E||m - t'||^2 = sum_c v_c / R + sum_c se_c^2: the floor must count both."""
+    g = torch.randn(400, 2, dtype=torch.float64)
+    se = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    acc = Accumulator(2, torch.zeros(2), se, 0, seed=0)
+    acc.add(g)
+    trace = float(g.var(0).sum())
+    np.testing.assert_allclose(
+        acc.summary().scalars["bias_l2_noise_floor"], np.sqrt(trace / 400 + 0.25)
+    )
 
 
 def spec(problem="bernoulli_toy", estimator="reinforce", **kw):
