@@ -104,7 +104,7 @@ class ReinforceLOO(Estimator):
     """Score function with the leave-one-out baseline over the K samples.
 
     b_k = (1 / (K - 1)) sum_{j != k} f(z_j), independent of z_k, hence unbiased; the
-    estimate equals K / (K - 1) times the estimate with the sample mean as baseline.
+    score term equals K / (K - 1) times that of the sample-mean baseline.
 
     References: Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE Samples, Get a Baseline
     for Free!", ICLR Workshop DeepRLStructPred; Mnih & Rezende (2016), "VIMCO", ICML.
