@@ -154,6 +154,15 @@ class Critic:
     def parameters(self) -> list[Tensor]:
         return self.weights + self.biases
 
+    def to(self, device: torch.device, dtype: torch.dtype) -> Critic:
+        """A copy with the weights cast to ``device`` and ``dtype`` and a fresh optimiser."""
+        copy = Critic.__new__(Critic)
+        copy.config, copy.steps = self.config, self.steps
+        copy.weights = [w.detach().to(device, dtype).requires_grad_() for w in self.weights]
+        copy.biases = [b.detach().to(device, dtype).requires_grad_() for b in self.biases]
+        copy.optimizer = torch.optim.Adam(copy.parameters(), lr=self.config.lr, betas=(0.5, 0.9))
+        return copy
+
     def state(self) -> list[Tensor]:
         """A detached copy of the weights (to compare two critics)."""
         return [p.detach().clone() for p in self.parameters()]

@@ -116,7 +116,14 @@ class GanCritic(Problem):
 
     @property
     def critic(self) -> Critic:
-        """The critic, trained on first use (deterministic given ``seed``) and cached."""
+        """The critic, trained on first use (deterministic given ``seed``) and cached.
+
+        The snapshot is defined in float64 on the CPU: on another device or dtype the problem
+        trains the critic on such a twin and casts it, so every device and dtype measures the
+        same problem."""
+        if self._critic is None and (self.device.type != "cpu" or self.dtype != torch.float64):
+            twin = type(self)(self.opts, device="cpu", dtype=torch.float64)
+            self._critic = twin.critic.to(self.device, self.dtype)
         if self._critic is None:
             config = CriticConfig.from_options(self.opts)
             point = self.init_params()
@@ -287,9 +294,9 @@ class GanContinuous(GanCritic):
     def init_params(self) -> Params:
         """Weights drawn like PyTorch's ``nn.Linear`` default, from ``seed``."""
         k, h = self.opts["noise_dim"], self.opts["gen_width"]
-        with seeded(self.opts["seed"], self.device):
-            def uniform(fan_in: int, *shape: int) -> Tensor:
-                draw = torch.rand(*shape, dtype=self.dtype, device=self.device)
+        with seeded(self.opts["seed"], torch.device("cpu")):
+            def uniform(fan_in: int, *shape: int) -> Tensor:  # same draws on every device/dtype
+                draw = torch.rand(*shape, dtype=torch.float64).to(self.device, self.dtype)
                 return (2 * draw - 1) / math.sqrt(fan_in)
 
             return {
@@ -443,9 +450,9 @@ class GanDiscrete(GanCritic):
         return self.length * self.vocab
 
     def init_params(self) -> Params:
-        with seeded(self.opts["seed"], self.device):
-            logits = torch.randn(self.length, self.vocab, dtype=self.dtype, device=self.device)
-        return {"logits": self.opts["logit_std"] * logits}
+        with seeded(self.opts["seed"], torch.device("cpu")):  # same draws on every device/dtype
+            logits = torch.randn(self.length, self.vocab, dtype=torch.float64)
+        return {"logits": self.opts["logit_std"] * logits.to(self.device, self.dtype)}
 
     def distribution(self, params: Params) -> Independent:
         logits = params["logits"].repeat(1, self.pack, 1)  # [R, m*L, V]

@@ -321,3 +321,14 @@ def test_digits_target() -> None:
     assert problem.mode_coverage({"logits": collapsed}) == 1
     params = repeat_params(point, 2, False)
     assert problem.cost(problem.distribution(params).sample((3,)), params).shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", ["gan_continuous", "gan_discrete"])
+def test_the_snapshot_is_the_same_in_every_dtype(name):
+    """Initial generator and trained critic do not depend on the cell's dtype."""
+    single = PROBLEMS[name]({"critic_steps": 20}, dtype=torch.float32)
+    double = PROBLEMS[name]({"critic_steps": 20}, dtype=torch.float64)
+    for key, value in double.init_params().items():
+        torch.testing.assert_close(single.init_params()[key].double(), value, rtol=1e-6, atol=1e-7)
+    for a, b in zip(single.critic.parameters(), double.critic.parameters(), strict=True):
+        torch.testing.assert_close(a.detach().double(), b.detach(), rtol=1e-6, atol=1e-7)
