@@ -183,9 +183,9 @@ def _variants(table: pd.DataFrame, default_only: bool) -> pd.DataFrame:
     keep = np.ones(len(table), dtype=bool)
     if default_only:
         is_default = np.array([_defaults(e) == o for e, o in zip(table["estimator"], parsed,
-                                                                  strict=True)])
+                                                                  strict=True)], dtype=bool)
         has_default = table.assign(d=is_default).groupby("estimator")["d"].transform("any")
-        keep = is_default | ~has_default.to_numpy()
+        keep = is_default | ~has_default.to_numpy(dtype=bool)
     table, parsed = table[keep], [p for p, k in zip(parsed, keep, strict=True) if k]
     labels = []
     for estimator, opts in zip(table["estimator"], parsed, strict=True):

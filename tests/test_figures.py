@@ -174,3 +174,10 @@ def test_training_tables_of_several_problems_give_one_file_each(tables, tmp_path
     ]
     with pytest.raises(ValueError, match="draws one problem"):
         draw("training", train)
+
+
+def test_a_run_without_ok_cells_skips_every_figure_with_a_note(tables, tmp_path):
+    failed = tables["cells"].assign(status="failed")
+    written, notes = make_figures({"cells": failed}, tmp_path, ["png"])
+    assert written == []
+    assert {n.split(":")[0] for n in notes} == set(FIGURES)
