@@ -180,6 +180,10 @@ def test_cli_end_to_end(tmp_path, capsys):
         (["--set", "tau=0"], "invalid option tau='0' for estimator 'gumbel_softmax'"),
         (["--set", "tua=1"], "unknown option 'tua'"),
         (["--samples", "0"], "every K must be >= 1"),
+        (["--samples", ","], "invalid --samples: no K given"),
+        (["--set", "theta=inf"], "invalid option theta='inf' for problem 'bernoulli_toy': "
+                                 "expected a finite float"),
+        (["--set", "theta=1", "--set", "theta=2"], "--set theta is given more than once"),
         (["--repeats", "1"], "R must be >= 2"),
         (["--estimator", "reinforce_loo", "--samples", "1"], "needs K >= 2"),
         (["--device", "tpu"], "invalid device 'tpu': expected cpu, cuda or cuda:N"),
@@ -191,6 +195,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_out_below_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "file").touch()
+    assert main(["run", "--out", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "file exists and is not a directory" in err and len(err.splitlines()) == 1
+
+
+def test_a_repeated_k_is_one_cell():
+    cells = expand(SweepSpec(estimators=("reinforce",), problems=("bernoulli_toy",),
+                             samples=(2, 2, 3)))
+    assert [c.n_samples for c in cells] == [2, 3]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on CPU-only machines")
