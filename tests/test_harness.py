@@ -55,6 +55,17 @@ def test_accumulator_counts_non_finite_and_needs_two():
         acc.summary()
 
 
+def test_bias_p_value_is_calibrated_at_tiny_r():
+    trials, alpha = 4000, 0.05
+    estimates = torch.randn(trials, 3, 1, dtype=torch.float64)  # R = 3 unbiased, truth 0
+    rejected = 0
+    for chunk in estimates:
+        acc = Accumulator(1, truth=torch.zeros(1), truth_se=None, n_bootstrap=0, seed=0)
+        acc.add(chunk)
+        rejected += acc.summary().scalars["bias_p_value"] < alpha
+    assert abs(rejected / trials - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
 def test_reference_truth_noise_widens_the_bias_interval():
     g = torch.randn(400, 2, dtype=torch.float64)
     exact = Accumulator(2, torch.zeros(2), None, 500, seed=0)
