@@ -563,6 +563,9 @@ def load_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         name: pd.read_parquet(root / f"{name}.parquet")
         for name in ("cells", "train") if (root / f"{name}.parquet").is_file()
     }
+    if not tables and (root / "cells").is_dir():
+        raise ValueError(f"{root}: no cells.parquet yet (an interrupted bench run?); re-run "
+                         "the same bench run command to finish and consolidate it")
     if not tables:
         raise ValueError(f"{root}: no cells.parquet or train.parquet (is it a run directory?)")
     return tables
