@@ -183,9 +183,9 @@ def _variants(table: pd.DataFrame, default_only: bool) -> pd.DataFrame:
     keep = np.ones(len(table), dtype=bool)
     if default_only:
         is_default = np.array([_defaults(e) == o for e, o in zip(table["estimator"], parsed,
-                                                                  strict=True)])
+                                                                  strict=True)], dtype=bool)
         has_default = table.assign(d=is_default).groupby("estimator")["d"].transform("any")
-        keep = is_default | ~has_default.to_numpy()
+        keep = is_default | ~has_default.to_numpy(dtype=bool)
     table, parsed = table[keep], [p for p, k in zip(parsed, keep, strict=True) if k]
     labels = []
     for estimator, opts in zip(table["estimator"], parsed, strict=True):
@@ -563,6 +563,9 @@ def load_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         name: pd.read_parquet(root / f"{name}.parquet")
         for name in ("cells", "train") if (root / f"{name}.parquet").is_file()
     }
+    if not tables and (root / "cells").is_dir():
+        raise ValueError(f"{root}: no cells.parquet yet (an interrupted bench run?); re-run "
+                         "the same bench run command to finish and consolidate it")
     if not tables:
         raise ValueError(f"{root}: no cells.parquet or train.parquet (is it a run directory?)")
     return tables

@@ -144,7 +144,9 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
     """
     problems = select(sweep.problems, PROBLEMS, "problem")
     estimators = select(sweep.estimators, ESTIMATORS, "estimator")
-    if not sweep.samples or any(k < 1 for k in sweep.samples):
+    if not sweep.samples:
+        raise ValueError("invalid --samples: no K given; expected K[,K...] with every K >= 1")
+    if any(k < 1 for k in sweep.samples):
         raise ValueError(f"invalid --samples {list(sweep.samples)}: every K must be >= 1")
     if sweep.repeats < 2:
         raise ValueError(f"invalid --repeats {sweep.repeats}: R must be >= 2 to measure variance")
@@ -152,6 +154,11 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
         raise ValueError(f"invalid --dtype {sweep.dtype!r}; valid: {', '.join(DTYPES)}")
     if sweep.n_bootstrap < 0:
         raise ValueError(f"invalid --bootstrap {sweep.n_bootstrap}: must be >= 0")
+    names = [name for name, _ in sweep.settings]
+    twice = [name for i, name in enumerate(names) if name in names[:i]]
+    if twice:
+        raise ValueError(f"--set {twice[0]} is given more than once; give all its values in "
+                         f"one --set {twice[0]}=V1,V2,...")
     settings = dict(sweep.settings)
     known = {n for p in problems for n in PROBLEMS[p].options}
     known |= {n for e in estimators for n in ESTIMATORS[e].options}
@@ -190,4 +197,4 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
                         n_bootstrap=sweep.n_bootstrap,
                     )
                 )
-    return cells
+    return list(dict.fromkeys(cells))  # a repeated K would otherwise run its cells twice

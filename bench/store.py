@@ -114,8 +114,16 @@ class RunStore:
         probe = self.root if self.root.exists() else next(
             (p for p in self.root.parents if p.exists()), Path(".")
         )
+        if not probe.is_dir():
+            raise ValueError(f"--out {self.root}: {probe} exists and is not a directory")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise ValueError(f"--out {self.root}: directory {probe} is not writable")
+        try:  # os.access says yes to root, and on file systems such as /proc or /sys
+            tempfile.TemporaryDirectory(dir=probe).cleanup()
+        except OSError as err:
+            raise ValueError(
+                f"--out {self.root}: cannot create a directory in {probe} ({err.strerror})"
+            ) from None
 
     def stored(self) -> dict[str, StoredCell]:
         """Every cell already on disk, by key.

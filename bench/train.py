@@ -128,6 +128,9 @@ def make_spec(
         name, values = parse_setting(text)
         if len(values) != 1:
             raise ValueError(f"invalid --set {text!r}: bench train takes one value per option")
+        if name in given:
+            raise ValueError(f"--set {name} is given more than once; bench train takes one "
+                             "value per option")
         given[name] = values[0]
     known = set(problem_cls.options) | {n for e in chosen for n in ESTIMATORS[e].options}
     for name in given:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from bench.store import RunStore
 from bench.train import make_spec, run_training
 
 
@@ -58,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     out = Path(args.out) if args.out else Path("results") / time.strftime("train-%Y%m%d-%H%M%S")
+    RunStore(out).check_writable()
     for name, reason in spec.skipped:
         print(f"skipped {name}: {reason}")
     if args.threads:

@@ -7,6 +7,7 @@ message naming the owner, the option, the value and the rule it broke.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,9 @@ class Option:
                 parsed = str(value)
         except (TypeError, ValueError):
             raise ValueError(bad) from None
-        if isinstance(parsed, float) and parsed != parsed:
-            raise ValueError(bad)
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ValueError(f"invalid option {name}={value!r} for {owner}: expected a finite "
+                             f"{self.rule()}")
         if kind in (int, float):
             if self.minimum is not None and (
                 parsed < self.minimum or (self.exclusive and parsed == self.minimum)

@@ -138,7 +138,7 @@ def test_estimator_colours_are_fixed_by_registry_order_and_distinct():
     assert estimator_colours(["not_registered"])["not_registered"] not in PALETTE
 
 
-def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path):
+def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
     run_sweep(estimators="reinforce,gumbel_softmax", problems="bernoulli_toy",
               samples=[2, 4], repeats=20, bootstrap=10, settings={"tau": [0.5, 1.0]},
@@ -152,6 +152,9 @@ def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path):
     }
     assert bench_main(["figures", str(run), "--format", "gif"]) == 2
     assert bench_main(["figures", str(tmp_path / "absent")]) == 2
+    (run / "cells.parquet").unlink()  # as an interrupted run leaves it
+    assert bench_main(["figures", str(run)]) == 2
+    assert "an interrupted bench run?" in capsys.readouterr().err
 
 
 def test_paper_runs_and_draws_with_a_tiny_configuration(tmp_path, monkeypatch):
@@ -174,3 +177,10 @@ def test_training_tables_of_several_problems_give_one_file_each(tables, tmp_path
     ]
     with pytest.raises(ValueError, match="draws one problem"):
         draw("training", train)
+
+
+def test_a_run_without_ok_cells_skips_every_figure_with_a_note(tables, tmp_path):
+    failed = tables["cells"].assign(status="failed")
+    written, notes = make_figures({"cells": failed}, tmp_path, ["png"])
+    assert written == []
+    assert {n.split(":")[0] for n in notes} == set(FIGURES)

@@ -63,6 +63,17 @@ def test_accumulator_counts_non_finite_and_needs_two():
         acc.summary()
 
 
+def test_bias_p_value_is_calibrated_at_tiny_r():
+    trials, alpha = 4000, 0.05
+    estimates = torch.randn(trials, 3, 1, dtype=torch.float64)  # R = 3 unbiased, truth 0
+    rejected = 0
+    for chunk in estimates:
+        acc = Accumulator(1, truth=torch.zeros(1), truth_se=None, n_bootstrap=0, seed=0)
+        acc.add(chunk)
+        rejected += acc.summary().scalars["bias_p_value"] < alpha
+    assert abs(rejected / trials - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
 def test_reference_truth_noise_widens_the_bias_interval():
     g = torch.randn(400, 2, dtype=torch.float64)
     exact = Accumulator(2, torch.zeros(2), None, 500, seed=0)
@@ -215,6 +226,10 @@ def test_cli_end_to_end(tmp_path, capsys):
         (["--set", "tau=0"], "invalid option tau='0' for estimator 'gumbel_softmax'"),
         (["--set", "tua=1"], "unknown option 'tua'"),
         (["--samples", "0"], "every K must be >= 1"),
+        (["--samples", ","], "invalid --samples: no K given"),
+        (["--set", "theta=inf"], "invalid option theta='inf' for problem 'bernoulli_toy': "
+                                 "expected a finite float"),
+        (["--set", "theta=1", "--set", "theta=2"], "--set theta is given more than once"),
         (["--repeats", "1"], "R must be >= 2"),
         (["--estimator", "reinforce_loo", "--samples", "1"], "needs K >= 2"),
         (["--device", "tpu"], "invalid device 'tpu': expected cpu, cuda or cuda:N"),
@@ -226,6 +241,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_out_below_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "file").touch()
+    assert main(["run", "--out", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "file exists and is not a directory" in err and len(err.splitlines()) == 1
+
+
+def test_a_repeated_k_is_one_cell():
+    cells = expand(SweepSpec(estimators=("reinforce",), problems=("bernoulli_toy",),
+                             samples=(2, 2, 3)))
+    assert [c.n_samples for c in cells] == [2, 3]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on CPU-only machines")

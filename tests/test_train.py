@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bench import train_cli
+from bench.cli import main as bench_main
 from bench.schema import TRAIN
 from bench.train import eval_steps, make_spec, run_training
 
@@ -70,6 +71,7 @@ def test_runs_are_reproducible(tmp_path: Path) -> None:
         ("reinforce_loo", [], {"n_samples": 1}, "reinforce_loo needs K >= 2"),
         ("reinforce", ["colour=red"], {}, "unknown option 'colour'"),
         ("reinforce", ["latents=0"], {}, "invalid option latents='0'"),
+        ("reinforce", ["latents=2", "latents=3"], {}, "--set latents is given more than once"),
         ("reinforce", [], {"steps": 0}, "invalid --steps 0"),
         ("reinforce", [], {"variance_repeats": 1}, "invalid --variance-repeats 1"),
         ("reinforce", [], {"device": "tpu"}, "device"),
@@ -98,3 +100,13 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert args.handler(args) == 0
     assert "wrote" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "cli" / "train.parquet")) == 3 * 2 + 2
+
+
+def test_cli_refuses_an_out_below_a_file_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "file").touch()
+    assert bench_main(["train", "--problem", "bernoulli_vae", "--out",
+                       str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "file exists and is not a directory" in err and len(err.splitlines()) == 1
