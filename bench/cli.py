@@ -126,19 +126,22 @@ def run_main(args: argparse.Namespace) -> int:
 def add_run_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run",
-        help="measure estimators on problems against the exact gradient",
+        help="measure estimators on problems against the true gradient",
         description="Measure bias, variance and cost of estimators on problems; write "
         "cells.parquet and coords.parquet.",
     )
     run.add_argument("--estimator", default="all", help="all, or a comma-separated list")
     run.add_argument("--problem", default="all", help="all, or a comma-separated list")
     run.add_argument("--samples", default="10", help="samples per estimate, K[,K...]")
-    run.add_argument("--repeats", type=int, default=1000, help="independent estimates per cell")
+    run.add_argument("--repeats", type=int, default=1000,
+                     help="independent estimates R per cell (>= 2)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=V[,V...]",
                      help="set or sweep a problem/estimator option (repeatable)")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                     help="floating-point type of parameters and samples")
+    run.add_argument("--seed", type=int, default=0,
+                     help="base seed; each cell derives its own from its key")
     run.add_argument("--bootstrap", type=int, default=1000,
                      help="Poisson-bootstrap replicates for the 95%% intervals (0: none)")
     run.add_argument("--out", default=None, help="run directory (default results/run-<time>)")
