@@ -194,8 +194,9 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def default_out() -> Path:
-    return Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
+def default_out(kind: str = "run") -> Path:
+    """``results/<kind>-<local time>``, the default run directory."""
+    return Path("results") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
 def check_constructible(cells: Sequence[CellSpec]) -> None:

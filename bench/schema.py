@@ -29,17 +29,22 @@ DIAGNOSTICS = [
     ("critic_lipschitz", pa.float64()),
 ]
 
+#: where and with what a row was produced (``bench.env.environment`` plus the time)
+PROVENANCE = [
+    ("created_utc", pa.string()),
+    ("git_commit", pa.string()),
+    ("package_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("python_version", pa.string()),
+    ("device_name", pa.string()),
+    ("threads", pa.int64()),
+    ("hostname", pa.string()),
+]
+
 CELLS = pa.schema(
     CELL_KEY
+    + PROVENANCE
     + [
-        ("created_utc", pa.string()),
-        ("git_commit", pa.string()),
-        ("package_version", pa.string()),
-        ("torch_version", pa.string()),
-        ("python_version", pa.string()),
-        ("device_name", pa.string()),
-        ("threads", pa.int64()),
-        ("hostname", pa.string()),
         ("status", pa.string()),
         ("reason", pa.string()),
         ("unbiased", pa.bool_()),
@@ -86,31 +91,26 @@ COORDS = pa.schema(
 )
 
 #: columns of train.parquet (``bench train``); README documents every one
-TRAIN = pa.schema([
-    ("run_id", pa.string()),
-    ("problem", pa.string()),
-    ("problem_options", pa.string()),
-    ("estimator", pa.string()),
-    ("estimator_options", pa.string()),
-    ("n_samples", pa.int64()),
-    ("variance_repeats", pa.int64()),
-    ("lr", pa.float64()),
-    ("step", pa.int64()),
-    ("wall_s", pa.float64()),
-    ("metric", pa.string()),
-    ("value", pa.float64()),
-    ("created_utc", pa.string()),
-    ("git_commit", pa.string()),
-    ("package_version", pa.string()),
-    ("torch_version", pa.string()),
-    ("python_version", pa.string()),
-    ("device", pa.string()),
-    ("device_name", pa.string()),
-    ("dtype", pa.string()),
-    ("threads", pa.int64()),
-    ("hostname", pa.string()),
-    ("seed", pa.int64()),
-])
+TRAIN = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("problem", pa.string()),
+        ("problem_options", pa.string()),
+        ("estimator", pa.string()),
+        ("estimator_options", pa.string()),
+        ("n_samples", pa.int64()),
+        ("variance_repeats", pa.int64()),
+        ("lr", pa.float64()),
+        ("step", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("device", pa.string()),
+        ("dtype", pa.string()),
+        ("seed", pa.int64()),
+    ]
+    + PROVENANCE
+)
 
 STATUSES = ("ok", "skipped", "failed")
 

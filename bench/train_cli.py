@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
+from bench.harness import default_out
 from bench.store import RunStore
 from bench.train import make_spec, run_training
 
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    out = Path(args.out) if args.out else Path("results") / time.strftime("train-%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else default_out("train")
     RunStore(out).check_writable()
     for name, reason in spec.skipped:
         print(f"skipped {name}: {reason}")
