@@ -5,7 +5,7 @@ From Python: ``bench.run_sweep(...)`` runs a sweep and returns its cells as a Da
 
 
 def run_sweep(*args, **kwargs):
-    """See ``bench.harness.run_sweep`` (imported lazily to keep ``bench --help`` fast)."""
-    from bench.harness import run_sweep as run
+    """See ``bench.sweep.run.run_sweep`` (imported lazily to keep ``bench --help`` fast)."""
+    from bench.sweep.run import run_sweep as run
 
     return run(*args, **kwargs)

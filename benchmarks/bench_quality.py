@@ -2,16 +2,16 @@
 noisier, biased or worse at training shows up in asv as a regression.
 
 ``Quality`` measures every applicable pair once in ``setup_cache`` with the harness's own
-statistics (``bench.metrics.Accumulator``, R = ``QUALITY_REPEATS`` estimates of K =
+statistics (``bench.cell.metrics.Accumulator``, R = ``QUALITY_REPEATS`` estimates of K =
 ``N_SAMPLES`` samples at the problem's evaluation point against the harness's truth,
-``bench.truth.cell_truth``: exact, or a seeded high-sample reference estimate):
+``bench.cell.truth.cell_truth``: exact, or a seeded high-sample reference estimate):
 
 * ``variance_trace`` = sum_c Var[g_c], the trace of the estimator's covariance;
 * ``bias_l2`` = ||mean_r g_r - grad L||, which for an unbiased estimator is of the order of
   the noise floor sqrt(variance_trace / R) and for a biased one stays away from zero.
 
 ``Training`` trains the default discrete VAE (``bernoulli_vae``) for a few steps with each
-applicable estimator (``bench.train``) and tracks the final test-set negative ELBO.
+applicable estimator (``bench.training.train``) and tracks the final test-set negative ELBO.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from typing import Any
 
 import torch
 
-from bench.estimate import estimate_chunks
-from bench.metrics import Accumulator
-from bench.truth import cell_truth
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
     PROBLEM_NAMES,
     QUALITY_REPEATS,
     SEED,
+    bench_module,
+    estimate,
     make_pair,
 )
 from estimators import ESTIMATORS
@@ -55,14 +54,15 @@ def measure_quality(estimator: str, problem: str) -> dict[str, float]:
         NotImplementedError: the pair does not apply, or the problem has no exact gradient.
     """
     pair = make_pair(estimator, problem)
-    truth = cell_truth(pair.problem, pair.point, SEED)
+    truth = bench_module("truth").cell_truth(pair.problem, pair.point, SEED)
     if truth is None:
         raise NotImplementedError(f"{problem} has no truth at its benchmarked options")
     dim = sum(v.numel() for v in pair.point.values())
     truth_se = None if truth.se is None else _flat(truth.se)
-    accumulator = Accumulator(dim, truth=_flat(truth.grad), truth_se=truth_se, n_bootstrap=0,
-                              seed=SEED)
-    for chunk in estimate_chunks(
+    accumulator = bench_module("metrics").Accumulator(
+        dim, truth=_flat(truth.grad), truth_se=truth_se, n_bootstrap=0, seed=SEED
+    )
+    for chunk in estimate.estimate_chunks(
         pair.problem, pair.estimator, pair.point, N_SAMPLES, QUALITY_REPEATS, pair.state
     ):
         accumulator.add(chunk)
@@ -106,20 +106,20 @@ def train_final_metrics() -> dict[str, float]:
     """Final ``TRAIN_METRIC`` of a ``TRAIN_STEPS``-step run per applicable estimator.
 
     Raises:
-        NotImplementedError: the commit has no ``bench.train`` or no ``TRAIN_PROBLEM``.
+        NotImplementedError: the commit has no ``bench.training.train`` or no ``TRAIN_PROBLEM``.
     """
     if TRAIN_PROBLEM not in PROBLEMS:
         raise NotImplementedError(f"problem {TRAIN_PROBLEM!r} is not registered in this commit")
     try:
-        from bench.train import make_spec, run_training
+        training = bench_module("train")
     except ImportError as err:
         raise NotImplementedError(f"this commit has no training loop: {err}") from None
-    spec = make_spec(
+    spec = training.make_spec(
         TRAIN_PROBLEM, "all", steps=TRAIN_STEPS, eval_every=TRAIN_STEPS, lr=TRAIN_LR,
         n_samples=TRAIN_SAMPLES, variance_repeats=2, seed=SEED,
     )
     with tempfile.TemporaryDirectory() as out:
-        table = run_training(spec, out, progress=False)
+        table = training.run_training(spec, out, progress=False)
     final = table[(table["metric"] == TRAIN_METRIC) & (table["step"] == TRAIN_STEPS)]
     return dict(zip(final["estimator"], final["value"].astype(float), strict=True))
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-from bench.estimate import gradient_variance, one_estimate
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
     PROBLEM_NAMES,
     VARIANCE_REPEATS,
     device,
+    estimate,
     make_pair,
     synchronize,
 )
@@ -36,7 +36,7 @@ class OneEstimate:
         self.params_r1 = repeat_params(self.pair.point, 1)  # [1, ...]
 
     def _estimate(self) -> None:
-        one_estimate(
+        estimate.one_estimate(
             self.pair.problem, self.pair.estimator, self.params_r1, N_SAMPLES, self.pair.state
         )
         synchronize(self.device)
@@ -64,7 +64,9 @@ class VarianceMeasurement:
 
     def _measure(self) -> None:
         p = self.pair
-        gradient_variance(p.problem, p.estimator, p.point, N_SAMPLES, VARIANCE_REPEATS, p.state)
+        estimate.gradient_variance(
+            p.problem, p.estimator, p.point, N_SAMPLES, VARIANCE_REPEATS, p.state
+        )
         synchronize(self.device)
 
     def time_variance(self, estimator: str, problem: str) -> None:

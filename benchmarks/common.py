@@ -12,16 +12,31 @@ another (``cuda``, ``cuda:1``); timings then synchronise CUDA before the clock i
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
 
-from bench.estimate import warmed_state
 from estimators import ESTIMATORS, Estimator, State
 from problems import PROBLEMS, Problem
 from problems.base import Params
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench.<package>.<name>`` of the benchmarked commit, or ``bench.<name>`` in commits
+    before the layout of docs/architecture.md, so that the suites run against both."""
+    for package in ("cell", "sweep", "training"):
+        try:
+            return importlib.import_module(f"bench.{package}.{name}")
+        except ImportError:
+            continue
+    return importlib.import_module(f"bench.{name}")
+
+
+estimate = bench_module("estimate")
 
 #: samples per gradient estimate (K) in every suite
 N_SAMPLES = 10
@@ -100,5 +115,5 @@ def make_pair(estimator_name: str, problem_name: str, dev: torch.device | None =
     problem = make_problem(problem_name, dev)
     estimator = estimator_class()
     point = {k: v.detach() for k, v in problem.init_params().items()}
-    state = warmed_state(problem, estimator, point, N_SAMPLES)
+    state = estimate.warmed_state(problem, estimator, point, N_SAMPLES)
     return Pair(problem, estimator, point, state)

@@ -17,7 +17,7 @@ as its event shape, so ``log_prob(z)`` of ``z: [K, R, *event]`` is ``[K, R]``, a
 touches ``params[...][r]``, one backward pass of the summed surrogate yields all ``R``
 gradient estimates.
 
-Training (``bench.train``). A problem whose parameters can be trained overrides these hooks;
+Training (``bench.training``). A problem whose parameters can be trained overrides these hooks;
 the defaults describe a fixed problem whose trained parameters are its evaluation point:
 
 * ``train_params()``: every trained tensor at the start of training, without a repeat
@@ -98,7 +98,7 @@ class Problem(ABC):
     #: how the exact gradient is obtained (``closed_form``, ``enumeration``, ``none``)
     truth_kind: ClassVar[str]
     #: registry name of the unbiased estimator used for ``truth=reference`` (see
-    #: ``bench.truth``); problems whose options include ``truth`` set it
+    #: ``bench.cell.truth``); problems whose options include ``truth`` set it
     reference_estimator: ClassVar[str | None] = None
 
     def __init__(
@@ -141,7 +141,7 @@ class Problem(ABC):
     def sample_elements(self) -> int:
         """Roughly how many tensor elements evaluating one latent sample of one repeat
         allocates (the sample, the cost's intermediates and their gradients); the harness
-        sizes its chunks of repeats from it (``bench.estimate.default_chunk_size``).
+        sizes its chunks of repeats from it (``bench.cell.estimate.default_chunk_size``).
         Problems with large costs (networks, minibatches) override it."""
         return 256
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from bench.estimate import expand_state, flatten, one_estimate, warmed_state
+from bench.cell.estimate import expand_state, flatten, one_estimate, warmed_state
 from estimators.base import Estimator
 from problems.base import Problem, repeat_params
 

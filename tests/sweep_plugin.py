@@ -1,7 +1,7 @@
 """Test-only problems for tests/test_sweeps.py, registered with ``--plugin tests.sweep_plugin``.
 
 They reach worker processes and Ray tasks the way a user's own problems would: through
-``bench.plugins``, not by patching the registries of the test process.
+``bench.sweep.plugins``, not by patching the registries of the test process.
 """
 
 from __future__ import annotations

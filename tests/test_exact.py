@@ -4,7 +4,7 @@ hand-derived per-sample formula (float64, so agreement is to rounding error)."""
 import pytest
 import torch
 
-from bench.estimate import one_estimate
+from bench.cell.estimate import one_estimate
 from estimators import get_estimator
 from problems import get_problem
 from problems.base import repeat_params

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import figures_cli, schema
+from bench import schema
 from bench.cli import main as bench_main
-from bench.figures import FIGURES, draw, make_figures
-from bench.harness import run_sweep
-from bench.theme import DPI, PALETTE, SIZES, estimator_colours
+from bench.cli import paper as paper_cli
+from bench.report.figures import FIGURES, draw, make_figures
+from bench.report.theme import DPI, PALETTE, SIZES, estimator_colours
+from bench.sweep.run import run_sweep
 from estimators import ESTIMATORS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,7 +55,7 @@ def _cells() -> pd.DataFrame:
 
 
 def _train() -> pd.DataFrame:
-    """A synthetic train table with the columns and metric names of bench.train."""
+    """A synthetic train table with the columns and metric names of bench.training.train."""
     rows = []
     for j, estimator in enumerate(("reinforce", "reinforce_loo", "gumbel_softmax")):
         for step in range(0, 101, 20):
@@ -158,10 +159,10 @@ def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys):
 
 
 def test_paper_runs_and_draws_with_a_tiny_configuration(tmp_path, monkeypatch):
-    tiny = replace(figures_cli.DEFAULT, problems="bernoulli_toy", samples=(2, 4), repeats=20,
+    tiny = replace(paper_cli.DEFAULT, problems="bernoulli_toy", samples=(2, 4), repeats=20,
                    bootstrap=10, taus=(0.5, 1.0), tau_samples=2, train_steps=2, eval_every=1,
                    variance_repeats=2)
-    monkeypatch.setattr(figures_cli, "DEFAULT", tiny)
+    monkeypatch.setattr(paper_cli, "DEFAULT", tiny)
     out = tmp_path / "paper"
     assert bench_main(["paper", "--out", str(out), "--format", "png", "--no-progress"]) == 0
     drawn = {p.stem for p in (out / "figures").iterdir()}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from bench.train import make_spec, train_one
+from bench.training.train import make_spec, train_one
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 from problems.base import repeat_params

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from bench.cell.metrics import Accumulator
+from bench.cell.run import run_cell
 from bench.cli import main
-from bench.harness import run_cell, run_sweep
-from bench.metrics import Accumulator
-from bench.spec import SweepSpec, expand
+from bench.sweep.run import run_sweep
+from bench.sweep.spec import SweepSpec, expand
 from estimators import ESTIMATORS
 from estimators.score_function import Reinforce
 
@@ -117,7 +118,7 @@ def test_same_seed_gives_identical_numbers():
 
 
 def test_chunks_bound_memory_for_large_problems():
-    from bench.estimate import CHUNK_ELEMENTS, default_chunk_size
+    from bench.cell.estimate import CHUNK_ELEMENTS, default_chunk_size
     from problems import get_problem
 
     toy = get_problem("bernoulli_toy")()

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from bench.estimate import expand_state, warmed_state
+from bench.cell.estimate import expand_state, warmed_state
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 from problems.base import LatentKind, Problem, repeat_params

@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.cli import main
-from bench.executors import RAY_INSTALL_HINT, cpu_count
-from bench.harness import run_sweep
-from bench.spec import SweepSpec, expand
-from bench.store import CONFIG_METADATA
+from bench.sweep.executors import RAY_INSTALL_HINT, cpu_count
+from bench.sweep.run import run_sweep
+from bench.sweep.spec import SweepSpec, expand
+from bench.sweep.store import CONFIG_METADATA
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import train_cli
 from bench.cli import main as bench_main
+from bench.cli import train as train_cli
 from bench.schema import TRAIN
-from bench.train import eval_steps, make_spec, run_training
+from bench.training.train import eval_steps, make_spec, run_training
 
 OPTIONS = ["latents=4", "batch=32"]
 

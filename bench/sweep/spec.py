@@ -1,81 +1,18 @@
-"""Sweep and cell specifications: CLI input -> validated, frozen cells with stable keys.
+"""Sweep specifications: CLI input -> validated, frozen cells.
 
 Configuration flows one way: the CLI (or ``run_sweep``) builds a ``SweepSpec``; ``expand``
 validates every name and value and crosses them into ``CellSpec``s before any work starts.
-A cell's key is a hash of its full configuration (options with defaults filled in), so the
-same cell gets the same key, and the same random seed, in every run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import torch
-
+from bench.cell.spec import CellSpec
+from bench.config import DTYPES, select
 from estimators import ESTIMATORS, get_estimator
 from problems import PROBLEMS, get_problem
-from problems.options import OptionValue
-
-#: the --dtype names and their torch types
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One measurement: a problem and estimator with all options, K, R, seed and device."""
-
-    problem: str
-    problem_options: tuple[tuple[str, OptionValue], ...]
-    estimator: str
-    estimator_options: tuple[tuple[str, OptionValue], ...]
-    n_samples: int
-    n_repeats: int
-    seed: int
-    device: str = "cpu"
-    dtype: str = "float32"
-    n_bootstrap: int = 1000
-
-    def config(self) -> dict[str, Any]:
-        """The canonical, JSON-serialisable configuration."""
-        return {
-            "problem": self.problem,
-            "problem_options": dict(self.problem_options),
-            "estimator": self.estimator,
-            "estimator_options": dict(self.estimator_options),
-            "n_samples": self.n_samples,
-            "n_repeats": self.n_repeats,
-            "seed": self.seed,
-            "device": self.device,
-            "dtype": self.dtype,
-            "n_bootstrap": self.n_bootstrap,
-        }
-
-    def config_text(self) -> str:
-        """``config()`` as canonical JSON: the text the key hashes, stored with the cell."""
-        return json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.config_text().encode()).hexdigest()
-
-    @property
-    def key(self) -> str:
-        """Stable 16-hex-digit identifier of the cell."""
-        return self.digest[:16]
-
-    @property
-    def cell_seed(self) -> int:
-        """The random seed of this cell, derived from the base seed through the key."""
-        return int(self.digest[16:32], 16) % 2**63
-
-    def label(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in self.estimator_options)
-        return f"{self.problem}/{self.estimator}{f'[{opts}]' if opts else ''} K={self.n_samples}"
 
 
 @dataclass(frozen=True)
@@ -96,30 +33,6 @@ class SweepSpec:
     dtype: str = "float32"
     n_bootstrap: int = 1000
     settings: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
-
-
-def select(names: Sequence[str], registry: dict, kind: str) -> list[str]:
-    """Resolve ``all`` and check names against a registry."""
-    if list(names) == ["all"]:
-        return list(registry)
-    chosen: list[str] = []
-    for name in names:
-        if name not in registry:
-            raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: all, {', '.join(registry)}")
-        if name not in chosen:
-            chosen.append(name)
-    if not chosen:
-        raise ValueError(f"no {kind} selected; valid {kind}s: all, {', '.join(registry)}")
-    return chosen
-
-
-def parse_setting(text: str) -> tuple[str, tuple[str, ...]]:
-    """``'tau=0.5,1'`` -> ``('tau', ('0.5', '1'))``."""
-    name, sep, values = text.partition("=")
-    items = tuple(v.strip() for v in values.split(",") if v.strip())
-    if not sep or not name.strip() or not items:
-        raise ValueError(f"invalid --set {text!r}: expected NAME=VALUE[,VALUE...]")
-    return name.strip(), items
 
 
 def _grid(owner: str, declared: dict, settings: dict[str, tuple[str, ...]]) -> list[tuple]:

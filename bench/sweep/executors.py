@@ -1,7 +1,7 @@
 """Where the cells of a sweep run: in-process, in a local process pool, or as Ray tasks.
 
 Every executor takes the cells still to do and yields ``(row, coords)`` for each cell as
-soon as it completes, in completion order; the driver (``bench.harness.run_sweep``) writes
+soon as it completes, in completion order; the driver (``bench.sweep.run.run_sweep``) writes
 each one to the run directory at once, so killing the driver loses only the cells in flight.
 
 * ``local`` (default): cells run one after another in the driver's process with torch's
@@ -49,10 +49,10 @@ from typing import Any
 import torch
 
 from bench import env as environment
-from bench.harness import failed_row, run_cell
-from bench.plugins import load_plugins
-from bench.spec import CellSpec
-from bench.timing import peak_memory_bytes
+from bench.cell.run import failed_row, run_cell
+from bench.cell.spec import CellSpec
+from bench.cell.timing import peak_memory_bytes
+from bench.sweep.plugins import load_plugins
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -96,7 +96,7 @@ class ExecutorConfig:
         ray_address: cluster to join; None starts a local Ray instance.
         cell_timeout: seconds after which a cell is stopped and becomes a failed row.
         plugins: modules whose problems and estimators every worker registers
-            (``bench.plugins``).
+            (``bench.sweep.plugins``).
     """
 
     kind: str = "local"

@@ -1,4 +1,4 @@
-"""The ``bench train`` subcommand: training runs with learning curves (see ``bench.train``)."""
+"""``bench train``: training runs with learning curves (see ``bench.training.train``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import default_out
-from bench.store import RunStore
-from bench.train import make_spec, run_training
+from bench.sweep.store import RunStore, default_out
+from bench.training.train import make_spec, run_training
 
 
 def add_parser(subparsers) -> None:

@@ -3,7 +3,7 @@
 Each figure is an entry of ``FIGURES``: the table it reads (``cells`` = cells.parquet of
 ``bench run``, ``train`` = train.parquet of ``bench train``), the columns it needs, and a
 function that draws it. Every figure uses the theme, size presets and fixed estimator
-colours of ``bench.theme``.
+colours of ``bench.report.theme``.
 
 1. ``variance_vs_samples``: trace of the gradient covariance against the number of samples K
    per estimator and problem, log-log, with the 95% bootstrap band of each point. An
@@ -65,7 +65,7 @@ from plotnine import (
 )
 from plotnine.composition import Compose
 
-from bench.theme import (
+from bench.report.theme import (
     Size,
     estimator_colours,
     estimator_shapes,

@@ -1,10 +1,10 @@
-"""``bench figures`` (draw the figures of a run) and ``bench paper`` (run and draw the paper's).
+"""``bench paper``: run the sweeps and the training run behind the paper's figures, then draw them.
 
-``bench paper`` regenerates the paper's figures from nothing: it runs the sweeps they need
-with ``bench.harness.run_sweep`` and a training run with ``bench.train`` (where the commit
-has it) into one run directory, then draws every figure of ``bench.figures`` from it. The
-default configuration takes a few minutes on two CPU cores; ``--full`` is the one of the
-paper (hours). A re-run resumes the sweeps: finished cells are not recomputed.
+It regenerates the paper's figures from nothing: it runs the sweeps they need with
+``bench.sweep.run.run_sweep`` and a training run with ``bench.training`` into one run
+directory, then draws every figure of ``bench.report.figures`` from it. The default
+configuration takes a few minutes on two CPU cores; ``--full`` is the one of the paper
+(hours). A re-run resumes the sweeps: finished cells are not recomputed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.figures import FIGURES, load_tables, make_figures, parse_formats
-from bench.theme import SIZES
+from bench.cli.figures import add_drawing_options, report_written
+from bench.report.figures import load_tables, make_figures, parse_formats
 from estimators import ESTIMATORS
 from problems import PROBLEMS
-
-EXIT_OK, EXIT_NOTHING = 0, 1
 
 
 @dataclass(frozen=True)
@@ -67,34 +65,13 @@ FULL = PaperConfig(
 )
 
 
-def _report(written: list[Path], notes: list[str]) -> int:
-    for path in written:
-        print(f"wrote {path}")
-    for note in notes:
-        print(note)
-    if not written:
-        print("no figure applies to these tables", file=sys.stderr)
-        return EXIT_NOTHING
-    return EXIT_OK
-
-
-def figures_main(args: argparse.Namespace) -> int:
-    """Draw the figures of a run directory."""
-    tables = load_tables(args.run_dir)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
-    written, notes = make_figures(
-        tables, out, parse_formats(args.format), args.size, names=args.figure or None
-    )
-    return _report(written, notes)
-
-
 def run_training(config: PaperConfig, out: Path, progress: bool) -> str | None:
     """Write ``out/train.parquet`` for the training figure; return why not, if it cannot."""
     if config.train_problem not in PROBLEMS:
         return f"training: skipped, problem {config.train_problem!r} is not registered"
     try:
-        from bench.train import make_spec
-        from bench.train import run_training as train
+        from bench.training.train import make_spec
+        from bench.training.train import run_training as train
     except ImportError as err:
         return f"training: skipped, this version has no training loop ({err})"
     spec = make_spec(
@@ -106,9 +83,9 @@ def run_training(config: PaperConfig, out: Path, progress: bool) -> str | None:
     return None
 
 
-def paper_main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run the sweeps and training of the paper's figures, then draw them."""
-    from bench.harness import run_sweep
+    from bench.sweep.run import run_sweep  # imports torch's heavy parts: not for --help
 
     config = FULL if args.full else DEFAULT
     out = Path(args.out or ("results/paper-full" if args.full else "results/paper"))
@@ -130,32 +107,10 @@ def paper_main(args: argparse.Namespace) -> int:
     written, notes = make_figures(load_tables(out), out / "figures", formats, args.size)
     drawn = time.perf_counter() - started - measured
     print(f"measured in {measured:.0f} s, drawn in {drawn:.0f} s")
-    return _report(written, [note, *notes] if note else notes)
-
-
-def _add_drawing_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", default="png,pdf",
-                        help="comma-separated output formats: png, pdf, svg (default png,pdf)")
-    parser.add_argument("--size", default="double", choices=list(SIZES),
-                        help="single- or double-column width of a two-column paper")
+    return report_written(written, [note, *notes] if note else notes)
 
 
 def add_parser(subparsers) -> None:
-    figures = subparsers.add_parser(
-        "figures",
-        help="draw paper figures from a run's Parquet tables",
-        description="Draw the figures of a run directory (cells.parquet and/or train.parquet) "
-        "into DIR/<figure>.<format>. Figures without data to show are skipped with a note. "
-        f"Figures: {', '.join(FIGURES)}.",
-    )
-    figures.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
-    figures.add_argument("--out", default=None, metavar="DIR",
-                         help="output directory (default RUN_DIR/figures)")
-    figures.add_argument("--figure", action="append", choices=list(FIGURES), default=[],
-                         help="draw only this figure (repeatable; default: all that apply)")
-    _add_drawing_options(figures)
-    figures.set_defaults(handler=main)
-
     paper = subparsers.add_parser(
         "paper",
         help="regenerate the paper's figures from scratch",
@@ -169,10 +124,5 @@ def add_parser(subparsers) -> None:
     paper.add_argument("--allow-code-change", action="store_true",
                        help="resume --out although its cells were made by other code")
     paper.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_drawing_options(paper)
+    add_drawing_options(paper)
     paper.set_defaults(handler=main)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run ``bench figures`` or ``bench paper``."""
-    return paper_main(args) if args.command == "paper" else figures_main(args)

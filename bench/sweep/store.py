@@ -10,7 +10,7 @@ Layout of ``<out>/``::
 
 Each ``cells/<key>.parquet`` carries the cell's canonical configuration (the JSON its key
 hashes) in the Parquet schema metadata under ``gradbench.config``, so that a resumed run
-can check that a stored cell is the cell it is asked for (``bench.harness.check_resume``).
+can check that a stored cell is the cell it is asked for (``bench.sweep.run.check_resume``).
 
 Every file is written to a temporary name in the same directory and renamed into place
 (``os.replace`` is atomic on POSIX), and a cell's coords are written before its cell row, so
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,22 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import schema
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
+from bench.files import write_json, write_table
 
 #: schema metadata key of a cell file's canonical configuration
 CONFIG_METADATA = b"gradbench.config"
@@ -72,12 +57,9 @@ class StoredCell:
     code: tuple[tuple[str, str], ...]
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+def default_out(kind: str = "run") -> Path:
+    """``results/<kind>-<local time>``, the default run directory."""
+    return Path("results") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
 class RunStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.estimate import estimate_chunks, warmed_state
+from bench.cell.estimate import estimate_chunks, warmed_state
 from estimators import get_estimator
 from problems.base import Params, Problem, Truth
 

@@ -15,7 +15,7 @@ Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estima
 * ``variance_trace``: the estimator's gradient variance (trace of the covariance of the
   estimated parameters' gradient) at the current parameters on the problem's fixed
   evaluation minibatch, from ``variance_repeats`` independent estimates of ``n_samples``
-  samples with the estimator's current state (``bench.estimate.gradient_variance``), as
+  samples with the estimator's current state (``bench.cell.estimate.gradient_variance``), as
   in the DisARM and RELAX papers;
 * the problem's ``train_metrics`` (e.g. ``test_nelbo``).
 
@@ -49,10 +49,10 @@ import torch
 from tqdm import tqdm
 
 from bench import env
-from bench.estimate import gradient_variance
+from bench.cell.estimate import gradient_variance
+from bench.config import DTYPES, parse_setting, select
+from bench.files import write_table
 from bench.schema import TRAIN
-from bench.spec import DTYPES, parse_setting, select
-from bench.store import write_table
 from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, State
 from problems import get_problem

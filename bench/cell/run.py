@@ -1,0 +1,183 @@
+"""Measure one cell: an estimator on a problem against the truth.
+
+A cell draws R independent gradient estimates with K samples each (batched and chunked,
+see ``bench.cell.estimate``), summarises them against the truth (``bench.cell.metrics``),
+times one estimate as a training step would take it and measures its peak memory
+(``bench.cell.timing``). A pair that does not fit is a ``skipped`` row with the reason; an
+exception or a non-finite estimate is a ``failed`` row with the reason, so that the sweep
+(``bench.sweep``) goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from bench import env as environment
+from bench.cell.estimate import estimate_chunks, one_estimate, warmed_state
+from bench.cell.metrics import Accumulator
+from bench.cell.spec import CellSpec
+from bench.cell.timing import peak_memory_bytes, synchronize, time_call
+from bench.cell.truth import cell_truth
+from bench.config import DTYPES
+from bench.schema import DIAGNOSTICS
+from estimators import ESTIMATORS, Estimator, get_estimator
+from problems import get_problem
+from problems.base import Params, Problem, repeat_params
+
+
+def cell_identity(spec: CellSpec, run_id: str) -> dict[str, Any]:
+    """The key columns shared by a cell's row and its coordinate rows."""
+    return {
+        "cell_key": spec.key,
+        "run_id": run_id,
+        "problem": spec.problem,
+        "problem_options": json.dumps(dict(spec.problem_options), sort_keys=True),
+        "estimator": spec.estimator,
+        "estimator_options": json.dumps(dict(spec.estimator_options), sort_keys=True),
+        "n_samples": spec.n_samples,
+        "n_repeats": spec.n_repeats,
+        "seed": spec.seed,
+        "device": spec.device,
+        "dtype": spec.dtype,
+    }
+
+
+def skip_reason(
+    spec: CellSpec, problem: type[Problem], estimator: type[Estimator]
+) -> str | None:
+    """Why the cell's pair cannot run (see ``Estimator.incompatibility``), or None."""
+    reason = estimator.incompatibility(problem)
+    if reason is None and spec.n_samples < estimator.min_samples:
+        reason = f"{spec.estimator} needs K >= {estimator.min_samples}, got K={spec.n_samples}"
+    return reason
+
+
+def base_row(spec: CellSpec, run_id: str, env: dict[str, Any]) -> dict[str, Any]:
+    """The columns every row of a cell has, whatever its status."""
+    return cell_identity(spec, run_id) | env | {
+        "created_utc": environment.utc_now(),
+        "unbiased": ESTIMATORS[spec.estimator].unbiased,
+    }
+
+
+def failed_row(
+    spec: CellSpec, run_id: str, env: dict[str, Any], reason: str, cell_s: float
+) -> dict[str, Any]:
+    """The row of a cell that failed outside ``run_cell`` (a timeout, a dead worker)."""
+    return base_row(spec, run_id, env) | {"status": "failed", "reason": reason, "cell_s": cell_s}
+
+
+def run_cell(
+    spec: CellSpec, run_id: str = "adhoc", env: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Measure one cell; never raises for a problem inside the cell.
+
+    Returns:
+        the cells.parquet row and the cell's coords.parquet rows.
+    """
+    started = time.perf_counter()
+    identity = cell_identity(spec, run_id)
+    row = base_row(spec, run_id, env or environment.environment(spec.device))
+    coords: list[dict[str, Any]] = []
+    problem_cls, estimator_cls = get_problem(spec.problem), get_estimator(spec.estimator)
+    reason = skip_reason(spec, problem_cls, estimator_cls)
+    if reason is not None:
+        row |= {"status": "skipped", "reason": reason}
+    else:
+        try:
+            measured, coords = _measure(spec, problem_cls, estimator_cls)
+            row |= measured
+        except Exception as err:  # one bad cell must not stop the sweep
+            row |= {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
+            coords = []
+    row["cell_s"] = time.perf_counter() - started
+    return row, [identity | c for c in coords]
+
+
+def _measure(
+    spec: CellSpec, problem_cls: type[Problem], estimator_cls: type[Estimator]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    device = torch.device(spec.device)
+    # seed before construction too: a problem may draw its data or weights from torch's
+    # global generator, and a cell must not depend on what ran before it in the process
+    torch.manual_seed(spec.cell_seed)
+    problem = problem_cls(dict(spec.problem_options), device=device, dtype=DTYPES[spec.dtype])
+    estimator = estimator_cls(dict(spec.estimator_options))
+    torch.manual_seed(spec.cell_seed)
+    point = {k: v.detach() for k, v in problem.init_params().items()}
+    truth = cell_truth(problem, point, spec.cell_seed)
+    state = warmed_state(problem, estimator, point, spec.n_samples)
+    dim = sum(v.numel() for v in point.values())
+    accumulator = Accumulator(
+        dim,
+        truth=None if truth is None else _flat(truth.grad),
+        truth_se=None if truth is None or truth.se is None else _flat(truth.se),
+        n_bootstrap=spec.n_bootstrap,
+        seed=spec.cell_seed,
+    )
+    synchronize(device)
+    start = time.perf_counter()
+    for chunk in estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state):
+        accumulator.add(chunk)
+    synchronize(device)
+    measure_s = time.perf_counter() - start
+    result: dict[str, Any] = {
+        "truth": "none" if truth is None else truth.kind,
+        "grad_dim": dim,
+        "n_finite": accumulator.n,
+        "measure_s": measure_s,
+        "estimates_per_s": spec.n_repeats / measure_s,
+    }
+    if accumulator.n_nonfinite:
+        raise FloatingPointError(
+            f"non-finite gradient estimate in {accumulator.n_nonfinite} of {spec.n_repeats} repeats"
+        )
+    summary = accumulator.summary()
+    result |= summary.scalars | {"n_bootstrap": accumulator.n_bootstrap, "status": "ok"}
+
+    params = repeat_params(point, 1)
+    step_state = dict(state)
+
+    def step() -> None:
+        nonlocal step_state
+        _, step_state = one_estimate(problem, estimator, params, spec.n_samples, step_state)
+
+    timing = time_call(step, device)
+    result |= {
+        "time_per_estimate_s": timing.median_s,
+        "time_iqr_s": timing.iqr_s,
+        "time_n": timing.n,
+        "peak_memory_bytes": peak_memory_bytes(step, device),
+    }
+    diagnostics = problem.diagnostics(point)
+    unknown = sorted(set(diagnostics) - {name for name, _ in DIAGNOSTICS})
+    if unknown:
+        raise KeyError(f"{problem.name} reports diagnostics not in bench.schema: {unknown}")
+    result |= diagnostics
+    return result, _coordinates(point, truth, summary)
+
+
+def _flat(tensors: Params) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors.values()])
+
+
+def _coordinates(point: Params, truth, summary) -> list[dict[str, Any]]:
+    rows, offset = [], 0
+    true = None if truth is None else _flat(truth.grad).double().cpu().numpy()
+    for name, value in point.items():
+        for index in range(value.numel()):
+            j = offset + index
+            rows.append({
+                "param": name,
+                "index": index,
+                "mean": float(summary.mean[j]),
+                "variance": float(summary.variance[j]),
+                "true": None if true is None else float(true[j]),
+                "bias_z": None if summary.bias_z is None else float(summary.bias_z[j]),
+            })
+        offset += value.numel()
+    return rows

@@ -1,0 +1,58 @@
+"""``bench figures``: draw the figures of a run directory from its Parquet tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.cli import EXIT_FAILED, EXIT_OK
+from bench.report.figures import FIGURES, load_tables, make_figures, parse_formats
+from bench.report.theme import SIZES
+
+
+def report_written(written: list[Path], notes: list[str]) -> int:
+    """Print what was written and the notes; exit code 1 when no figure was drawn."""
+    for path in written:
+        print(f"wrote {path}")
+    for note in notes:
+        print(note)
+    if not written:
+        print("no figure applies to these tables", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main(args: argparse.Namespace) -> int:
+    """Draw the figures of a run directory."""
+    tables = load_tables(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    written, notes = make_figures(
+        tables, out, parse_formats(args.format), args.size, names=args.figure or None
+    )
+    return report_written(written, notes)
+
+
+def add_drawing_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``bench figures`` and ``bench paper`` share."""
+    parser.add_argument("--format", default="png,pdf",
+                        help="comma-separated output formats: png, pdf, svg (default png,pdf)")
+    parser.add_argument("--size", default="double", choices=list(SIZES),
+                        help="single- or double-column width of a two-column paper")
+
+
+def add_parser(subparsers) -> None:
+    figures = subparsers.add_parser(
+        "figures",
+        help="draw paper figures from a run's Parquet tables",
+        description="Draw the figures of a run directory (cells.parquet and/or train.parquet) "
+        "into DIR/<figure>.<format>. Figures without data to show are skipped with a note. "
+        f"Figures: {', '.join(FIGURES)}.",
+    )
+    figures.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    figures.add_argument("--out", default=None, metavar="DIR",
+                         help="output directory (default RUN_DIR/figures)")
+    figures.add_argument("--figure", action="append", choices=list(FIGURES), default=[],
+                         help="draw only this figure (repeatable; default: all that apply)")
+    add_drawing_options(figures)
+    figures.set_defaults(handler=main)

@@ -1,0 +1,48 @@
+"""``bench list``: the registered estimators and problems, their options, and which pairs apply."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from bench.cli import EXIT_OK
+from estimators import ESTIMATORS
+from problems import PROBLEMS
+
+
+def _options_text(options: dict) -> str:
+    if not options:
+        return "    (no options)"
+    return "\n".join(
+        f"    {name} = {opt.default!r}  ({opt.rule()}) {opt.help}" for name, opt in options.items()
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print estimators, problems, their options and which pairs apply."""
+    print("Estimators")
+    for name, est in ESTIMATORS.items():
+        needs = ", ".join(sorted(est.requires)) or "nothing"
+        bias = "unbiased" if est.unbiased else "biased"
+        print(f"  {name}: {est.description} [{bias}; requires {needs}; K >= {est.min_samples}]")
+        print(_options_text(est.options))
+    print("\nProblems")
+    for name, prob in PROBLEMS.items():
+        gives = ", ".join(sorted(prob.provides))
+        print(f"  {name}: {prob.description} [{prob.latent.value}; truth {prob.truth_kind}; "
+              f"provides {gives}]")
+        print(_options_text(prob.options))
+    print("\nApplicable pairs (x) and skipped ones (.)")
+    matrix = pd.DataFrame(
+        {e: ["x" if est.incompatibility(p) is None else "." for p in PROBLEMS.values()]
+         for e, est in ESTIMATORS.items()},
+        index=list(PROBLEMS),
+    )
+    print(matrix.to_string())
+    return EXIT_OK
+
+
+def add_parser(subparsers) -> None:
+    listing = subparsers.add_parser("list", help="estimators, problems, options, pairs")
+    listing.set_defaults(handler=main)

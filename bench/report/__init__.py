@@ -1,0 +1,1 @@
+"""What a reader sees: figures, their theme, and summaries of a run's tables."""

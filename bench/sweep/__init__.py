@@ -1,0 +1,2 @@
+"""Run many cells: sweep specifications, executors, run directories, resuming, plugins
+(docs/architecture.md, docs/sweeps.md)."""

@@ -1,0 +1,1 @@
+"""Training runs: a problem's model trained with each estimator, with learning curves."""

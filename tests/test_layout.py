@@ -1,0 +1,84 @@
+"""The layering of docs/architecture.md holds, and every package ships in the wheel."""
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: each package may import from the packages of its own rank or below, never above
+RANK = {
+    "problems": 0,
+    "estimators": 1,
+    "bench.config": 2,
+    "bench.schema": 2,
+    "bench.env": 2,
+    "bench.files": 2,
+    "bench.cell": 3,
+    "bench.sweep": 4,
+    "bench.training": 4,
+    "bench.report": 4,
+    "bench.cli": 5,
+    "bench": 6,  # bench/__init__.py and __main__.py: the public entry points
+}
+#: peers of the same rank that must not import each other
+PEERS = {"bench.sweep", "bench.training", "bench.report"}
+
+
+def layer(module: str) -> str:
+    """The entry of ``RANK`` a dotted module name belongs to."""
+    parts = module.split(".")
+    for n in (2, 1):
+        name = ".".join(parts[:n])
+        if name in RANK:
+            return name
+    raise KeyError(module)
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = []
+    for top in ("problems", "estimators", "bench"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found.append((".".join(parts), path))
+    return found
+
+
+def imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "bench":  # from bench import env
+            names.update(f"bench.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] in ("problems", "estimators", "bench")}
+
+
+@pytest.mark.parametrize(("module", "path"), modules(), ids=lambda v: str(v))
+def test_no_import_from_a_higher_layer(module, path):
+    own = layer(module)
+    for name in imported(path):
+        other = layer(name)
+        if other == "bench" and own != "bench":
+            raise AssertionError(f"{module} imports the entry point {name}")
+        assert RANK[other] <= RANK[own], f"{module} ({own}) imports {name} ({other}) from above"
+        assert not (own in PEERS and other in PEERS and own != other), (
+            f"{module} imports its peer {name}"
+        )
+
+
+def test_every_package_is_in_the_wheel():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("problems", "estimators", "bench")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk == listed
