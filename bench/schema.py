@@ -72,6 +72,9 @@ CELLS = pa.schema(
         ("time_n", pa.int64()),
         ("estimates_per_s", pa.float64()),
         ("measure_s", pa.float64()),
+        ("cost_evals", pa.int64()),
+        ("warmup_steps", pa.int64()),
+        ("estimator_loss", pa.float64()),
         ("peak_memory_bytes", pa.int64()),
         ("cell_s", pa.float64()),
     ]

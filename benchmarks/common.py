@@ -109,8 +109,12 @@ def make_pair(estimator_name: str, problem_name: str, dev: torch.device | None =
         reason = estimator_class.incompatibility(PROBLEMS[problem_name])
         if reason is not None:
             raise NotImplementedError(reason)
-    if estimator_class.min_samples > N_SAMPLES:
-        raise NotImplementedError(f"{estimator_name} needs K >= {estimator_class.min_samples}")
+    rule = getattr(estimator_class, "sample_rule", None)  # commits before it had min_samples
+    reason = rule(N_SAMPLES) if rule else None
+    if reason is None and estimator_class.min_samples > N_SAMPLES:
+        reason = f"{estimator_name} needs K >= {estimator_class.min_samples}"
+    if reason is not None:
+        raise NotImplementedError(reason)
     torch.manual_seed(SEED)
     problem = make_problem(problem_name, dev)
     estimator = estimator_class()

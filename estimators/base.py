@@ -6,21 +6,46 @@ Schulman et al. 2015, as in Pyro's ``TraceGraph_ELBO``). ``surrogate`` is called
 params of shape ``[R, ...]`` (one leaf copy per repeat, see ``problems.base``) and returns a
 loss of shape ``[R]``; the estimate for repeat ``r`` is ``d loss[r] / d params[r]``.
 
-Stateful estimators (moving-average baselines) keep explicit per-repeat state: a dict of
-tensors with a leading ``R`` dimension, created by ``init_state`` and returned updated by
-every call, so that nothing is hidden in the object.
+What an estimator needs of a problem it declares in ``requires`` (capabilities, see
+``problems.base``), and in ``supports_multi_sample`` whether it handles multi-sample
+objectives; ``incompatibility`` turns both into the reason a pair is skipped. On problems with
+factors, score-function-type estimators use per-factor learning signals
+(``Problem.cost_terms`` and ``Problem.log_prob_terms``).
+
+State. Stateful estimators keep two kinds of state, both explicit:
+
+* per-repeat tensors (a moving-average baseline): a dict with a leading ``R`` dimension,
+  created by ``init_state`` and returned updated by every call;
+* trainable parameters of their own (a baseline network, a learned control variate,
+  REBAR's eta and temperature), built by ``setup`` with the problem in hand and trained by
+  ``step`` against the estimator's own loss: ``Surrogate.own_loss`` when the surrogate's
+  forward pass gives it (e.g. a baseline's squared error), or, with
+  ``trains_on_variance``, the estimate's squared norm sum_r ||g_r||^2, whose gradient
+  w.r.t. the estimator's parameters is that of the variance for an unbiased estimator
+  (Grathwohl et al. 2018, Section 3.3).
+
+In ``bench run`` an estimator is warmed up for ``warmup_steps()`` steps at the evaluation
+point (``warm_up``; one repeat, the state carried from step to step as in training), then
+frozen while bias and variance are measured; in ``bench train`` it is trained alongside the
+model, one own step per model step.
+
+Cost. ``cost_evals(K, problem)`` is the number of evaluations of the cost per estimate (hard
+plus relaxed), so that estimators can be compared at equal compute; ``sample_rule`` says which
+K an estimator accepts. docs/contract.md documents what K means for each estimator.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
-from problems.base import Capability, Params, Problem
+from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option, OptionValue, resolve_options
 
 State = dict[str, Tensor]
@@ -34,14 +59,32 @@ class Surrogate:
         loss: ``[R]``; its gradient w.r.t. the params of repeat r is that repeat's estimate.
         samples: the latent samples used, ``[K, R, *event]`` (hard samples where both exist),
             so that tests can replay the estimate by hand.
-        state: the updated state (empty for stateless estimators).
+        state: the updated per-repeat state (empty for stateless estimators).
         relaxed: the relaxed samples ``[K, R, *event]`` of relaxed estimators, else None.
+        own_loss: a scalar loss of the estimator's own trainable parameters, differentiable
+            w.r.t. them, when the forward pass gives it; else None.
     """
 
     loss: Tensor
     samples: Tensor
     state: State = field(default_factory=dict)
     relaxed: Tensor | None = None
+    own_loss: Tensor | None = None
+
+
+@dataclass
+class Step:
+    """One gradient estimate per repeat and what the estimator's own training made of it.
+
+    Attributes:
+        grads: the estimates, shaped like the params (detached).
+        state: the updated per-repeat state.
+        own_loss: the value of the estimator's own loss at this step, or None.
+    """
+
+    grads: Params
+    state: State
+    own_loss: float | None
 
 
 class Estimator(ABC):
@@ -54,30 +97,134 @@ class Estimator(ABC):
     options: ClassVar[dict[str, Option]] = {}
     #: fewest samples per estimate the estimator works with
     min_samples: ClassVar[int] = 1
+    #: whether it estimates the gradient of multi-sample objectives (``problems.base``)
+    supports_multi_sample: ClassVar[bool] = False
+    #: whether its own parameters are trained on the estimate's squared norm (needs the
+    #: estimate's graph: ``step`` differentiates it w.r.t. those parameters)
+    trains_on_variance: ClassVar[bool] = False
+    #: ``cost_evals`` in words, for ``bench list`` and the docs (K samples, D coordinates)
+    cost_formula: ClassVar[str] = "K"
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.opts: dict[str, OptionValue] = resolve_options(
             f"estimator {self.name!r}", self.options, options or {}
         )
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # what applies where ----------------------------------------------------------------------
 
     @classmethod
-    def incompatibility(cls, problem: type[Problem] | Problem) -> str | None:
-        """Why this estimator cannot run on ``problem``, or None if it can."""
-        missing = sorted(cls.requires - problem.provides)
+    def incompatibility(
+        cls, problem: type[Problem] | Problem, options: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """Why this estimator cannot run on ``problem`` (an instance, or a class with its
+        ``options``), or None if it can."""
+        if isinstance(problem, Problem):
+            provided = problem.provided
+        else:
+            provided = problem.capabilities(options or {})
+        missing = sorted(cls.requires - provided)
         if missing:
             return f"{cls.name} requires {', '.join(missing)}, which {problem.name} lacks"
+        if Capability.MULTI_SAMPLE in provided and not cls.supports_multi_sample:
+            return (f"{cls.name} does not estimate multi-sample objectives "
+                    f"(the objective of {problem.name} is the K-sample bound)")
         return None
 
+    @classmethod
+    def reference(cls) -> str:
+        """The first paper of the ``References:`` line of the class docstring, e.g.
+        ``Williams (1992)``."""
+        found = re.search(r"References:\s*(.+?\(\d{4}\))", " ".join((cls.__doc__ or "").split()))
+        return found.group(1) if found else "no reference"
+
+    @classmethod
+    def sample_rule(cls, n_samples: int) -> str | None:
+        """Why ``n_samples`` samples per estimate do not work, or None if they do."""
+        if n_samples < cls.min_samples:
+            return f"{cls.name} needs K >= {cls.min_samples}, got K={n_samples}"
+        return None
+
+    def cost_evals(self, n_samples: int, problem: Problem) -> int:
+        """Evaluations of the cost per estimate (hard plus relaxed); default: one per sample."""
+        return n_samples
+
+    # state ------------------------------------------------------------------------------------
+
     def init_state(self, params: Params) -> State:
-        """Initial state for params of shape ``[R, ...]``."""
+        """Initial per-repeat state for params of shape ``[R, ...]``."""
         return {}
 
-    def warm_up(self, problem: Problem, params: Params, n_samples: int, state: State) -> State:
-        """Bring the state to where it would be mid-training at ``params``; default: as is."""
-        return state
+    def setup(self, problem: Problem, point: Params) -> None:
+        """Build the estimator's own trainable parameters and ``self.optimizer`` for
+        ``problem`` at ``point`` (no repeat dimension). The caller seeds torch first, so the
+        initialization is deterministic. Default: no parameters of its own."""
+        return None
+
+    def parameters(self) -> list[Tensor]:
+        """The estimator's own trainable tensors (empty for most estimators)."""
+        return []
+
+    def warmup_steps(self) -> int:
+        """Steps of ``warm_up`` before measuring: the ``warmup`` option, else 0."""
+        return int(self.opts.get("warmup", 0))
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (or resume) tracking gradients of the estimator's own parameters."""
+        for tensor in self.parameters():
+            tensor.requires_grad_(not frozen)
+
+    # one estimate -----------------------------------------------------------------------------
 
     @abstractmethod
     def surrogate(
         self, problem: Problem, params: Params, n_samples: int, state: State
     ) -> Surrogate:
         """The surrogate loss of one estimate per repeat, from ``n_samples`` samples each."""
+
+    def step(
+        self, problem: Problem, params: Params, n_samples: int, state: State, train: bool = True
+    ) -> Step:
+        """One estimate per repeat for leaf ``params`` ``[R, ...]``, and, with ``train`` and
+        trainable parameters, one optimizer step of the estimator's own loss at it."""
+        out = self.surrogate(problem, params, n_samples, state)
+        own = self.parameters() if train and self.optimizer is not None else []
+        grads = torch.autograd.grad(
+            out.loss.sum(), list(params.values()), allow_unused=True,
+            create_graph=bool(own) and self.trains_on_variance,
+        )
+        grads = tuple(torch.zeros_like(p) if g is None else g
+                      for p, g in zip(params.values(), grads, strict=True))
+        loss = out.own_loss
+        if self.trains_on_variance and own:
+            loss = sum((g**2).sum() for g in grads)
+        value = None
+        if own and loss is not None:
+            self.optimizer.zero_grad()
+            loss.backward(inputs=own)
+            self.optimizer.step()
+            value = float(loss.detach())
+        return Step(
+            grads={k: g.detach() for k, g in zip(params, grads, strict=True)},
+            state={k: v.detach() for k, v in out.state.items()},
+            own_loss=value,
+        )
+
+    def warm_up(
+        self, problem: Problem, point: Params, n_samples: int
+    ) -> tuple[State, float | None]:
+        """Bring the estimator to where it would be mid-training at ``point`` (no repeat
+        dimension): ``warmup_steps()`` steps on one repeat, carrying the per-repeat state and
+        training the own parameters. Returns the state ``[1, ...]`` and the last own loss."""
+        params = repeat_params(point, 1, requires_grad=False)
+        state = self.init_state(params)
+        trainable = bool(self.parameters())
+        last = None
+        for _ in range(self.warmup_steps()):
+            if trainable:
+                step = self.step(problem, repeat_params(point, 1), n_samples, state)
+                state, last = step.state, step.own_loss
+            else:
+                with torch.no_grad():
+                    state = self.surrogate(problem, params, n_samples, state).state
+        return state, last

@@ -19,60 +19,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-from torch import Tensor
-from torch.distributions import (
-    Bernoulli,
-    Distribution,
-    Independent,
-    OneHotCategorical,
-    RelaxedBernoulli,
-    RelaxedOneHotCategorical,
-)
-
 from estimators.base import Estimator, State, Surrogate
+from estimators.discrete import harden, mean_of, relax
 from problems.base import Capability, Params, Problem
 from problems.options import Option
 
 TAU = Option(1.0, "temperature of the relaxation", minimum=0, exclusive=True)
-
-
-def _unwrap(dist: Distribution) -> tuple[Distribution, int]:
-    """The base distribution and the number of batch dims ``Independent`` reinterprets."""
-    if isinstance(dist, Independent):
-        return dist.base_dist, dist.reinterpreted_batch_ndims
-    return dist, 0
-
-
-def relax(dist: Distribution, tau: float) -> Distribution:
-    """The Concrete relaxation of a Bernoulli or one-hot categorical ``dist`` at temperature tau."""
-    base, ndims = _unwrap(dist)
-    temperature = torch.as_tensor(tau, dtype=base.logits.dtype, device=base.logits.device)
-    if isinstance(base, Bernoulli):
-        relaxed: Distribution = RelaxedBernoulli(
-            temperature, logits=base.logits, validate_args=False
-        )
-    elif isinstance(base, OneHotCategorical):
-        relaxed = RelaxedOneHotCategorical(temperature, logits=base.logits, validate_args=False)
-    else:
-        raise TypeError(
-            f"cannot relax {type(base).__name__}: expected Bernoulli or OneHotCategorical"
-        )
-    return Independent(relaxed, ndims) if ndims else relaxed
-
-
-def harden(dist: Distribution, relaxed: Tensor) -> Tensor:
-    """The discrete sample the relaxed one rounds to: threshold 1/2 or one-hot argmax."""
-    base, _ = _unwrap(dist)
-    if isinstance(base, Bernoulli):
-        return (relaxed > 0.5).to(relaxed.dtype)
-    return torch.zeros_like(relaxed).scatter_(-1, relaxed.argmax(-1, keepdim=True), 1.0)
-
-
-def mean_of(dist: Distribution) -> Tensor:
-    """E[z] of a Bernoulli or one-hot categorical: the probabilities."""
-    base, _ = _unwrap(dist)
-    return base.probs
 
 
 DISCRETE_DIFFERENTIABLE = frozenset({Capability.DISCRETE, Capability.DIFFERENTIABLE_COST})

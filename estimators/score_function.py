@@ -9,6 +9,13 @@ for any baseline b independent of z. The surrogate
 estimate as its gradient; the second term is the direct dependence of the cost on theta
 (zero for costs that do not depend on theta).
 
+Per-factor learning signals. When the latent factorizes over examples and the cost is a sum
+of per-example terms f_i(z_i) (``Problem.n_factors``), each example's score is multiplied by
+its own f_i, sum_i (f_i - b_i) d/dtheta log q(z_i | x_i): the cross terms f_j d log q(z_i),
+j != i, have mean zero, so dropping them keeps the estimate unbiased and removes their
+variance (Mnih & Gregor 2014; Mnih & Rezende 2016). A problem option (``signals=global`` on
+the VAEs) restores the whole-minibatch signal, so the effect can be measured.
+
 References: Williams (1992), "Simple statistical gradient-following algorithms for
 connectionist reinforcement learning", Machine Learning 8; Mohamed et al. (2020), JMLR,
 Section 4.
@@ -18,7 +25,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
@@ -29,19 +35,32 @@ from problems.options import Option
 def score_surrogate(
     problem: Problem, params: Params, n_samples: int, baseline: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """REINFORCE surrogate with an optional baseline.
+    """REINFORCE surrogate with per-factor learning signals and an optional baseline.
+
+    On a problem with F factors, factor i's score log q(z_i | x_i) is multiplied by its own
+    cost term f_i minus its baseline; the direct term is the whole cost. On a multi-sample
+    objective the K samples form one estimate: each factor's signal is its K-sample bound
+    J_i(z_1..z_K), multiplying the score sum_k log q(z_ki | x_i) of all its samples.
 
     Args:
-        baseline: ``[R]`` (shared by the K samples), ``[K, R]`` (per sample) or None.
+        baseline: ``[R]`` (shared by samples and factors), ``[K, R]`` or ``[K, R, F]``, or None.
 
     Returns:
-        loss ``[R]``, samples ``[K, R, *event]``, costs ``[K, R]`` (detached).
+        loss ``[R]``, samples ``[K, R, *event]``, per-factor signals (detached): ``[K, R, F]``
+        (``[1, R, F]`` on a multi-sample objective).
     """
     dist = problem.distribution(params)
     z = dist.sample((n_samples,))  # [K, R, *event]
-    cost = problem.cost(z, params)  # [K, R]
-    centred = cost.detach() if baseline is None else cost.detach() - baseline
-    loss = (centred * dist.log_prob(z) + cost).mean(0)  # [R]
+    if problem.multi_sample:
+        cost = problem.signals(problem.joint_cost_terms(z, params)).unsqueeze(0)  # [1, R, F]
+        log_q = problem.signals(problem.log_prob_terms(dist, z)).sum(0, keepdim=True)
+    else:
+        cost = problem.signals(problem.cost_terms(z, params))  # [K, R, F]
+        log_q = problem.signals(problem.log_prob_terms(dist, z))  # [K, R, F]
+    signal = cost.detach()
+    if baseline is not None:
+        signal = signal - (baseline if baseline.dim() == 3 else baseline.unsqueeze(-1))
+    loss = ((signal * log_q).sum(-1) + cost.sum(-1)).mean(0)  # [R]
     return loss, z, cost.detach()
 
 
@@ -55,6 +74,7 @@ class Reinforce(Estimator):
     description = "score function (REINFORCE), no baseline"
     requires = frozenset()
     unbiased = True
+    supports_multi_sample = True
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         loss, z, _ = score_surrogate(problem, params, n_samples, None)
@@ -64,9 +84,11 @@ class Reinforce(Estimator):
 class ReinforceEMA(Estimator):
     """Score function with an exponential-moving-average baseline.
 
-    b_t = decay * b_{t-1} + (1 - decay) * mean_k f(z_k) is updated *after* each estimate, so
-    the baseline used at step t is independent of step t's samples and the estimate stays
-    unbiased. Before measuring, the harness runs ``warmup`` estimates at the evaluation
+    b_t = decay * b_{t-1} + (1 - decay) * mean_{k,i} f_i(z_k) is updated *after* each
+    estimate, so the baseline used at step t is independent of step t's samples and the
+    estimate stays unbiased. On a problem with factors the one baseline serves every factor's
+    signal f_i (a per-example constant, as NVIL's); on a multi-sample objective it tracks the
+    bound. Before measuring, the harness runs ``warmup`` estimates at the evaluation
     point so that b has settled near E[f], as it would be mid-training.
 
     References: Williams (1992); Mnih & Gregor (2014), "Neural Variational Inference and
@@ -77,6 +99,7 @@ class ReinforceEMA(Estimator):
     description = "score function with an exponential-moving-average baseline"
     requires = frozenset()
     unbiased = True
+    supports_multi_sample = True
     options: ClassVar[dict[str, Option]] = {
         "decay": Option(0.9, "moving-average decay", minimum=0, maximum=1, exclusive=False),
         "warmup": Option(100, "estimates run to settle the baseline before measuring", minimum=0),
@@ -86,17 +109,11 @@ class ReinforceEMA(Estimator):
         first = next(iter(params.values()))
         return {"baseline": first.new_zeros(first.shape[0]).detach()}
 
-    def warm_up(self, problem: Problem, params: Params, n_samples: int, state: State) -> State:
-        for _ in range(self.opts["warmup"]):
-            with torch.no_grad():
-                state = self.surrogate(problem, params, n_samples, state).state
-        return state
-
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         baseline = state["baseline"]  # [R]
-        loss, z, cost = score_surrogate(problem, params, n_samples, baseline)
+        loss, z, signal = score_surrogate(problem, params, n_samples, baseline)
         decay = self.opts["decay"]
-        updated = decay * baseline + (1 - decay) * cost.mean(0)
+        updated = decay * baseline + (1 - decay) * signal.mean((0, 2))
         return Surrogate(loss=loss, samples=z, state={"baseline": updated})
 
 
@@ -104,7 +121,9 @@ class ReinforceLOO(Estimator):
     """Score function with the leave-one-out baseline over the K samples.
 
     b_k = (1 / (K - 1)) sum_{j != k} f(z_j), independent of z_k, hence unbiased; the
-    score term equals K / (K - 1) times that of the sample-mean baseline.
+    score term equals K / (K - 1) times that of the sample-mean baseline. On a problem with
+    factors each factor's signal f_i(z_ki) gets its own leave-one-out baseline over the K
+    samples. Multi-sample objectives are VIMCO's (``vimco``), not this estimator's.
 
     References: Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE Samples, Get a Baseline
     for Free!", ICLR Workshop DeepRLStructPred; Mnih & Rezende (2016), "VIMCO", ICML.
@@ -121,8 +140,10 @@ class ReinforceLOO(Estimator):
             raise ValueError(f"reinforce_loo needs n_samples >= 2, got {n_samples}")
         dist = problem.distribution(params)
         z = dist.sample((n_samples,))  # [K, R, *event]
-        cost = problem.cost(z, params)  # [K, R]
+        cost = problem.signals(problem.cost_terms(z, params))  # [K, R, F]
         free = cost.detach()
-        baseline = (free.sum(0, keepdim=True) - free) / (n_samples - 1)  # [K, R]
-        loss = ((free - baseline) * dist.log_prob(z) + cost).mean(0)
+        baseline = (free.sum(0, keepdim=True) - free) / (n_samples - 1)  # [K, R, F]
+        log_q = problem.signals(problem.log_prob_terms(dist, z))
+        signal = ((free - baseline) * log_q).sum(-1)  # [K, R]
+        loss = (signal + cost.sum(-1)).mean(0)
         return Surrogate(loss=loss, samples=z)

@@ -3,6 +3,7 @@
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
+from problems.importance import BernoulliIWAE
 from problems.options import Option
 from problems.toys import BernoulliToy, CategoricalToy, GaussianElbo, GaussianQuadratic
 
@@ -15,6 +16,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "categorical_vae": CategoricalVAE,
     "gan_continuous": GanContinuous,
     "gan_discrete": GanDiscrete,
+    "bernoulli_iwae": BernoulliIWAE,
 }
 
 

@@ -7,7 +7,47 @@ gradient ``dL/dtheta`` the estimators estimate. It supplies:
   named tensors without a repeat dimension;
 * ``distribution(params)``: ``q_theta`` as a ``torch.distributions`` object;
 * ``cost(z, params)``: ``f(z, theta)``;
-* ``truth(params)``: the exact gradient (closed form or enumeration) when one exists.
+* ``truth(params, n_samples)``: the exact gradient (closed form, quadrature or enumeration)
+  when one exists.
+
+What a problem provides beyond that is declared as capabilities (``Capability``), which may
+depend on its options (``Problem.capabilities(options)``); estimators declare what they
+require of them (``estimators.base``). docs/contract.md shows one example of each extension.
+
+Factors (per-example learning signals). A minibatch problem whose latent is made of
+independent factors (the examples of a minibatch, each with its own latent z_i) says so with
+``n_factors`` F > 1. Its event shape is then ``[F, *unit]``: factor i owns ``z[..., i, ...]``,
+q factorizes as ``prod_i q_theta(z_i | x_i)``, and the cost is a sum of per-factor terms
+``f(z) = sum_i f_i(z_i, theta)`` where f_i depends on z only through z_i. ``cost_terms``
+gives the f_i ``[K, R, F]`` and ``log_prob_terms`` the log q_theta(z_i | x_i) ``[K, R, F]``,
+so a score-function estimator can multiply each example's score by its *own* learning
+signal f_i instead of the whole minibatch's f (the cross terms f_j grad log q(z_i), j != i,
+have mean zero and only add variance). Estimators pass both through ``signals``, which sums
+them into one factor where a problem's option asks for whole-cost signals
+(``local_signals``). Problems without factors have F = 1 and these default to the whole
+cost and log-probability.
+
+Multi-sample objectives. A problem with ``Capability.MULTI_SAMPLE`` differentiates the
+importance-weighted bound of Burda et al. (2016) instead of an expectation of a per-sample
+cost: with log-weights ``log w(z_i) = log p(x_i, z_i) - log q(z_i | x_i)`` (its per-factor
+costs are ``scale * (-log w)``, ``Capability.LOG_WEIGHTS``, ``log_weights``), per factor,
+
+    L_K(theta) = scale * E_{z_1..z_K iid q}[ -log (1/K) sum_k w(z_k) ],
+
+a function of all K samples jointly (``joint_cost_terms``), with scale = ``factor_scale``
+(1/B for a minibatch mean). On such a problem the harness's K
+is the number of importance samples of the bound, and the truth depends on K
+(``truth(params, n_samples)``). At K = 1 it is the ordinary negative ELBO.
+
+Context. A problem with ``Capability.CONTEXT`` gives per-factor features
+(``context()``: ``[F, C]``, e.g. each example's image), for input-dependent baselines.
+
+Discrete latents and estimator-drawn noise. A problem with ``Capability.DISCRETE`` returns
+from ``distribution`` an ``Independent`` wrapper around ``Bernoulli(logits=...)`` or
+``OneHotCategorical(logits=...)``; estimators read its logits (``estimators.discrete``), may
+draw their own uniforms or Gumbels and build hard samples, and, with
+``Capability.DIFFERENTIABLE_COST``, evaluate the cost at relaxed samples (in [0, 1] or on the
+simplex) as well as at hard ones.
 
 Shapes. The harness evaluates ``R`` independent estimates at once by giving every repeat
 its own copy of the parameters: each tensor in ``params`` has a leading repeat dimension,
@@ -40,6 +80,7 @@ the defaults describe a fixed problem whose trained parameters are its evaluatio
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +89,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent
 
 from problems.options import Option, OptionValue, resolve_options
 
@@ -70,6 +111,10 @@ class Capability(StrEnum):
     DISCRETE = "discrete"  # z is binary or one-hot categorical
     DIFFERENTIABLE_COST = "differentiable_cost"  # f is differentiable in z, defined on relaxed z
     ENUMERABLE = "enumerable"  # the latent space can be enumerated for exact truth
+    EXACT_OBJECTIVE = "exact_objective"  # objective() gives E_q[f] exactly (per factor)
+    MULTI_SAMPLE = "multi_sample"  # the objective is a K-sample importance-weighted bound
+    LOG_WEIGHTS = "log_weights"  # f = -log w = log q(z) - log p(x, z); cost_terms(detach_q=)
+    CONTEXT = "context"  # per-factor features: context()
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,22 @@ class Problem(ABC):
         self.device = torch.device(device)
         self.dtype = dtype
 
+    @classmethod
+    def capabilities(cls, options: Mapping[str, Any] | None = None) -> frozenset[Capability]:
+        """What the problem provides with ``options`` (defaults fill in what is not given);
+        ``provides`` unless some capability depends on an option."""
+        return cls.provides
+
+    @property
+    def provided(self) -> frozenset[Capability]:
+        """The capabilities of this instance (its options resolved)."""
+        return type(self).capabilities(self.opts)
+
+    @property
+    def multi_sample(self) -> bool:
+        """Whether the objective is the K-sample bound (see the module docstring)."""
+        return Capability.MULTI_SAMPLE in self.provided
+
     def tensor(self, value: Any) -> Tensor:
         """A constant on the problem's device and dtype."""
         return torch.as_tensor(value, dtype=self.dtype, device=self.device)
@@ -130,12 +191,77 @@ class Problem(ABC):
     def cost(self, z: Tensor, params: Params) -> Tensor:
         """f(z, theta): ``[K, R, *event]`` -> ``[K, R]``."""
 
-    def truth(self, params: Params) -> Truth | None:
-        """The exact gradient at ``params`` (no repeat dimension), or None if unknown."""
+    def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
+        """The exact gradient at ``params`` (no repeat dimension), or None if unknown.
+        ``n_samples`` is the K of a multi-sample objective; expectations ignore it."""
         return None
 
-    def objective(self, params: Params) -> Tensor | None:
-        """The exact objective E_q[f] at ``params`` (repeat dimension ``[R, ...]``), if known."""
+    def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
+        """The exact objective at ``params`` (repeat dimension ``[R, ...]``): ``[R]``, if known.
+        E_q[f], or L_K for a multi-sample objective with K = ``n_samples``."""
+        return None
+
+    def objective_terms(self, params: Params, n_samples: int = 1) -> Tensor | None:
+        """The exact objective per factor ``[R, F]`` (``objective`` is its sum), if known."""
+        total = self.objective(params, n_samples)
+        return None if total is None else total.unsqueeze(-1)
+
+    # factors, multi-sample objectives and context: see the module docstring -----------------
+
+    @property
+    def n_factors(self) -> int:
+        """F, the number of independent factors of the latent (1: none)."""
+        return 1
+
+    @property
+    def factor_scale(self) -> float:
+        """The weight of each factor's term in the objective: ``f = scale * sum_i f_i(z_i)``
+        with f_i = -log w(z_i) on ``LOG_WEIGHTS`` problems (1/B for a minibatch mean)."""
+        return 1.0
+
+    @property
+    def local_signals(self) -> bool:
+        """Whether score-function estimators give each factor its own learning signal (an
+        option of some problems, so that the whole-cost signal can be measured too)."""
+        return True
+
+    def signals(self, terms: Tensor) -> Tensor:
+        """Per-factor terms ``[..., F]`` as the learning signals (or scores) that estimators
+        pair up: unchanged with local signals, else summed into one factor ``[..., 1]``."""
+        return terms if self.local_signals else terms.sum(-1, keepdim=True)
+
+    def cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
+        """Per-factor costs ``scale * f_i(z_i, theta)``: ``[K, R, *event]`` -> ``[K, R, F]``,
+        summing to ``cost``. With ``detach_q`` (``Capability.LOG_WEIGHTS`` only), the log q term
+        is evaluated at parameters cut from the graph, as "sticking the landing" (Roeder et al.
+        2017) and DReG (Tucker et al. 2019) need."""
+        if detach_q:
+            raise NotImplementedError(f"{self.name} does not separate log q in its cost")
+        return self.cost(z, params).unsqueeze(-1)
+
+    def log_weights(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
+        """Per-factor log importance weights log w(z_i) = log p(x_i, z_i) - log q(z_i | x_i):
+        ``[K, R, *event]`` -> ``[K, R, F]`` (``Capability.LOG_WEIGHTS``)."""
+        return -self.cost_terms(z, params, detach_q=detach_q) / self.factor_scale
+
+    def joint_cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
+        """The K-sample negative bound per factor, ``-scale * log (1/K) sum_k w(z_k)``:
+        ``[K, R, *event]`` -> ``[R, F]`` (``Capability.MULTI_SAMPLE``)."""
+        log_w = self.log_weights(z, params, detach_q=detach_q)  # [K, R, F]
+        return -self.factor_scale * (torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
+
+    def log_prob_terms(self, dist: Distribution, z: Tensor) -> Tensor:
+        """Per-factor log q_theta(z_i | x_i): ``[K, R, *event]`` -> ``[K, R, F]``."""
+        if self.n_factors == 1:
+            return dist.log_prob(z).unsqueeze(-1)
+        base = dist
+        while isinstance(base, Independent):
+            base = base.base_dist
+        per_unit = base.log_prob(z)  # [K, R, F, ...]: the units not already summed by base
+        return per_unit.flatten(3).sum(-1) if per_unit.dim() > 3 else per_unit
+
+    def context(self) -> Tensor | None:
+        """Per-factor features ``[F, C]`` of the current minibatch (``Capability.CONTEXT``)."""
         return None
 
     def sample_elements(self) -> int:
@@ -203,3 +329,17 @@ def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
     if bias is not None:
         out = out + bias.unsqueeze(1)
     return out.reshape(x.shape[0], *lead, weight.shape[-1])
+
+
+def broadcast_factors(values: Tensor, event_shape: torch.Size) -> Tensor:
+    """Give every unit of the latent its factor's value: ``[..., F]`` -> ``[..., *event]``.
+
+    With F = 1 (no factors, or signals summed by ``Problem.signals``) the one value covers the
+    whole event; else the event is ``[F, *unit]`` and factor i's value covers ``z[..., i, ...]``.
+    """
+    lead, n_factors = values.shape[:-1], values.shape[-1]
+    if n_factors == 1:
+        view = values.reshape(*lead, *([1] * len(event_shape)))
+    else:
+        view = values.reshape(*lead, n_factors, *([1] * (len(event_shape) - 1)))
+    return view.expand(*lead, *event_shape)

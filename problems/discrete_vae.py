@@ -57,8 +57,8 @@ from problems.base import (
     repeat_params,
 )
 from problems.data import BINARIZATIONS, BUILTIN, load_data
-from problems.enumeration import enumerate_support, support_size
-from problems.options import Option
+from problems.enumeration import enumerate_support
+from problems.options import Option, resolve_options
 
 TRUTH_CHOICES = ("auto", "enumeration", "reference", "none")
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
@@ -97,17 +97,44 @@ COMMON_OPTIONS: dict[str, Option] = {
     "iw_samples": Option(0, "samples of the importance-weighted test bound (0: off)", minimum=0),
     "eval_samples": Option(64, "samples per test image when the latent space is not enumerated",
                            minimum=1),
+    "signals": Option("local", "score-function learning signals: local (each image its own "
+                      "f_i) or global (the minibatch's f)", choices=("local", "global")),
+    "objective": Option("elbo", "elbo, or iwae: the K-sample importance-weighted bound",
+                        choices=("elbo", "iwae")),
 }
 
 
 class DiscreteVAE(Problem):
     """Shared machinery of ``bernoulli_vae`` and ``categorical_vae`` (see the module docstring)."""
 
-    provides = frozenset(
-        {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
-    )
+    provides = frozenset({
+        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
+        Capability.CONTEXT,
+    })
     truth_kind = "enumeration"
-    reference_estimator = "reinforce_loo"
+
+    @classmethod
+    def capabilities(cls, options: Mapping[str, Any] | None = None) -> frozenset[Capability]:
+        opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        extra = set()
+        if opts["kl"] == "sample":
+            extra.add(Capability.LOG_WEIGHTS)
+        if opts["objective"] == "iwae":
+            extra.add(Capability.MULTI_SAMPLE)
+        if cls.per_image_support(opts) <= opts["max_configs"]:
+            extra.add(Capability.EXACT_OBJECTIVE)
+        return cls.provides | extra
+
+    @classmethod
+    @abstractmethod
+    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
+        """Configurations of one image's latent with options ``opts``."""
+
+    @property
+    def reference_estimator(self) -> str:  # type: ignore[override]
+        """The unbiased estimator of ``truth=reference``: leave-one-out REINFORCE, or plain
+        REINFORCE for the multi-sample bound (the leave-one-out baseline does not apply)."""
+        return "reinforce" if self.multi_sample else "reinforce_loo"
 
     def __init__(
         self,
@@ -123,6 +150,11 @@ class DiscreteVAE(Problem):
                 f"invalid option truth=enumeration for problem {self.name!r}: the per-image "
                 f"latent space has {self.support:,} configurations, more than "
                 f"max_configs={self.opts['max_configs']:,}; use truth=auto, reference or none"
+            )
+        if self.opts["objective"] == "iwae" and self.opts["kl"] != "sample":
+            raise ValueError(
+                f"invalid option objective=iwae for problem {self.name!r} with kl=analytic: the "
+                "importance-weighted bound needs the log-weights of kl=sample"
             )
         self.activation = ACTIVATIONS[self.opts["activation"]]
         self.data = load_data(
@@ -176,7 +208,7 @@ class DiscreteVAE(Problem):
     @property
     def support(self) -> int:
         """Configurations of one image's latent."""
-        return support_size(self.latent, torch.Size(self.latent_shape))
+        return type(self).per_image_support(self.opts)
 
     @property
     def enumerable(self) -> bool:
@@ -230,20 +262,57 @@ class DiscreteVAE(Problem):
         base = self._base(self.encode(params, self.x))  # logits [R, B, *latent]
         return Independent(base, 1 + len(self.latent_shape) - len(base.event_shape))
 
+    @property
+    def n_factors(self) -> int:
+        """The images of the minibatch: each has its own latent."""
+        return self.x.shape[0]
+
+    @property
+    def factor_scale(self) -> float:
+        """1/B: the objective is the mean over the minibatch."""
+        return 1 / self.x.shape[0]
+
+    @property
+    def local_signals(self) -> bool:
+        return self.opts["signals"] == "local"
+
     def cost(self, z: Tensor, params: Params) -> Tensor:
         return self.per_image_cost(z, params, self.x, self.opts["beta"]).mean(-1)  # [K, R]
 
-    def objective(self, params: Params) -> Tensor | None:
+    def cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
+        """f_i / B, the per-image negative ELBO integrands over B: ``[K, R, B]``."""
+        terms = self.per_image_cost(z, params, self.x, self.opts["beta"], detach_q=detach_q)
+        return terms / self.x.shape[0]
+
+    def context(self) -> Tensor:
+        """Each image of the minibatch, ``[B, D]``."""
+        return self.x
+
+    def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
         """The exact minibatch objective ``[R]`` by per-image enumeration, when enumerable."""
+        terms = self.objective_terms(params, n_samples)
+        return None if terms is None else terms.sum(-1)
+
+    def objective_terms(self, params: Params, n_samples: int = 1) -> Tensor | None:
+        """The exact objective per image (divided by B), ``[R, B]``."""
         if not self.enumerable:
             return None
-        return self.exact_per_image(params, self.x, self.opts["beta"]).mean(-1)
+        if self.multi_sample:
+            if self.support**n_samples > self.opts["max_configs"]:
+                return None
+            per_image = self.exact_bound_per_image(params, self.x, n_samples)
+        else:
+            per_image = self.exact_per_image(params, self.x, self.opts["beta"])
+        return per_image / self.x.shape[0]
 
-    def truth(self, params: Params) -> Truth | None:
-        if self.opts["truth"] in ("reference", "none") or not self.enumerable:
+    def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
+        if self.opts["truth"] in ("reference", "none"):
             return None
         leaf = repeat_params(params, 1)
-        grads = torch.autograd.grad(self.objective(leaf).sum(), list(leaf.values()))
+        objective = self.objective(leaf, n_samples)
+        if objective is None:
+            return None
+        grads = torch.autograd.grad(objective.sum(), list(leaf.values()))
         return Truth(
             grad={k: g[0].detach() for k, g in zip(leaf, grads, strict=True)}, kind="enumeration"
         )
@@ -273,14 +342,19 @@ class DiscreteVAE(Problem):
                 h = h @ self.decoder[name + "weight"] + self.decoder[name + "bias"]
         return h.transpose(0, 1)  # [K, R, B, D]
 
-    def per_image_cost(self, z: Tensor, params: Params, x: Tensor, beta: float) -> Tensor:
-        """Per-image negative ELBO integrand ``[K, R, B]`` for z ``[K, R, B, *latent]``."""
+    def per_image_cost(
+        self, z: Tensor, params: Params, x: Tensor, beta: float, detach_q: bool = False
+    ) -> Tensor:
+        """Per-image negative ELBO integrand ``[K, R, B]`` for z ``[K, R, B, *latent]``; with
+        ``detach_q`` the encoder's parameters are cut from the graph in log q."""
         pixel_logits = self.decode(z, params)  # [K, R, B, D]
         recon = F.binary_cross_entropy_with_logits(
             pixel_logits, x.expand_as(pixel_logits), reduction="none"
         ).sum(-1)  # [K, R, B]
         if beta == 0:
             return recon
+        if detach_q:
+            params = {k: v.detach() if k.startswith("encoder.") else v for k, v in params.items()}
         logits = self.encode(params, x)  # [R, B, *latent]
         if self.opts["kl"] == "analytic":
             return recon + beta * self._kl(logits)
@@ -307,6 +381,30 @@ class DiscreteVAE(Problem):
             z = configs[:, None, None].expand(-1, n_repeats, n_images, *self.latent_shape)
             weight = self._log_mass(z, log_q_unit).exp()  # [N, R, B]
             total = total + (weight * self.per_image_cost(z, params, x, beta)).sum(0)
+        return total
+
+    def exact_bound_per_image(self, params: Params, x: Tensor, n_samples: int) -> Tensor:
+        """The negative K-sample bound per image by enumerating the S^K K-tuples of each
+        image's S configurations: ``[R, B]``, differentiable w.r.t. params.
+
+        With log w_s = -f(z_s) per configuration s and log q_s its log-mass, the bound is
+        ``-sum_{s_1..s_K} prod_k q_{s_k} log (1/K) sum_k w_{s_k}``.
+        """
+        n_repeats, n_images = params["encoder.0.weight"].shape[0], x.shape[0]
+        configs = torch.cat(list(enumerate_support(
+            self.latent, torch.Size(self.latent_shape), self.support, dtype=self.dtype,
+            device=self.device,
+        )))  # [S, *latent]
+        z = configs[:, None, None].expand(-1, n_repeats, n_images, *self.latent_shape)
+        log_w = -self.per_image_cost(z, params, x, self.opts["beta"])  # [S, R, B]
+        log_q = self._log_mass(z, self.encode(params, x))  # [S, R, B]
+        total = x.new_zeros(n_repeats, n_images)
+        chunk = max(1, ENUMERATION_ROWS // (n_repeats * n_images))
+        tuples = itertools.product(range(self.support), repeat=n_samples)
+        while block := list(itertools.islice(tuples, chunk)):
+            index = torch.tensor(block, device=self.device)  # [N, K]
+            bound = torch.logsumexp(log_w[index], 1) - math.log(n_samples)  # [N, R, B]
+            total = total - (log_q[index].sum(1).exp() * bound).sum(0)
         return total
 
     # training hooks (see problems.base) -------------------------------------------------------
@@ -417,6 +515,10 @@ class BernoulliVAE(DiscreteVAE):
     def latent_shape(self) -> tuple[int, ...]:
         return (self.opts["latents"],)
 
+    @classmethod
+    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
+        return 2 ** opts["latents"]
+
     def _base(self, logits: Tensor) -> Distribution:
         return Bernoulli(logits=logits, validate_args=False)
 
@@ -450,6 +552,10 @@ class CategoricalVAE(DiscreteVAE):
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return (self.opts["groups"], self.opts["categories"])
+
+    @classmethod
+    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
+        return opts["categories"] ** opts["groups"]
 
     def _base(self, logits: Tensor) -> Distribution:
         return OneHotCategorical(logits=logits, validate_args=False)

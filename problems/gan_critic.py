@@ -326,7 +326,7 @@ class GanContinuous(GanCritic):
             "modes_covered": float(self.mode_coverage(x, y)),
         }
 
-    def truth(self, params: Params) -> Truth | None:
+    def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
         return None
 
     def coverage_radius(self) -> float:
@@ -486,7 +486,7 @@ class GanDiscrete(GanCritic):
             "modes_covered": float(self.mode_coverage(params)),
         }
 
-    def truth(self, params: Params) -> Truth | None:
+    def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
         if self.opts["truth"] in ("reference", "none"):
             return None
         return enumeration_truth(self, params, self.opts["max_configs"])

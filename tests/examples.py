@@ -23,6 +23,7 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "bernoulli_toy": {"theta": 1.0, "d": 2},
     "categorical_toy": {"theta": 1.0, "d": 2, "classes": 4},
     "gaussian_elbo": {"d": 2, "n_obs": 3},
+    "bernoulli_iwae": {"theta": 0.5, "d": 2},
     "bernoulli_vae": {"latents": 3, "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)

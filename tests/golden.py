@@ -50,8 +50,7 @@ def draw(problem_name: str, estimator_name: str) -> list[float] | None:
     estimator = estimator_cls()
     torch.manual_seed(0)
     point = problem.init_params()
-    one = repeat_params(point, 1, requires_grad=False)
-    state = estimator.warm_up(problem, one, N_SAMPLES, estimator.init_state(one))
+    state, _ = estimator.warm_up(problem, point, N_SAMPLES)
     state = {k: v.expand(N_REPEATS, *v.shape[1:]).clone() for k, v in state.items()}
     params = repeat_params(point, N_REPEATS)
     loss = estimator.surrogate(problem, params, N_SAMPLES, state).loss

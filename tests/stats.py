@@ -72,18 +72,24 @@ def compare(samples: np.ndarray, truth: np.ndarray, alpha: float = ALPHA) -> Com
 
 
 def draw_estimates(
-    problem: Problem, estimator: Estimator, n_samples: int, n_repeats: int
+    problem: Problem, estimator: Estimator, n_samples: int, n_repeats: int, chunk: int = 20_000
 ) -> np.ndarray:
     """``n_repeats`` independent estimates at the problem's evaluation point, flattened over
-    parameters: ``[R, D]`` (float64), drawn in one batch."""
+    parameters: ``[R, D]`` (float64), drawn in batches of at most ``chunk`` repeats."""
     point = problem.init_params()
-    state = expand_state(warmed_state(problem, estimator, point, n_samples), n_repeats)
-    grads, _ = one_estimate(problem, estimator, repeat_params(point, n_repeats), n_samples, state)
-    return flatten(grads).double().numpy()
+    state = warmed_state(problem, estimator, point, n_samples)
+    parts = []
+    for start in range(0, n_repeats, chunk):
+        size = min(chunk, n_repeats - start)
+        grads, _ = one_estimate(problem, estimator, repeat_params(point, size), n_samples,
+                                expand_state(state, size))
+        parts.append(flatten(grads).double().numpy())
+    return np.concatenate(parts)
 
 
-def flat_truth(problem: Problem) -> np.ndarray:
-    """The exact gradient at the problem's evaluation point, flattened like ``draw_estimates``."""
-    truth = problem.truth(problem.init_params())
+def flat_truth(problem: Problem, n_samples: int = 1) -> np.ndarray:
+    """The exact gradient at the problem's evaluation point, flattened like ``draw_estimates``
+    (``n_samples``: the K of a multi-sample objective)."""
+    truth = problem.truth(problem.init_params(), n_samples)
     assert truth is not None, f"{problem.name} has no exact gradient at these options"
     return torch.cat([g.reshape(-1) for g in truth.grad.values()]).double().numpy()

@@ -17,7 +17,9 @@ from tests.examples import ESTIMATOR_EXAMPLES, PROBLEM_EXAMPLES
 from tests.stats import compare, draw_estimates, flat_truth, z_threshold
 
 R = 20_000
-TOY_PROBLEMS = ["gaussian_quadratic", "bernoulli_toy", "categorical_toy", "gaussian_elbo"]
+TOY_PROBLEMS = [
+    "gaussian_quadratic", "bernoulli_toy", "categorical_toy", "gaussian_elbo", "bernoulli_iwae"
+]
 
 
 def pairs(unbiased: bool):
@@ -41,7 +43,7 @@ def build(estimator: str, problem: str):
 @pytest.mark.parametrize(("estimator", "problem"), pairs(unbiased=True))
 def test_unbiased_estimators_match_the_exact_gradient(estimator, problem):
     prob, est, k = build(estimator, problem)
-    result = compare(draw_estimates(prob, est, k, R), flat_truth(prob))
+    result = compare(draw_estimates(prob, est, k, R), flat_truth(prob, k))
     result.guard()
     assert result.consistent, f"max |z| = {np.abs(result.z_scores).max():.2f} > {result.z:.2f}"
 
@@ -49,7 +51,7 @@ def test_unbiased_estimators_match_the_exact_gradient(estimator, problem):
 @pytest.mark.parametrize(("estimator", "problem"), pairs(unbiased=False))
 def test_biased_estimators_are_caught(estimator, problem):
     prob, est, k = build(estimator, problem)
-    result = compare(draw_estimates(prob, est, k, R), flat_truth(prob))
+    result = compare(draw_estimates(prob, est, k, R), flat_truth(prob, k))
     result.guard()
     assert not result.consistent, "a biased estimator passed the bias test: the test lacks power"
 

@@ -240,7 +240,7 @@ BAD_INPUT = [
      "invalid option tau='0' for estimator 'gumbel_softmax': expected float > 0"),
     (["--samples", "0"], "invalid --samples [0]: every K must be >= 1"),
     (["--estimator", "reinforce_loo", "--samples", "1"],
-     "invalid --samples [1] for reinforce_loo: it needs K >= 2"),
+     "invalid --samples [1]: reinforce_loo needs K >= 2, got K=1"),
     (["--repeats", "1"], "invalid --repeats 1: R must be >= 2"),
     (["--problem", "bernoulli_toy", "--set", "d=0"],
      "invalid option d='0' for problem 'bernoulli_toy': expected int >= 1"),

@@ -41,22 +41,28 @@ def expand_state(state: State, n_repeats: int) -> State:
     return {k: v.detach().expand(n_repeats, *v.shape[1:]).clone() for k, v in state.items()}
 
 
+def prepare(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int
+) -> tuple[State, float | None]:
+    """Set the estimator up for ``problem``, warm it up at ``point`` and freeze it, as a cell
+    is measured (``estimators.base``). Returns its state (one repeat) and its last own loss."""
+    estimator.setup(problem, point)
+    state, own_loss = estimator.warm_up(problem, point, n_samples)
+    estimator.freeze()
+    return state, own_loss
+
+
 def warmed_state(problem: Problem, estimator: Estimator, point: Params, n_samples: int) -> State:
-    """The estimator's state after its warm-up at ``point`` (one repeat)."""
-    params = repeat_params(point, 1, requires_grad=False)
-    return estimator.warm_up(problem, params, n_samples, estimator.init_state(params))
+    """The estimator's state after ``prepare`` at ``point`` (one repeat)."""
+    return prepare(problem, estimator, point, n_samples)[0]
 
 
 def one_estimate(
     problem: Problem, estimator: Estimator, params: Params, n_samples: int, state: State
 ) -> tuple[Params, State]:
     """Gradient estimates for leaf ``params`` ``[R, ...]``: returns grads shaped like params."""
-    out = estimator.surrogate(problem, params, n_samples, state)
-    grads = torch.autograd.grad(out.loss.sum(), list(params.values()), allow_unused=True)
-    return {
-        name: torch.zeros_like(value) if grad is None else grad
-        for (name, value), grad in zip(params.items(), grads, strict=True)
-    }, {k: v.detach() for k, v in out.state.items()}
+    step = estimator.step(problem, params, n_samples, state, train=False)
+    return step.grads, step.state
 
 
 def estimate_chunks(

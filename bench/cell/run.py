@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from bench import env as environment
-from bench.cell.estimate import estimate_chunks, one_estimate, warmed_state
+from bench.cell.estimate import estimate_chunks, one_estimate, prepare
 from bench.cell.metrics import Accumulator
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes, synchronize, time_call
@@ -50,10 +50,8 @@ def skip_reason(
     spec: CellSpec, problem: type[Problem], estimator: type[Estimator]
 ) -> str | None:
     """Why the cell's pair cannot run (see ``Estimator.incompatibility``), or None."""
-    reason = estimator.incompatibility(problem)
-    if reason is None and spec.n_samples < estimator.min_samples:
-        reason = f"{spec.estimator} needs K >= {estimator.min_samples}, got K={spec.n_samples}"
-    return reason
+    reason = estimator.incompatibility(problem, dict(spec.problem_options))
+    return reason if reason is not None else estimator.sample_rule(spec.n_samples)
 
 
 def base_row(spec: CellSpec, run_id: str, env: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +107,8 @@ def _measure(
     estimator = estimator_cls(dict(spec.estimator_options))
     torch.manual_seed(spec.cell_seed)
     point = {k: v.detach() for k, v in problem.init_params().items()}
-    truth = cell_truth(problem, point, spec.cell_seed)
-    state = warmed_state(problem, estimator, point, spec.n_samples)
+    truth = cell_truth(problem, point, spec.cell_seed, spec.n_samples)
+    state, own_loss = prepare(problem, estimator, point, spec.n_samples)
     dim = sum(v.numel() for v in point.values())
     accumulator = Accumulator(
         dim,
@@ -131,6 +129,9 @@ def _measure(
         "n_finite": accumulator.n,
         "measure_s": measure_s,
         "estimates_per_s": spec.n_repeats / measure_s,
+        "cost_evals": estimator.cost_evals(spec.n_samples, problem),
+        "warmup_steps": estimator.warmup_steps(),
+        "estimator_loss": own_loss,
     }
     if accumulator.n_nonfinite:
         raise FloatingPointError(

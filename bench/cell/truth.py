@@ -20,16 +20,24 @@ REFERENCE_SAMPLES = 100
 REFERENCE_REPEATS = 1000
 
 
-def reference_truth(problem: Problem, point: Params, seed: int) -> Truth:
-    """An unbiased high-sample estimate of the gradient, with its standard error."""
+def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int = 1) -> Truth:
+    """An unbiased high-sample estimate of the gradient, with its standard error.
+
+    On a multi-sample objective the bound itself depends on K, so the reference estimates the
+    K = ``n_samples`` bound, with ``reference_samples * reference_repeats / K`` estimates.
+    """
     name = problem.reference_estimator
     if name is None:
         raise ValueError(f"problem {problem.name!r} has no reference estimator for truth=reference")
     estimator = get_estimator(name)()
     if not get_estimator(name).unbiased:
         raise ValueError(f"reference estimator {name!r} of {problem.name!r} is biased")
-    n_samples = int(problem.opts.get("reference_samples", REFERENCE_SAMPLES))
+    samples = int(problem.opts.get("reference_samples", REFERENCE_SAMPLES))
     n_repeats = int(problem.opts.get("reference_repeats", REFERENCE_REPEATS))
+    if problem.multi_sample:
+        n_repeats = max(n_repeats, samples * n_repeats // n_samples)
+    else:
+        n_samples = samples
     torch.manual_seed(seed)
     state = warmed_state(problem, estimator, point, n_samples)
     flat = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
@@ -44,10 +52,11 @@ def reference_truth(problem: Problem, point: Params, seed: int) -> Truth:
     return Truth(grad=grad, kind="reference", se=err)
 
 
-def cell_truth(problem: Problem, point: Params, seed: int) -> Truth | None:
-    """The truth a cell is measured against (see module docstring)."""
+def cell_truth(problem: Problem, point: Params, seed: int, n_samples: int = 1) -> Truth | None:
+    """The truth a cell with K = ``n_samples`` is measured against (see module docstring);
+    K matters only for multi-sample objectives."""
     if problem.opts.get("truth") == "reference":
-        return reference_truth(problem, point, seed)
+        return reference_truth(problem, point, seed, n_samples)
     if problem.opts.get("truth") == "none":
         return None
-    return problem.truth(point)
+    return problem.truth(point, n_samples)

@@ -25,11 +25,13 @@ def main(args: argparse.Namespace) -> int:
     for name, est in ESTIMATORS.items():
         needs = ", ".join(sorted(est.requires)) or "nothing"
         bias = "unbiased" if est.unbiased else "biased"
-        print(f"  {name}: {est.description} [{bias}; requires {needs}; K >= {est.min_samples}]")
+        multi = "; multi-sample objectives too" if est.supports_multi_sample else ""
+        print(f"  {name}: {est.description} [{bias}; requires {needs}; K >= {est.min_samples}; "
+              f"cost {est.cost_formula} evaluations per estimate{multi}; {est.reference()}]")
         print(_options_text(est.options))
     print("\nProblems")
     for name, prob in PROBLEMS.items():
-        gives = ", ".join(sorted(prob.provides))
+        gives = ", ".join(sorted(prob.capabilities()))
         print(f"  {name}: {prob.description} [{prob.latent.value}; truth {prob.truth_kind}; "
               f"provides {gives}]")
         print(_options_text(prob.options))

@@ -82,12 +82,11 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
                 f"valid options: {', '.join(sorted(known)) or '(none)'}"
             )
     named = [] if list(sweep.estimators) == ["all"] else estimators
-    for e in named:  # with "all", too-small K gives skipped cells instead
-        low = get_estimator(e).min_samples
-        if any(k < low for k in sweep.samples):
-            raise ValueError(
-                f"invalid --samples {list(sweep.samples)} for {e}: it needs K >= {low}"
-            )
+    for e in named:  # with "all", a K an estimator cannot take gives skipped cells instead
+        for k in sweep.samples:
+            rule = get_estimator(e).sample_rule(k)
+            if rule is not None:
+                raise ValueError(f"invalid --samples {list(sweep.samples)}: {rule}")
     cells = []
     for p in problems:
         problem_grid = _grid(f"problem {p!r}", get_problem(p).options, settings)

@@ -146,9 +146,7 @@ def make_spec(
     runs, skipped = [], []
     for name in chosen:
         cls = get_estimator(name)
-        reason = cls.incompatibility(problem_cls)
-        if reason is None and n_samples < cls.min_samples:
-            reason = f"{name} needs K >= {cls.min_samples}, got --samples {n_samples}"
+        reason = cls.incompatibility(problem_cls, problem_options) or cls.sample_rule(n_samples)
         if reason is not None:
             if list(estimators) != ["all"]:
                 raise ValueError(reason)
