@@ -20,11 +20,12 @@ RANK = {
     "bench.sweep": 4,
     "bench.training": 4,
     "bench.report": 4,
+    "bench.verify": 4,
     "bench.cli": 5,
     "bench": 6,  # bench/__init__.py and __main__.py: the public entry points
 }
 #: peers of the same rank that must not import each other
-PEERS = {"bench.sweep", "bench.training", "bench.report"}
+PEERS = {"bench.sweep", "bench.training", "bench.report", "bench.verify"}
 
 
 def layer(module: str) -> str:

@@ -24,6 +24,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "bench.cli.train",
     "bench.cli.figures",
     "bench.cli.paper",
+    "bench.cli.verify",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -1,0 +1,175 @@
+"""``bench verify``: every built-in estimator verifies, and deliberately broken estimators are
+caught, each with a message naming the problem and setting that caught it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.verify import verify_one
+from estimators import ESTIMATORS, Estimator, Surrogate
+from estimators.discrete import mean_of
+from problems.base import Capability
+
+#: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected
+FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3}
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estimator.py"
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_every_builtin_estimator_verifies(name):
+    report = verify_one(name, **FAST)
+    report.assert_ok()
+    assert report.cells, "no cell ran"
+    if not report.declared_unbiased:  # the biased ones are shown biased somewhere
+        assert any(c.verdict == "biased (declared)" for c in report.cells)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_every_builtin_estimator_verifies_at_full_power(name):
+    verify_one(name).assert_ok()
+
+
+class Score(Estimator):
+    """REINFORCE written out, with a hook for the classic mistakes. References: none (test)."""
+
+    name = "test_score"
+    description = "test"
+    requires = frozenset()
+    unbiased = True
+
+    def signal(self, cost, problem, z):
+        return cost.detach()
+
+    def surrogate(self, problem, params, n_samples, state):
+        dist = problem.distribution(params)
+        z = dist.sample((n_samples,))
+        cost = problem.cost(z, params)  # [K, R]
+        loss = self.signal(cost, problem, z) * self.score_of(dist, z) + cost
+        return Surrogate(loss=loss.mean(0), samples=z)
+
+    def score_of(self, dist, z):
+        return dist.log_prob(z)
+
+
+class SelfBaseline(Score):
+    """Broken: the baseline is the mean of all K costs, the sample's own included."""
+
+    name = "broken_self_baseline"
+    min_samples = 2
+
+    def signal(self, cost, problem, z):
+        return cost.detach() - cost.detach().mean(0)
+
+
+class ControlVariate(Score):
+    """REINFORCE with the control variate h(z) = 0.5 * sum(z) and its exact mean's gradient:
+    g = (f - h) grad log q + grad E[h], E[h] = 0.5 * sum(probs)."""
+
+    name = "test_control_variate"
+    requires = frozenset({Capability.DISCRETE})
+    sign = -1.0
+
+    def surrogate(self, problem, params, n_samples, state):
+        out = super().surrogate(problem, params, n_samples, state)
+        probs = mean_of(problem.distribution(params))
+        mean_h = 0.5 * probs.reshape(probs.shape[0], -1).sum(-1)  # E_q[h], [R]
+        return Surrogate(loss=out.loss + mean_h, samples=out.samples)
+
+    def signal(self, cost, problem, z):
+        h = 0.5 * z.reshape(*z.shape[:2], -1).sum(-1)
+        return cost.detach() + self.sign * h
+
+
+class WrongSignControlVariate(ControlVariate):
+    """Broken: the control variate is added instead of subtracted."""
+
+    name = "broken_cv_sign"
+    sign = 1.0
+
+
+class MixedUpSamples(Score):
+    """Broken: the score is taken at another, independent sample than the cost."""
+
+    name = "broken_mixed_samples"
+
+    def score_of(self, dist, z):
+        return dist.log_prob(dist.sample((z.shape[0],)))
+
+
+class RepeatMixing(Score):
+    """Broken: the baseline is the mean cost over the K samples *and the R repeats*."""
+
+    name = "broken_repeat_mixing"
+
+    def signal(self, cost, problem, z):
+        return cost.detach() - cost.detach().mean((0, 1))
+
+
+class Unseeded(Score):
+    """Broken: draws its samples from a generator seeded by the clock."""
+
+    name = "broken_unseeded"
+
+    def surrogate(self, problem, params, n_samples, state):
+        generator = torch.Generator().manual_seed(time.perf_counter_ns())
+        torch.manual_seed(int(torch.randint(2**31, (), generator=generator)))
+        return super().surrogate(problem, params, n_samples, state)
+
+
+def test_a_correct_control_variate_verifies():
+    verify_one(ControlVariate, **FAST).assert_ok()
+
+
+@pytest.mark.parametrize(("broken", "finding"), [
+    (SelfBaseline, "BIASED on bernoulli_toy[d=1 theta=2.5] at K=2"),
+    (WrongSignControlVariate, "BIASED on bernoulli_toy[d=1 theta=2.5] at K=1"),
+    (MixedUpSamples, "BIASED on gaussian_quadratic[d=1 k=-1.0 mu=1.5 sigma=0.5] at K=1"),
+    (RepeatMixing, "repeats are not independent on gaussian_quadratic"),
+    (Unseeded, "not deterministic under the seed on gaussian_quadratic"),
+])
+def test_broken_estimators_are_caught_where_they_break(broken, finding):
+    report = verify_one(broken, **FAST)
+    assert not report.ok
+    assert any(finding in line for line in report.failures), report.failures
+    assert report.verdict().startswith("FAILED: ")
+    with pytest.raises(AssertionError, match="FAILED"):
+        report.assert_ok()
+
+
+def test_the_tutorial_plugin_verifies_from_the_command_line(tmp_path, monkeypatch, capsys):
+    shutil.copy(EXAMPLE, tmp_path / "my_estimator.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["verify", "my_mean_baseline", "--plugin", "my_estimator", "--quick",
+                 "--max-repeats", "2000", "--power-bias", "0.3", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "VERIFIED: my_mean_baseline (declared unbiased)" in out
+
+
+def test_json_output_and_exit_code_of_a_failure(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_plugin.py").write_text(
+        "from tests.test_verify import SelfBaseline\n"
+        "ESTIMATORS = {'broken_self_baseline': SelfBaseline}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["verify", "broken_self_baseline", "--plugin", "broken_plugin", "--quick",
+                 "--max-repeats", "2000", "--power-bias", "0.3", "--json"])
+    reports = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert reports[0]["ok"] is False and reports[0]["failures"]
+    assert {"problem", "K", "R", "bias_p", "verdict"} <= set(reports[0]["cells"][0])
+
+
+def test_bad_input_is_one_line(capsys):
+    assert main(["verify", "nope"]) == 2
+    assert "unknown estimator 'nope'" in capsys.readouterr().err
+    assert main(["verify", "gumbel_softmax", "--set", "tau=-1"]) == 2
+    assert "tau" in capsys.readouterr().err
