@@ -11,9 +11,10 @@ from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorica
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.enumeration import enumeration_truth
-from problems.options import Option
+from problems.options import MAX_ENUMERATED, Option
 
-MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1)
+MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1,
+                         maximum=MAX_ENUMERATED)
 
 
 class GaussianQuadratic(Problem):
