@@ -97,6 +97,13 @@ def timeout_reason(seconds: float) -> str:
     return f"timeout after {seconds:g} s"
 
 
+def worker_env(device: str, threads: int) -> dict[str, Any]:
+    """The environment of a worker, for the rows the driver writes in its place (a timeout,
+    a dead worker): its thread count and the thread policy it was started with."""
+    return environment.environment(device) | {
+        "threads": threads, "omp_wait_policy": thread_policy.policy_env()["OMP_WAIT_POLICY"]}
+
+
 def cell_env(spec: CellSpec, env: dict[str, Any]) -> dict[str, Any]:
     """``env`` with the ``code_hash`` of the cell's problem and estimator."""
     return env | {"code_hash": environment.code_hash(spec.problem, spec.estimator)}
@@ -444,7 +451,7 @@ class ProcessExecutor(Executor):
                         yield self._failed(spec, timeout_reason(timeout), elapsed), []
 
     def _failed(self, spec: CellSpec, reason: str, cell_s: float) -> dict[str, Any]:
-        env = environment.environment(self.device) | {"threads": self.threads}
+        env = worker_env(self.device, self.threads)
         return failed_row(spec, self.run_id, cell_env(spec, env), reason, cell_s)
 
     def close(self) -> None:
@@ -583,7 +590,7 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayError as err:
                     lines = str(err).strip().splitlines()
                     reason = f"Ray task failed: {type(err).__name__}: {lines[0] if lines else ''}"
-                    env = environment.environment("cpu") | {"threads": self.threads}
+                    env = worker_env("cpu", self.threads)
                     yield failed_row(spec, self.run_id, cell_env(spec, env), reason, 0.0), []
 
     def close(self) -> None:
