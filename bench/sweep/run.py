@@ -298,7 +298,8 @@ def run_sweep(
     table, left_out = store.consolidate()
     for key, reason in left_out.items():
         if key not in damaged:
-            print(f"note: cell {key}: {reason}; left out of cells.parquet", file=sys.stderr)
+            print(f"note: cell {key}: {reason}; left out of cells.parquet (delete "
+                  f"cells/{key}.parquet to recompute it)", file=sys.stderr)
     order = {c.key: i for i, c in enumerate(cells)}
     mine = table[table["cell_key"].isin(order)]
     return mine.sort_values("cell_key", key=lambda keys: keys.map(order)).reset_index(drop=True)

@@ -179,13 +179,21 @@ class RunStore:
 
     # finished cells ------------------------------------------------------------------------
 
-    def read_cell(self, key: str) -> tuple[pa.Table, pa.Table]:
-        """Both halves of a finished cell, checked to belong together; the cell's table
-        keeps its file's schema metadata (the configuration).
+    def read_cell(self, key: str, full: bool = True) -> tuple[pa.Table, pa.Table]:
+        """Both halves of a finished cell, checked to belong together.
+
+        Args:
+            full: read every column (for consolidation); else only what resuming needs
+                and what the check reads: the files' footers (a torn or truncated file
+                has none), the rows' keys, their number, and the cell's status, names,
+                code columns and configuration (schema metadata, kept on the table).
 
         Raises:
-            DamagedCell: naming the file at fault and why.
+            DamagedCell: naming the file at fault and why (the cell counts as not finished).
         """
+        need = {schema.CELLS: ["cell_key", "status", "grad_dim", "problem", "estimator",
+                               *CODE_COLUMNS],
+                schema.COORDS: ["cell_key"]}
         tables = []
         for path, table_schema in ((self.cell_path(key), schema.CELLS),
                                    (self.coords_path(key), schema.COORDS)):
@@ -193,9 +201,19 @@ class RunStore:
             if not path.is_file():
                 raise DamagedCell(f"{name} is missing")
             try:
-                metadata = pq.read_schema(path).metadata
-                tables.append(pq.read_table(path, schema=table_schema)
-                              .replace_schema_metadata(metadata))
+                if full:
+                    metadata = pq.read_schema(path).metadata
+                    table = pq.read_table(path, schema=table_schema)
+                else:
+                    parquet = pq.ParquetFile(path)
+                    metadata = parquet.schema_arrow.metadata
+                    present = set(parquet.schema_arrow.names)
+                    table = parquet.read([c for c in need[table_schema] if c in present])
+                    for column in need[table_schema]:  # files from before a column existed
+                        if column not in present:
+                            table = table.append_column(
+                                column, pa.nulls(table.num_rows, table_schema.field(column).type))
+                tables.append(table.replace_schema_metadata(metadata))
             except (OSError, pa.ArrowException, ValueError) as err:
                 raise DamagedCell(f"{name} is unreadable ({_first_line(err)})") from None
         cell, coords = tables
@@ -228,7 +246,7 @@ class RunStore:
             key = path.stem
             stamp = _stamp(path)
             try:
-                cell, _ = self.read_cell(key)
+                cell, _ = self.read_cell(key, full=False)
             except DamagedCell as reason:
                 damaged[key] = str(reason)
                 continue
