@@ -38,7 +38,7 @@ def read_tables(run_dir: str | Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     """Draw the figures of a run directory."""
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
-    check_output_dir(out, "--out" if args.out else "RUN_DIR/figures")
+    check_output_dir(out, "--out" if args.out else "figures directory")
     tables = read_tables(args.run_dir)
     written, notes = make_figures(
         tables, out, parse_formats(args.format), args.size, names=args.figure or None

@@ -10,14 +10,13 @@ import torch
 from bench.cli import integer, number
 from bench.config import INT64_MAX, check_range
 from bench.files import check_output_dir
+from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
 from bench.sweep.store import default_out
 from bench.training.train import make_spec, run_training
 
 #: the largest --steps, --samples and --variance-repeats: 2^40 is weeks of training, and a
 #: larger count a typo refused before the work starts (the tables hold 64-bit integers)
 MAX_STEPS = 2**40
-#: the largest --threads
-MAX_THREADS = 1024
 #: the largest --lr: Adam moves each parameter by about lr per step
 MAX_LR = 1e3
 
@@ -53,7 +52,7 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``bench train``; invalid input raises ValueError before any work starts."""
-    check_range("--threads", args.threads, 0, MAX_THREADS)
+    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
     check_range("--steps", args.steps, 1, MAX_STEPS)
     check_range("--seed", args.seed, -INT64_MAX - 1, INT64_MAX)
     check_range("--samples", args.samples, 1, MAX_STEPS)
