@@ -71,8 +71,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--out", default=None, help="run directory (default results/run-<time>)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--allow-code-change", action="store_true",
-                     help="resume --out although its cells were made by another git commit, "
-                     "package or torch version")
+                     help="resume --out although its cells were made by other code (git "
+                     "commit, package or torch version, or the code_hash of their sources)")
     run.add_argument("--executor", default="local", choices=["local", "process", "ray"],
                      help="where cells run: in this process (default; the reference for "
                      "timings), a local process pool, or Ray tasks (docs/sweeps.md)")

@@ -322,7 +322,12 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:  # e.g. ENOLCK on a file system without locks
+                raise ValueError(f"--out {self.root}: cannot lock {self.root / '.lock'} "
+                                 f"({err.strerror}); use a run directory on a file system "
+                                 "with file locks") from None
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
