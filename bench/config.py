@@ -10,6 +10,20 @@ import torch
 #: the --dtype names and their torch types
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+#: the largest integer the tables hold (int64 columns)
+INT64_MAX = 2**63 - 1
+
+
+def check_range(option: str, value: int, low: int, high: int = INT64_MAX) -> int:
+    """``value`` if ``low <= value <= high``, else ValueError naming ``option`` and the range.
+
+    Checked before any work starts: a value the tables cannot hold (int64) would otherwise
+    fail only when the finished work is written, and the work would be lost.
+    """
+    if not low <= value <= high:
+        raise ValueError(f"invalid {option} {value}: expected an integer in {low}..{high}")
+    return value
+
 
 def select(names: Sequence[str], registry: dict, kind: str) -> list[str]:
     """Resolve ``all`` and check names against a registry."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -11,7 +13,15 @@ from pathlib import Path
 
 import torch
 
+from bench import threads
+from estimators import ESTIMATORS
+from problems import PROBLEMS
+
 ROOT = Path(__file__).resolve().parent.parent
+
+#: the project's sources that decide the numbers a cell gives (see ``code_hash``)
+NUMBER_SOURCES = ("estimators/**/*.py", "problems/**/*.py", "bench/cell/**/*.py",
+                  "bench/config.py")
 
 
 @cache
@@ -28,6 +38,40 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def code_hash(problem: str, estimator: str) -> str:
+    """SHA-256 (16 hex digits) of the source code that decides the numbers of a cell of
+    ``problem`` and ``estimator``: the project's ``NUMBER_SOURCES`` and the modules of both
+    classes and their bases, plugins included, so that resuming a run notices a changed
+    plugin, and a changed checkout installed without git metadata (``git_commit`` unknown).
+    """
+    classes = (*PROBLEMS[problem].__mro__, *ESTIMATORS[estimator].__mro__)
+    files = dict(_project_sources())
+    for name in sorted({cls.__module__ for cls in classes}):
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source is not None:
+            path = Path(source).resolve()
+            files.setdefault(path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT)
+                             else name, path)
+    stamps = tuple((name, path, path.stat().st_mtime_ns, path.stat().st_size)
+                   for name, path in sorted(files.items()))
+    return _hash_files(stamps)
+
+
+@cache
+def _project_sources() -> tuple[tuple[str, Path], ...]:
+    return tuple((path.relative_to(ROOT).as_posix(), path)
+                 for pattern in NUMBER_SOURCES for path in ROOT.glob(pattern))
+
+
+@cache
+def _hash_files(stamps: tuple[tuple[str, Path, int, int], ...]) -> str:
+    """The hash of the files in ``stamps`` (cached while their times and sizes stay)."""
+    digest = hashlib.sha256()
+    for name, path, _, _ in stamps:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def package_version() -> str:
@@ -74,6 +118,9 @@ def check_device(device: str) -> None:
             )
     elif dev.type != "cpu":
         raise ValueError(f"unsupported device {device!r}: expected cpu, cuda or cuda:N")
+    elif dev.index not in (None, 0):
+        raise ValueError(f"unsupported device {device!r}: the CPUs are one device, cpu; "
+                         "--threads sets how many of them a cell uses")
 
 
 def utc_now() -> str:
@@ -89,5 +136,6 @@ def environment(device: str = "cpu") -> dict[str, str | int]:
         "python_version": platform.python_version(),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": threads.wait_policy(),
         "hostname": platform.node(),
     }

@@ -1,9 +1,17 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a torn one."""
+"""Atomic file writes and output directories.
+
+A reader sees the old file or the new one, never a torn one: every file is written to a
+temporary name ``.<name>.<random>.tmp`` beside it, flushed to disk and renamed into place.
+New files get the mode the umask gives (``0o666 & ~umask``), like any file a program
+creates, so that collaborators on a shared file system can read them.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +20,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+#: glob of the temporary files ``atomic_write`` leaves behind when it is killed
+TEMPORARY = ".*.tmp"
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    while True:  # O_EXCL: never reuse a name; 0o666: the umask decides the mode
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -34,3 +49,82 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+def remove_temporaries(folder: Path, pattern: str = TEMPORARY) -> int:
+    """Delete the temporary files (``pattern``) of writes that were killed; return how many."""
+    removed = 0
+    for tmp in folder.glob(pattern):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> None:
+    """Fail with one line, before anything is created, if ``path`` is not, and cannot be made,
+    a writable directory.
+
+    Refused: a name that is not valid UTF-8 (it could not be recorded in the tables), a
+    component longer than the file system allows, a dangling or looping symbolic link on
+    the way, a regular file at ``path`` or above it, and a directory that is not writable.
+
+    Raises:
+        ValueError: naming ``option``, the path and what is wrong with it.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode()
+        raise ValueError(f"{option} {shown}: the name is not valid UTF-8") from None
+    root = Path(text)
+    if not text.strip():
+        raise ValueError(f"{option} {text!r}: empty directory name")
+    missing: list[Path] = []
+    probe = root
+    while True:
+        try:
+            probe.stat()
+            break
+        except FileNotFoundError:
+            if probe.is_symlink():
+                raise ValueError(
+                    f"{option} {root}: {probe} is a symbolic link to a missing target "
+                    f"({os.readlink(probe)})"
+                ) from None
+        except NotADirectoryError:
+            pass  # a file on the way: the loop reaches it and says so below
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:  # too long: said below, naming the part
+                reason = "a symbolic link loop" if err.errno == errno.ELOOP else err.strerror
+                raise ValueError(f"{option} {root}: {probe} is {reason}") from None
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "" if probe == root else f"{probe} "
+        raise ValueError(f"{option} {root}: {where}exists and is not a directory")
+    longest = _name_max(probe)
+    for part in missing:
+        if len(os.fsencode(part.name)) > longest:
+            raise ValueError(
+                f"{option} {root}: the name {part.name[:20]}... is longer than the "
+                f"{longest} bytes the file system allows"
+            )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {root}: directory {probe} is not writable")
+    try:  # os.access says yes to root, and on file systems such as /proc or /sys
+        tempfile.TemporaryDirectory(dir=probe).cleanup()
+    except OSError as err:
+        raise ValueError(
+            f"{option} {root}: cannot create a directory in {probe} ({err.strerror})"
+        ) from None

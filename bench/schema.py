@@ -33,11 +33,13 @@ DIAGNOSTICS = [
 PROVENANCE = [
     ("created_utc", pa.string()),
     ("git_commit", pa.string()),
+    ("code_hash", pa.string()),
     ("package_version", pa.string()),
     ("torch_version", pa.string()),
     ("python_version", pa.string()),
     ("device_name", pa.string()),
     ("threads", pa.int64()),
+    ("omp_wait_policy", pa.string()),
     ("hostname", pa.string()),
 ]
 

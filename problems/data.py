@@ -3,7 +3,9 @@
 * ``digits`` (default, no download): scikit-learn's bundled 8 x 8 handwritten digits
   (1797 images, grey levels 0..16), scaled to intensities in [0, 1].
 * A local file: IDX (the MNIST format, gzipped or not) or ``.npz`` holding an array of
-  images with values in 0..1 or 0..255.
+  images: intensities in [0, 1] (binary images included), or grey levels 0..255 (whole
+  numbers, whatever the dtype). Anything else (values above 1 that are not whole numbers,
+  a structured array, a file larger than half the memory) is refused in one line.
 
 Images are flattened to ``[N, H * W]`` intensities in [0, 1] and binarized either once with
 the fixed threshold 1/2 (``threshold``) or by drawing every pixel as Bernoulli(intensity)
@@ -22,6 +24,8 @@ of handwritten digits (the scikit-learn digits).
 from __future__ import annotations
 
 import gzip
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +60,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:2] == GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             raise ValueError(f"{path}: corrupt gzip data ({error})") from None
+        except MemoryError:
+            raise ValueError(f"{path}: too large to decompress in the memory available") \
+                from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(
             f"{path}: not an IDX file: expected the magic number 0x0000TTNN "
@@ -90,34 +97,78 @@ def read_npz(path: str | Path) -> np.ndarray:
         ValueError: for a missing or unreadable file, or when no array is clearly the images.
     """
     path = Path(path)
-    _read_bytes(path, "an .npz file")
+    _check_file(path, "an .npz file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable .npz archive ({first})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: too large to load in the memory available") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path}: a single .npy array, not an .npz archive; save the images with "
+            "numpy.savez(path, images=array)"
+        )
+    try:
+        with loaded as archive:
             keys = list(archive.keys())
-            if "images" in keys:
-                return archive["images"]
-            if len(keys) == 1:
-                return archive[keys[0]]
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz archive ({error})") from None
+            name = "images" if "images" in keys else keys[0] if len(keys) == 1 else None
+            if name is not None:
+                return archive[name]
+    except (OSError, ValueError, EOFError, zlib.error) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable .npz archive ({first})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: too large to load in the memory available") from None
     raise ValueError(
         f"{path}: expected an array named 'images' or exactly one array, found {keys or 'none'}"
     )
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def _available_memory() -> int | None:
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise ValueError(f"{path}: no such file (expected {what})")
-    return path.read_bytes()
+    size, memory = path.stat().st_size, _available_memory()
+    if memory is not None and size > memory // 2:
+        raise ValueError(
+            f"{path}: {size / 2**30:.1f} GiB, more than half of the {memory / 2**30:.1f} GiB "
+            "of memory here; use a smaller file"
+        )
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    _check_file(path, what)
+    try:
+        return path.read_bytes()
+    except MemoryError:
+        raise ValueError(f"{path}: too large to load in the memory available") from None
 
 
 def to_intensities(images: np.ndarray, source: str) -> np.ndarray:
-    """``[N, H, W]`` or ``[N, D]`` images with values in 0..1 or 0..255 -> ``[N, D]`` float32
-    in [0, 1]. Integer arrays and arrays with a maximum above 1 are divided by 255.
+    """``[N, H, W]`` or ``[N, D]`` images -> ``[N, D]`` float32 intensities in [0, 1].
+
+    Values in [0, 1] are intensities (binary images included, whatever the dtype); whole
+    numbers up to 255 are grey levels, divided by 255; anything else is refused rather
+    than guessed at (dividing 0..1.5 by 255 would binarize every pixel to 0).
 
     Raises:
-        ValueError: for fewer than 2 dimensions, no images, or values outside 0..255.
+        ValueError: for a non-numeric (e.g. structured) array, fewer than 2 dimensions, no
+            images, non-finite values, or values that are neither intensities nor grey levels.
     """
+    if images.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: expected a numeric array of images, got dtype {images.dtype} "
+            "(a structured or object array)"
+        )
     if images.ndim < 2:
         raise ValueError(
             f"{source}: expected an array of images [N, H, W] or [N, D], got shape {images.shape}"
@@ -130,7 +181,12 @@ def to_intensities(images: np.ndarray, source: str) -> np.ndarray:
     low, high = values.min(), values.max()
     if low < 0 or high > 255:
         raise ValueError(f"{source}: expected values in 0..1 or 0..255, got {low:g}..{high:g}")
-    if np.issubdtype(images.dtype, np.integer) or high > 1:
+    if high > 1:
+        if not np.all(values == np.round(values)):
+            raise ValueError(
+                f"{source}: values in {low:g}..{high:g} are neither intensities in [0, 1] nor "
+                "whole grey levels 0..255; scale them to [0, 1]"
+            )
         values = values / 255.0
     return values.astype(np.float32)
 

@@ -58,7 +58,7 @@ from problems.base import (
 )
 from problems.data import BINARIZATIONS, BUILTIN, load_data
 from problems.enumeration import enumerate_support
-from problems.options import Option, resolve_options
+from problems.options import MAX_ENUMERATED, Option, resolve_options
 
 TRUTH_CHOICES = ("auto", "enumeration", "reference", "none")
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
@@ -71,8 +71,12 @@ PRETRAIN_SAMPLES = 8
 
 COMMON_OPTIONS: dict[str, Option] = {
     "arch": Option("linear", "encoder/decoder network", choices=("linear", "mlp")),
-    "hidden": Option("64", "hidden widths of the mlp, dash-separated, e.g. 200-200"),
-    "activation": Option("leaky_relu", "mlp activation", choices=tuple(ACTIVATIONS)),
+    "hidden": Option("64", "hidden widths of the mlp, dash-separated, e.g. 200-200",
+                     pattern=r"[1-9][0-9]*(-[1-9][0-9]*)*",
+                     pattern_help="positive integers separated by dashes, e.g. 200-200",
+                     applies=("arch", ("mlp",))),
+    "activation": Option("leaky_relu", "mlp activation", choices=tuple(ACTIVATIONS),
+                         applies=("arch", ("mlp",))),
     "beta": Option(1.0, "weight of the KL term (beta-VAE)", minimum=0),
     "kl": Option("sample", "KL term: sample (log q - log p at z) or analytic", choices=(
         "sample", "analytic")),
@@ -89,7 +93,8 @@ COMMON_OPTIONS: dict[str, Option] = {
     "grad_decoder": Option(False, "also estimate the gradient w.r.t. the decoder parameters"),
     "truth": Option("auto", "exact truth: auto, enumeration, reference or none",
                     choices=TRUTH_CHOICES),
-    "max_configs": Option(2**16, "largest per-image latent space enumerated", minimum=1),
+    "max_configs": Option(2**16, "largest per-image latent space enumerated", minimum=1,
+                          maximum=MAX_ENUMERATED),
     "reference_samples": Option(100, "samples per estimate of the truth=reference gradient",
                                 minimum=2),
     "reference_repeats": Option(1000, "estimates averaged for the truth=reference gradient",
@@ -166,6 +171,13 @@ class DiscreteVAE(Problem):
             dtype=dtype,
             device=self.device,
         )
+        n_train = self.data.train.shape[0]
+        if self.opts["batch"] > n_train:
+            raise ValueError(
+                f"invalid option batch={self.opts['batch']} for problem {self.name!r}: the "
+                f"training split of {self.opts['data']} has {n_train} images; use "
+                f"batch <= {n_train}"
+            )
         generator = torch.Generator().manual_seed(self.opts["seed"])
         self.fixed_batch = self.data.train_batch(self.opts["batch"], generator)  # [B, D]
         self.x = self.fixed_batch
@@ -215,19 +227,10 @@ class DiscreteVAE(Problem):
         return self.support <= self.opts["max_configs"]
 
     def _parse_hidden(self) -> tuple[int, ...]:
+        """The mlp's hidden widths (the option's pattern has checked the text)."""
         if self.opts["arch"] == "linear":
             return ()
-        text = self.opts["hidden"]
-        try:
-            widths = tuple(int(part) for part in text.split("-"))
-        except ValueError:
-            widths = ()
-        if not widths or min(widths) < 1:
-            raise ValueError(
-                f"invalid option hidden={text!r} for problem {self.name!r}: expected positive "
-                "integers separated by dashes, e.g. 200-200 (commas sweep values in --set)"
-            )
-        return widths
+        return tuple(int(part) for part in self.opts["hidden"].split("-"))
 
     def sample_elements(self) -> int:
         """Per sample: each image's activations through encoder and decoder, with gradients."""

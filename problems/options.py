@@ -8,11 +8,19 @@ message naming the owner, the option, the value and the rule it broke.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 OptionValue = int | float | str | bool
+
+#: the range of an int option whatever its own bounds: the 64-bit integers of the tables
+INT_RANGE = (-(2**63), 2**63 - 1)
+#: the largest latent space an enumeration may cover (the ``max_configs`` options): about a
+#: minute at the ~3 us per configuration of categorical_toy on one CPU thread; beyond it an
+#: exact truth costs hours, so it is refused before any work starts
+MAX_ENUMERATED = 2**24
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,11 @@ class Option:
         exclusive: if True the minimum itself is not allowed (``> minimum``).
         maximum: largest allowed value for numbers (inclusive).
         choices: the allowed values for strings.
+        pattern: a regular expression a string value must match in full, e.g. ``\\d+(-\\d+)*``.
+        pattern_help: the pattern in words, for messages.
+        applies: ``(option, values)``: the option has an effect only where that other option
+            of the same owner has one of ``values`` (``bench.sweep.spec`` refuses a value set
+            where it has none, instead of ignoring it silently).
     """
 
     default: OptionValue
@@ -34,6 +47,9 @@ class Option:
     exclusive: bool = False
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
+    pattern: str | None = None
+    pattern_help: str = ""
+    applies: tuple[str, tuple[OptionValue, ...]] | None = None
 
     @property
     def type_name(self) -> str:
@@ -43,12 +59,18 @@ class Option:
         """The constraint in words, e.g. ``float > 0``."""
         parts = [self.type_name]
         if self.minimum is not None:
-            parts.append(f"{'>' if self.exclusive else '>='} {self.minimum:g}")
+            parts.append(f"{'>' if self.exclusive else '>='} {self._number(self.minimum)}")
         if self.maximum is not None:
-            parts.append(f"<= {self.maximum:g}")
+            parts.append(f"{'and ' if self.minimum is not None else ''}"
+                         f"<= {self._number(self.maximum)}")
         if self.choices is not None:
             parts.append("one of " + ", ".join(self.choices))
+        if self.pattern is not None:
+            parts.append(self.pattern_help or f"matching {self.pattern}")
         return " ".join(parts)
+
+    def _number(self, value: float) -> str:
+        return str(int(value)) if isinstance(self.default, int) else f"{value:g}"
 
     def parse(self, owner: str, name: str, value: Any) -> OptionValue:
         """Convert ``value`` (possibly a string from the CLI) and check the constraints.
@@ -58,19 +80,18 @@ class Option:
         """
         bad = f"invalid option {name}={value!r} for {owner}: expected {self.rule()}"
         kind = type(self.default)
+        if kind in (int, float) and isinstance(value, str) and not value.isascii():
+            raise ValueError(f"{bad} written in ASCII digits")
         try:
             if kind is bool:
                 parsed: OptionValue = _parse_bool(value)
             elif kind is int:
-                as_float = float(value)
-                if not as_float.is_integer():
-                    raise ValueError
-                parsed = int(as_float)
+                parsed = _parse_int(value)
             elif kind is float:
                 parsed = float(value)
             else:
                 parsed = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(bad) from None
         if isinstance(parsed, float) and not math.isfinite(parsed):
             raise ValueError(f"invalid option {name}={value!r} for {owner}: expected a finite "
@@ -82,9 +103,30 @@ class Option:
                 raise ValueError(bad)
             if self.maximum is not None and parsed > self.maximum:
                 raise ValueError(bad)
+        if kind is int and not INT_RANGE[0] <= parsed <= INT_RANGE[1]:
+            raise ValueError(f"{bad} (a 64-bit integer)")
         if self.choices is not None and parsed not in self.choices:
             raise ValueError(bad)
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(parsed)):
+            raise ValueError(bad)
         return parsed
+
+
+def _parse_int(value: Any) -> int:
+    """An int from an int, an integral float, or text such as ``12`` or ``1e3`` (exactly)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    as_float = float(value)
+    if not as_float.is_integer() or abs(as_float) > 2**53:  # beyond 2^53 a float is inexact
+        raise ValueError(value)
+    return int(as_float)
 
 
 def _parse_bool(value: Any) -> bool:

@@ -12,11 +12,12 @@ from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorica
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.enumeration import enumeration_truth, exact_objective
 from problems.importance import quadrature_bound
-from problems.options import Option, resolve_options
+from problems.options import MAX_ENUMERATED, Option, resolve_options
 
 #: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
 MIN_QUADRATURE = 16
-MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1)
+MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1,
+                         maximum=MAX_ENUMERATED)
 
 
 class GaussianQuadratic(Problem):

@@ -16,6 +16,7 @@ RANK = {
     "bench.schema": 2,
     "bench.env": 2,
     "bench.files": 2,
+    "bench.threads": 2,
     "bench.cell": 3,
     "bench.sweep": 4,
     "bench.training": 4,

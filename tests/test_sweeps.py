@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -36,9 +37,10 @@ PLUGIN = "tests.sweep_plugin"
 
 #: columns that describe when, where and how fast a cell ran, not what it measured
 CIRCUMSTANCES = {
-    "run_id", "created_utc", "git_commit", "package_version", "torch_version",
-    "python_version", "device_name", "threads", "hostname", "time_per_estimate_s",
-    "time_iqr_s", "time_n", "estimates_per_s", "measure_s", "peak_memory_bytes", "cell_s",
+    "run_id", "created_utc", "git_commit", "code_hash", "package_version", "torch_version",
+    "python_version", "device_name", "threads", "omp_wait_policy", "hostname",
+    "time_per_estimate_s", "time_iqr_s", "time_n", "estimates_per_s", "measure_s",
+    "peak_memory_bytes", "cell_s",
 }
 
 #: one cell of each failure kind next to cells that succeed
@@ -119,9 +121,15 @@ def assert_same_tables(out: Path, reference: Path) -> None:
         pd.testing.assert_frame_equal(measured(got), measured(want), check_exact=True)
 
 
+#: the wait policy of worker processes and of a `bench` command (bench.threads)
+POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def test_failures_become_rows_and_the_rest_succeeds(local_failures):
     cells = pd.read_parquet(local_failures / "cells.parquet")
     assert outcome(cells) == EXPECTED
+    # --cell-timeout isolates local cells in a child process: one thread, the wait policy
+    assert set(cells["threads"]) == {1} and set(cells["omp_wait_policy"]) == {POLICY}
     ok = cells[cells["status"] == "ok"]
     assert ok["bias_l2"].notna().all() and (ok["variance_trace"] > 0).all()
 
@@ -131,6 +139,7 @@ def test_process_pool_gives_the_local_table(local_failures, tmp_path):
     assert outcome(cells) == EXPECTED
     assert_same_tables(tmp_path, local_failures)
     assert set(cells["threads"]) == {max(1, cpu_count() // 2)}
+    assert set(cells["omp_wait_policy"]) == {POLICY}
 
 
 def test_dead_worker_is_a_failed_row_and_is_replaced(tmp_path):
@@ -244,8 +253,8 @@ BAD_INPUT = [
     (["--repeats", "1"], "invalid --repeats 1: R must be >= 2"),
     (["--problem", "bernoulli_toy", "--set", "d=0"],
      "invalid option d='0' for problem 'bernoulli_toy': expected int >= 1"),
-    (["--cell-timeout", "0"], "invalid --cell-timeout 0.0: must be > 0 seconds"),
-    (["--executor", "process", "--workers", "0"], "invalid --workers 0: must be >= 1"),
+    (["--cell-timeout", "0"], "invalid --cell-timeout 0.0: expected seconds > 0"),
+    (["--executor", "process", "--workers", "0"], "invalid --workers 0: expected 1.."),
     (["--plugin", "no_such_plugin"], "--plugin no_such_plugin: cannot import it"),
     (["--plugin", PLUGIN, "--problem", "data_file_toy", "--set", "data={missing}"],
      "problem 'data_file_toy': {missing}: no such file (expected numbers in [0, 1])"),
@@ -264,7 +273,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     message = message.format(**files)
     before = tree_digest(existing)
     capsys.readouterr()
-    assert main(["run", "--out", str(existing), "--samples", "3", "--no-progress", *args]) == 2
+    samples = [] if "--samples" in args else ["--samples", "3"]
+    assert main(["run", "--out", str(existing), *samples, "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert tree_digest(existing) == before
@@ -301,8 +311,6 @@ def _other_config(table):
     [
         (lambda out: (out / "run.json").write_text("{not json"),
          "cannot read run.json (JSONDecodeError"),
-        (lambda out: next((out / "cells").glob("*.parquet")).write_bytes(b"PAR1 torn"),
-         "cannot read cells/"),
         (lambda out: (shutil.rmtree(out), out.write_text("a file")),
          "exists and is not a directory"),
         (lambda out: _rewrite_cell(out, _other_commit),
@@ -310,7 +318,7 @@ def _other_config(table):
         (lambda out: _rewrite_cell(out, _other_config),
          "was made with configuration"),
     ],
-    ids=["malformed-run-json", "torn-cell-file", "out-is-a-file", "other-code", "other-config"],
+    ids=["malformed-run-json", "out-is-a-file", "other-code", "other-config"],
 )
 def test_unusable_run_directory_is_refused_untouched(existing, tmp_path, capsys, damage, message):
     out = tmp_path / "run"
@@ -355,3 +363,202 @@ def test_retry_failed_reruns_only_failed_cells(tmp_path):
     assert after[failed] != before[failed]
     assert {k: v for k, v in after.items() if k != failed} == {
         k: v for k, v in before.items() if k != failed}
+
+
+def _gathering_wait(monkeypatch, limit_s: float) -> None:
+    """Make the process pool's driver slow: each wait returns only once every worker has
+    something to say (or one died), so that several workers become idle in one round, the
+    schedule under which an idle worker used to be neither given a cell nor released. The
+    executor must finish under any schedule; ``limit_s`` turns a hang into a failure."""
+    from multiprocessing.connection import Connection
+    from multiprocessing.connection import wait as real_wait
+
+    from bench.sweep import executors
+
+    deadline = time.monotonic() + limit_s
+
+    def gathering(objects, timeout=None):
+        conns = [o for o in objects if isinstance(o, Connection)]
+        sentinels = [o for o in objects if not isinstance(o, Connection)]
+        stop = deadline if timeout is None else min(deadline, time.monotonic() + timeout)
+        while True:
+            ready = real_wait(objects, max(0.0, min(0.05, stop - time.monotonic())))
+            if any(s in ready for s in sentinels) or all(c.poll() for c in conns):
+                return ready
+            if time.monotonic() >= stop:
+                assert time.monotonic() < deadline, "the process pool hangs after its last cell"
+                return ready
+
+    monkeypatch.setattr(executors, "wait", gathering)
+
+
+@pytest.mark.parametrize(("workers", "n_cells"), [(2, 3), (3, 1)])
+def test_process_pool_ends_after_its_last_cell(tmp_path, monkeypatch, workers, n_cells):
+    _gathering_wait(monkeypatch, limit_s=120)
+    cells = run_sweep(estimators="reinforce", problems="bernoulli_toy",
+                      samples=list(range(1, n_cells + 1)), repeats=20, bootstrap=0,
+                      progress=False, out=tmp_path, executor="process", workers=workers)
+    assert len(cells) == n_cells and (cells["status"] == "ok").all()
+
+
+def _bench(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, env=source_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_cell_that_kills_the_local_process_becomes_a_failed_row(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--plugin", PLUGIN, "--problem", "misbehaving_toy", "--set", "mode=crash,ok",
+            "--estimator", "reinforce", "--samples", "2", "--repeats", "20", "--bootstrap", "0",
+            "--out", str(out), "--no-progress"]
+    first = _bench(args)
+    first.communicate(timeout=300)
+    assert first.returncode == -signal.SIGKILL  # the cell killed the bench process itself
+    (claim,) = (out / "claims").glob("*.json")
+    assert json.loads(claim.read_text())["in_process"] is True  # it was recorded in flight
+
+    assert main(args) == 1  # the next invocation runs it alone, sees it die, and goes on
+    cells = pd.read_parquet(out / "cells.parquet")
+    outcomes = outcome(cells)
+    assert outcomes[("misbehaving_toy", "ok")] == ("ok", None)
+    status, reason = outcomes[("misbehaving_toy", "crash")]
+    assert status == "failed" and reason.startswith(
+        f"worker process died (exit code -{signal.SIGKILL.value}); it had also ended bench "
+        f"process {first.pid} on ")
+    assert not (out / "claims").exists()
+    assert main(args) == 1  # and it stays a failed row: no third death
+    assert len(pd.read_parquet(out / "cells.parquet")) == 2
+
+
+def test_concurrent_invocations_share_the_cells_and_all_are_recorded(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--problem", "bernoulli_toy,gaussian_quadratic", "--estimator",
+            "reinforce,reinforce_loo", "--samples", "2,3,4", "--repeats", "2000",
+            "--bootstrap", "0", "--out", str(out), "--no-progress"]
+    runs = [_bench(args) for _ in range(4)]
+    errors = [run.communicate(timeout=600)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, errors
+    invocations = json.loads((out / "run.json").read_text())["invocations"]
+    assert len(invocations) == 4
+    assert all("finished_utc" in entry for entry in invocations)
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert len(cells) == 12 and cells["cell_key"].is_unique and (cells["status"] == "ok").all()
+    # the local executor's thread policy, set by `bench` before it imported torch
+    assert set(cells["threads"]) == {1} and set(cells["omp_wait_policy"]) == {POLICY}
+    # no cell was computed twice: the invocations' own counts add up to the cells
+    assert sum(entry["computed"] for entry in invocations) == 12
+    assert len(pd.read_parquet(out / "coords.parquet")) == cells["grad_dim"].sum()
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock", "cells", "cells.parquet", "coords", "coords.parquet", "run.json"]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _two_rows(path: Path) -> None:
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table]), path)
+
+
+DAMAGE = {
+    "truncated-coords": (lambda cell, coords: _truncate(coords), "coords/{key}.parquet is "
+                         "unreadable"),
+    "missing-coords": (lambda cell, coords: coords.unlink(), "coords/{key}.parquet is missing"),
+    "torn-cell": (lambda cell, coords: cell.write_bytes(b"PAR1 torn"),
+                  "cells/{key}.parquet is unreadable"),
+    "two-row-cell": (lambda cell, coords: _two_rows(cell), "cells/{key}.parquet has 2 rows, "
+                     "expected 1"),
+    "short-coords": (lambda cell, coords: pq.write_table(pq.read_table(coords).slice(0, 0),
+                                                         coords),
+                     "coords/{key}.parquet has 0 rows, expected 1"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_cell_is_recomputed_with_a_note(existing, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    (cell,) = (out / "cells").glob("*.parquet")
+    key = cell.stem
+    change, note = DAMAGE[damage]
+    change(cell, out / "coords" / f"{key}.parquet")
+    capsys.readouterr()
+    args = ["run", "--problem", "bernoulli_toy", "--estimator", "reinforce", "--samples", "2,3",
+            "--repeats", "20", "--bootstrap", "0", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("note: cell")]
+    assert line.startswith(f"note: cell {key}: {note.format(key=key)}"), err
+    assert line.endswith("; recomputing it"), err
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert len(cells) == 2 and (cells["status"] == "ok").all()
+    assert len(pd.read_parquet(out / "coords.parquet")) == 2
+    invocations = json.loads((out / "run.json").read_text())["invocations"]
+    assert any(note.format(key=key) in n for n in invocations[-1]["notes"])
+    assert invocations[-1]["computed"] == 2
+
+
+def test_a_damaged_cell_of_another_sweep_is_left_out(existing, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    (cell,) = (out / "cells").glob("*.parquet")
+    (out / "coords" / cell.name).unlink()
+    capsys.readouterr()
+    assert main(["run", "--problem", "gaussian_quadratic", "--estimator", "reinforce",
+                 "--samples", "2", "--repeats", "20", "--bootstrap", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "left out of cells.parquet (not in this sweep)" in capsys.readouterr().err
+    assert list(pd.read_parquet(out / "cells.parquet")["problem"]) == ["gaussian_quadratic"]
+
+
+def test_temporary_files_of_killed_writes_are_removed(existing, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    stale = [out / ".cells.parquet.0badc0de.tmp", out / ".run.json.12345678.tmp",
+             out / "cells" / ".0123456789abcdef.parquet.deadbeef.tmp"]
+    for path in stale:
+        path.write_bytes(b"half written")
+    keep = out / ".notes.txt.tmp"  # not one of a run directory's own files
+    keep.write_text("mine")
+    capsys.readouterr()
+    assert main(["run", "--problem", "bernoulli_toy", "--estimator", "reinforce", "--samples",
+                 "2", "--repeats", "20", "--bootstrap", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "note: removed 3 temporary file(s) of writes that were killed" in \
+        capsys.readouterr().err
+    assert not any(path.exists() for path in stale) and keep.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="ray is not installed (pip install -e '.[ray]')")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: nothing answers at "
+      "127.0.0.1:1"),
+     (["--ray-address", "ray://127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
+     (["--ray-address", "nowhere"], "invalid --ray-address nowhere: expected auto, HOST:PORT"),
+     (["--device", "cpu:1"], "--device cpu:1 with --executor ray: a CPU cell runs on the CPUs "
+      "Ray gives it")],
+)
+def test_an_unusable_ray_setting_is_one_line_within_seconds(tmp_path, capsys, args, message):
+    started = time.perf_counter()
+    capsys.readouterr()
+    assert main(["run", "--problem", "bernoulli_toy", "--estimator", "reinforce", "--samples",
+                 "2", "--repeats", "20", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--executor", "ray", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert time.perf_counter() - started < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_local_cells_run_on_one_thread_unless_told(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    sweep = {"estimators": "reinforce", "problems": "bernoulli_toy", "samples": [2],
+             "repeats": 20, "bootstrap": 0, "progress": False}
+    assert set(run_sweep(**sweep, out=tmp_path / "a")["threads"]) == {1}
+    assert set(run_sweep(**sweep, out=tmp_path / "b", threads=2)["threads"]) == {2}
+    assert torch.get_num_threads() == before  # the driver's own setting is left as it was

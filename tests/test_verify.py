@@ -173,3 +173,5 @@ def test_bad_input_is_one_line(capsys):
     assert "unknown estimator 'nope'" in capsys.readouterr().err
     assert main(["verify", "gumbel_softmax", "--set", "tau=-1"]) == 2
     assert "tau" in capsys.readouterr().err
+    assert main(["verify", "reinforce", "--alpha", "2"]) == 2
+    assert "invalid alpha 2.0: expected 0 < alpha < 1" in capsys.readouterr().err

@@ -1,11 +1,15 @@
 """The ``bench`` command line: one module per subcommand.
 
 Each module of ``SUBCOMMANDS`` has ``add_parser(subparsers)``, which registers the
-subcommand with its handler. Exit codes: 0 success; 1 the work finished but some of it
-failed (cells whose rows say why: an exception, a non-finite estimate, a timeout, a dead
-worker; or no figure could be drawn); 2 invalid input (unknown name, bad value, unusable
-device, executor or output directory, a run directory that may not be resumed), reported in
-one line before any work starts and with nothing written; 130 interrupted.
+subcommand with its handler; ``build_parser`` then gives every subcommand the options all
+share (``--plugin``). Exit codes: 0 success; 1 the work finished but some of it failed
+(cells whose rows say why: an exception, a non-finite estimate, a timeout, a dead worker;
+or no figure could be drawn); 2 invalid input (unknown name, bad value, unusable device,
+executor or output directory, a run directory that may not be resumed, a broken plugin),
+reported in one line before any work starts and with nothing written; 130 interrupted.
+
+This module imports nothing heavy: ``main`` sets the thread policy (``bench.threads``)
+before the subcommands import torch.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from bench import threads
 
 #: the subcommands, in the order ``bench --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = (
@@ -30,29 +37,99 @@ SUBCOMMANDS: tuple[str, ...] = (
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class StoreOnce(argparse.Action):
+    """Store an option's value, refusing the option given twice (argparse would keep the
+    last one silently)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = namespace.__dict__.setdefault("_given", set())
+        if self.dest in given:
+            parser.error(f"{option_string} is given more than once; give it once"
+                         + (" with a comma-separated list" if self.dest in LISTS else ""))
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+#: options whose value is a comma-separated list
+LISTS = {"estimator", "problem", "samples", "format"}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, and whose single-valued options
+    may be given only once."""
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("action", "store") == "store" and args and args[0].startswith("-"):
+            kwargs["action"] = StoreOnce
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def integer(text: str) -> int:
+    """An argparse type: an integer written in ASCII digits (``int`` accepts ``١٠``)."""
+    stripped = text.strip()
+    if not stripped.isascii():
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}: use ASCII digits 0-9")
+    try:
+        return int(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def number(text: str) -> float:
+    """An argparse type: a real number written in ASCII."""
+    stripped = text.strip()
+    if not stripped.isascii():
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: use ASCII digits 0-9")
+    try:
+        return float(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bench", description="Benchmark Monte Carlo gradient estimators."
-    )
+    parser = Parser(prog="bench", description="Benchmark Monte Carlo gradient estimators.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         importlib.import_module(module).add_parser(subparsers)
+    for sub in subparsers.choices.values():
+        sub.add_argument(
+            "--plugin", action="append", default=[], metavar="MODULE",
+            help="import MODULE (from the current directory or PYTHONPATH) and register its "
+            "PROBLEMS and ESTIMATORS (repeatable)",
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = args.handler
+    """Run ``bench``; return its exit code (see the module docstring)."""
+    threads.apply()
+    # no list(): importing the subcommand bench.cli.list shadows it in this module
+    words = [*(sys.argv[1:] if argv is None else argv)]
+    names = [module.rsplit(".", 1)[1] for module in SUBCOMMANDS]
+    command = " ".join(["bench", *[w for w in words[:1] if w in names]])  # before parsing
     try:
-        return handler(args)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # --help, or a usage error already printed in one line
+            return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+        command = f"bench {args.command}"
+        if args.plugin:
+            from bench.sweep.plugins import load_plugins
+
+            load_plugins(args.plugin)
+        return args.handler(args)
     except ValueError as err:
-        print(f"bench {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # the reader went away, e.g. `bench list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted: finished cells are kept; run the same command to resume",
-              file=sys.stderr)
+        hint = ": finished cells are kept; run the same command to resume" \
+            if command in ("bench run", "bench paper") else ""
+        print(f"{command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED

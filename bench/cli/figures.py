@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+
 from bench.cli import EXIT_FAILED, EXIT_OK
+from bench.files import check_output_dir
 from bench.report.figures import FIGURES, load_tables, make_figures, parse_formats
 from bench.report.theme import SIZES
 
@@ -23,10 +26,20 @@ def report_written(written: list[Path], notes: list[str]) -> int:
     return EXIT_OK
 
 
+def read_tables(run_dir: str | Path) -> dict:
+    """``load_tables``, with an unreadable table as one line naming it (ValueError)."""
+    try:
+        return load_tables(run_dir)
+    except (OSError, pa.ArrowException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{run_dir}: cannot read its tables ({first})") from None
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw the figures of a run directory."""
-    tables = load_tables(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    check_output_dir(out, "--out" if args.out else "figures directory")
+    tables = read_tables(args.run_dir)
     written, notes = make_figures(
         tables, out, parse_formats(args.format), args.size, names=args.figure or None
     )

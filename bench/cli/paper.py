@@ -15,8 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.cli.figures import add_drawing_options, report_written
-from bench.report.figures import load_tables, make_figures, parse_formats
+from bench.cli.figures import add_drawing_options, read_tables, report_written
+from bench.files import check_output_dir
+from bench.report.figures import make_figures, parse_formats
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 
@@ -90,21 +91,23 @@ def main(args: argparse.Namespace) -> int:
     config = FULL if args.full else DEFAULT
     out = Path(args.out or ("results/paper-full" if args.full else "results/paper"))
     formats = parse_formats(args.format)
+    check_output_dir(out)
     progress = not args.no_progress
     print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
     started = time.perf_counter()
     run_sweep(problems=config.problems, samples=config.samples, repeats=config.repeats,
               bootstrap=config.bootstrap, out=out, progress=progress, command=sys.argv,
-              allow_code_change=args.allow_code_change)
+              allow_code_change=args.allow_code_change, plugins=args.plugin)
     relaxed = [name for name, cls in ESTIMATORS.items() if "tau" in cls.options]
     if relaxed:
         run_sweep(estimators=relaxed, problems=config.problems, samples=[config.tau_samples],
                   repeats=config.repeats, bootstrap=config.bootstrap,
                   settings={"tau": list(config.taus)}, out=out, progress=progress,
-                  command=sys.argv, allow_code_change=args.allow_code_change)
+                  command=sys.argv, allow_code_change=args.allow_code_change,
+                  plugins=args.plugin)
     note = run_training(config, out, progress)
     measured = time.perf_counter() - started
-    written, notes = make_figures(load_tables(out), out / "figures", formats, args.size)
+    written, notes = make_figures(read_tables(out), out / "figures", formats, args.size)
     drawn = time.perf_counter() - started - measured
     print(f"measured in {measured:.0f} s, drawn in {drawn:.0f} s")
     return report_written(written, [note, *notes] if note else notes)

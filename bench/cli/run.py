@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import EXIT_FAILED, EXIT_OK
+from bench.cli import EXIT_FAILED, EXIT_OK, integer, number
 from bench.report.summary import summary_table
 from bench.sweep.store import default_out
 
@@ -16,9 +16,10 @@ def main(args: argparse.Namespace) -> int:
 
     out = args.out or default_out()
     try:
-        samples = [int(k) for k in args.samples.split(",") if k.strip()]
-    except ValueError:
-        raise ValueError(f"invalid --samples {args.samples!r}: expected K[,K...]") from None
+        samples = [integer(k) for k in args.samples.split(",") if k.strip()]
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"invalid --samples {args.samples!r}: expected K[,K...] in ASCII "
+                         "digits") from None
     cells = run_sweep(
         estimators=args.estimator,
         problems=args.problem,
@@ -56,37 +57,35 @@ def add_parser(subparsers) -> None:
     run.add_argument("--estimator", default="all", help="all, or a comma-separated list")
     run.add_argument("--problem", default="all", help="all, or a comma-separated list")
     run.add_argument("--samples", default="10", help="samples per estimate, K[,K...]")
-    run.add_argument("--repeats", type=int, default=1000,
+    run.add_argument("--repeats", type=integer, default=1000,
                      help="independent estimates R per cell (>= 2)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=V[,V...]",
                      help="set or sweep a problem/estimator option (repeatable)")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     run.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                      help="floating-point type of parameters and samples")
-    run.add_argument("--seed", type=int, default=0,
+    run.add_argument("--seed", type=integer, default=0,
                      help="base seed; each cell derives its own from its key")
-    run.add_argument("--bootstrap", type=int, default=1000,
+    run.add_argument("--bootstrap", type=integer, default=1000,
                      help="Poisson-bootstrap replicates for the 95%% intervals (0: none)")
     run.add_argument("--out", default=None, help="run directory (default results/run-<time>)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--allow-code-change", action="store_true",
-                     help="resume --out although its cells were made by another git commit, "
-                     "package or torch version")
+                     help="resume --out although its cells were made by other code (git "
+                     "commit, package or torch version, or the code_hash of their sources)")
     run.add_argument("--executor", default="local", choices=["local", "process", "ray"],
                      help="where cells run: in this process (default; the reference for "
                      "timings), a local process pool, or Ray tasks (docs/sweeps.md)")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--workers", type=integer, default=None,
                      help="processes of --executor process (default: one per CPU, or per GPU "
                      "with --device cuda)")
-    run.add_argument("--threads", type=int, default=None,
-                     help="torch threads per cell (default: torch's own locally, CPUs // "
-                     "workers for process, 1 on Ray, where a CPU cell requests that many CPUs)")
+    run.add_argument("--threads", type=integer, default=None,
+                     help="torch threads per cell (default: 1 locally, CPUs // workers for "
+                     "process, 1 on Ray, where a CPU cell requests that many CPUs)")
     run.add_argument("--ray-address", default=None,
                      help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: "
                      "start a local Ray instance")
-    run.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--cell-timeout", type=number, default=None, metavar="SECONDS",
                      help="stop a cell after this long; it becomes a failed row")
-    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                     help="import MODULE and register its PROBLEMS and ESTIMATORS (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=main)

@@ -7,8 +7,18 @@ from pathlib import Path
 
 import torch
 
-from bench.sweep.store import RunStore, default_out
+from bench.cli import integer, number
+from bench.config import INT64_MAX, check_range
+from bench.files import check_output_dir
+from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
+from bench.sweep.store import default_out
 from bench.training.train import make_spec, run_training
+
+#: the largest --steps, --samples and --variance-repeats: 2^40 is weeks of training, and a
+#: larger count a typo refused before the work starts (the tables hold 64-bit integers)
+MAX_STEPS = 2**40
+#: the largest --lr: Adam moves each parameter by about lr per step
+MAX_LR = 1e3
 
 
 def add_parser(subparsers) -> None:
@@ -22,18 +32,18 @@ def add_parser(subparsers) -> None:
     )
     train.add_argument("--problem", required=True, help="a problem name, e.g. bernoulli_vae")
     train.add_argument("--estimator", default="all", help="all, or a comma-separated list")
-    train.add_argument("--steps", type=int, default=1000, help="training steps per estimator")
-    train.add_argument("--eval-every", type=int, default=100, help="steps between records")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--samples", type=int, default=2, help="samples per estimate, K")
-    train.add_argument("--variance-repeats", type=int, default=1000,
+    train.add_argument("--steps", type=integer, default=1000, help="training steps per estimator")
+    train.add_argument("--eval-every", type=integer, default=100, help="steps between records")
+    train.add_argument("--lr", type=number, default=1e-3, help="Adam learning rate")
+    train.add_argument("--samples", type=integer, default=2, help="samples per estimate, K")
+    train.add_argument("--variance-repeats", type=integer, default=1000,
                        help="estimates R per gradient-variance measurement")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="set a problem or estimator option (repeatable)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=0,
+    train.add_argument("--seed", type=integer, default=0)
+    train.add_argument("--threads", type=integer, default=0,
                        help="torch CPU threads (0: torch's default); recorded in the table")
     train.add_argument("--out", default=None, help="run directory (default results/train-<time>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,8 +52,14 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``bench train``; invalid input raises ValueError before any work starts."""
-    if args.threads < 0:
-        raise ValueError(f"invalid --threads {args.threads}: expected an integer >= 0")
+    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
+    check_range("--steps", args.steps, 1, MAX_STEPS)
+    check_range("--seed", args.seed, -INT64_MAX - 1, INT64_MAX)
+    check_range("--samples", args.samples, 1, MAX_STEPS)
+    check_range("--variance-repeats", args.variance_repeats, 2, MAX_STEPS)
+    if not 0 < args.lr <= MAX_LR:
+        raise ValueError(f"invalid --lr {args.lr:g}: expected a number > 0 and <= {MAX_LR:g} "
+                         "(a larger Adam step only makes the parameters overflow)")
     spec = make_spec(
         args.problem,
         args.estimator,
@@ -58,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     out = Path(args.out) if args.out else default_out("train")
-    RunStore(out).check_writable()
+    check_output_dir(out)
     for name, reason in spec.skipped:
         print(f"skipped {name}: {reason}")
     if args.threads:

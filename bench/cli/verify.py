@@ -8,9 +8,8 @@ import math
 
 import pandas as pd
 
-from bench.cli import EXIT_FAILED, EXIT_OK
+from bench.cli import EXIT_FAILED, EXIT_OK, integer, number
 from bench.config import parse_setting
-from bench.sweep.plugins import load_plugins
 
 
 def _options(settings: list[str]) -> dict[str, str]:
@@ -37,7 +36,6 @@ def main(args: argparse.Namespace) -> int:
     """Verify each estimator; print a table per estimator and one verdict line each."""
     from bench.verify import verify_one
 
-    load_plugins(args.plugin)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     if not names:
         raise ValueError("bench verify: name at least one estimator, e.g. bench verify disarm")
@@ -77,18 +75,16 @@ def add_parser(subparsers) -> None:
     )
     verify.add_argument("estimators", metavar="ESTIMATOR[,...]",
                         help="registered estimator names (plugins' included)")
-    verify.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE and register its ESTIMATORS and PROBLEMS (repeatable)")
     verify.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="an option of the estimator (repeatable)")
     verify.add_argument("--quick", action="store_true",
                         help="one setting per problem at its smallest K, one reference")
-    verify.add_argument("--seed", type=int, default=0, help="base seed")
-    verify.add_argument("--alpha", type=float, default=1e-3,
+    verify.add_argument("--seed", type=integer, default=0, help="base seed")
+    verify.add_argument("--alpha", type=number, default=1e-3,
                         help="probability that a correct estimator fails a bias test anywhere")
-    verify.add_argument("--power-bias", type=float, default=0.05,
+    verify.add_argument("--power-bias", type=number, default=0.05,
                         help="relative bias each test detects with probability 0.975")
-    verify.add_argument("--max-repeats", type=int, default=100_000,
+    verify.add_argument("--max-repeats", type=integer, default=100_000,
                         help="largest R of one bias test")
     verify.add_argument("--json", action="store_true", help="print the reports as JSON")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")

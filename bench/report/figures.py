@@ -84,6 +84,8 @@ OBJECTIVES: dict[str, str] = {
 }
 #: overview height per estimator and per panel strip and axis, inches
 OVERVIEW_ROW_IN, OVERVIEW_STRIP_IN = 0.2, 0.55
+#: the tallest figure, inches: plotnine refuses to save one beyond 25 in; panels shrink instead
+MAX_HEIGHT_IN = 25.0
 #: the separator of facet-local category labels (see ``_ordered_within``)
 _WITHIN = "\x1f"
 
@@ -522,7 +524,7 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
     check_columns(figure, table)
     drawn = figure.draw(table, preset)
     width = preset.width_in
-    height = drawn.height_in or preset.height_in(drawn.rows)
+    height = min(drawn.height_in or preset.height_in(drawn.rows), MAX_HEIGHT_IN)
     styled = paper_theme() + theme(figure_size=(width, height))
     if drawn.tweaks is not None:
         styled = styled + drawn.tweaks

@@ -4,11 +4,12 @@ Every executor takes the cells still to do and yields ``(row, coords)`` for each
 soon as it completes, in completion order; the driver (``bench.sweep.run.run_sweep``) writes
 each one to the run directory at once, so killing the driver loses only the cells in flight.
 
-* ``local`` (default): cells run one after another in the driver's process with torch's
-  default thread count. Its timings are the reference. With ``--cell-timeout`` each cell
-  runs instead in one long-lived child process (same thread count) that is killed and
-  replaced when a cell overruns: a hung cell, even one stuck inside a C++ kernel, is always
-  stopped, and nothing it leaves behind (threads, memory, CUDA context) survives it.
+* ``local`` (default): cells run one after another in the driver's process with one torch
+  thread (``--threads`` to change it; ``bench.threads`` on why). Its timings are the
+  reference. With ``--cell-timeout`` each cell runs instead in one long-lived child
+  process (same thread count) that is killed and replaced when a cell overruns: a hung
+  cell, even one stuck inside a C++ kernel, is always stopped, and nothing it leaves
+  behind (threads, memory, CUDA context) survives it.
 * ``process``: ``--workers N`` spawned worker processes, each with
   ``torch.set_num_threads(--threads)``, by default ``max(1, cpu_count // N)`` so that the
   workers do not oversubscribe the cores. With ``--device cuda`` worker ``i`` sees only
@@ -24,6 +25,11 @@ each one to the run directory at once, so killing the driver loses only the cell
   after every task (``max_calls=1``), which stops the runaway thread at the cost of a new
   worker process, and so a new ``import torch``, per cell.
 
+Executors take the cells from a ``Collection`` that may claim each cell only when it is
+taken (``bench.sweep.run`` shares a run directory between invocations that way): they
+take a cell only when they are about to start it. Worker processes and Ray tasks start
+with the thread policy of ``bench.threads`` in their environment.
+
 Results do not depend on the executor: a cell's random seed derives from its key
 (``CellSpec.cell_seed``) and every cell starts from that seed, whichever process runs it
 and whatever ran there before. Timing columns do depend on it (docs/sweeps.md).
@@ -35,24 +41,25 @@ import contextlib
 import importlib.util
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from bench import env as environment
+from bench import threads as thread_policy
 from bench.cell.run import failed_row, run_cell
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes
-from bench.sweep.plugins import load_plugins
+from bench.sweep.plugins import load_plugins, register
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -62,6 +69,13 @@ RAY_INSTALL_HINT = (
 )
 
 Result = tuple[dict[str, Any], list[dict[str, Any]]]
+
+#: largest --threads and --workers, as a multiple of the CPUs: beyond it cells only wait
+OVERSUBSCRIPTION = 4
+#: largest --cell-timeout, in seconds (one week)
+MAX_CELL_TIMEOUT = 7 * 24 * 3600.0
+#: seconds to wait for a Ray head at HOST:PORT before giving up
+RAY_CONNECT_TIMEOUT = 5.0
 
 
 def cpu_count() -> int:
@@ -83,6 +97,30 @@ def timeout_reason(seconds: float) -> str:
     return f"timeout after {seconds:g} s"
 
 
+def worker_env(device: str, threads: int) -> dict[str, Any]:
+    """The environment of a worker, for the rows the driver writes in its place (a timeout,
+    a dead worker): its thread count and the thread policy it was started with."""
+    return environment.environment(device) | {
+        "threads": threads, "omp_wait_policy": thread_policy.policy_env()["OMP_WAIT_POLICY"]}
+
+
+def cell_env(spec: CellSpec, env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` with the ``code_hash`` of the cell's problem and estimator."""
+    return env | {"code_hash": environment.code_hash(spec.problem, spec.estimator)}
+
+
+def run_cell_guarded(spec: CellSpec, run_id: str, env: dict[str, Any]) -> Result:
+    """``run_cell`` with the cell's ``code_hash``, and a ``sys.exit`` inside the cell (a
+    plugin's) as a failed row."""
+    started = time.perf_counter()
+    env = cell_env(spec, env)
+    try:
+        return run_cell(spec, run_id, env)
+    except SystemExit as stop:
+        reason = f"SystemExit: the cell called sys.exit({stop.code!r})"
+        return failed_row(spec, run_id, env, reason, time.perf_counter() - started), []
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """How to run the cells of a sweep (see the module docstring).
@@ -91,12 +129,14 @@ class ExecutorConfig:
         kind: ``local``, ``process`` or ``ray``.
         workers: processes of the ``process`` executor (default: one per CPU, or with
             ``--device cuda`` one per GPU).
-        threads: torch threads per cell (default: torch's own for ``local``,
-            ``cpu_count // workers`` for ``process`` and 1 for ``ray``).
+        threads: torch threads per cell (default: 1 for ``local`` and ``ray``,
+            ``cpu_count // workers`` for ``process``).
         ray_address: cluster to join; None starts a local Ray instance.
         cell_timeout: seconds after which a cell is stopped and becomes a failed row.
         plugins: modules whose problems and estimators every worker registers
             (``bench.sweep.plugins``).
+        classes: problem and estimator classes given to ``run_sweep`` in place of names,
+            which every worker registers (``bench.sweep.plugins.register``).
     """
 
     kind: str = "local"
@@ -105,6 +145,7 @@ class ExecutorConfig:
     ray_address: str | None = None
     cell_timeout: float | None = None
     plugins: tuple[str, ...] = ()
+    classes: tuple[type, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the value and the rule for any invalid setting."""
@@ -112,21 +153,37 @@ class ExecutorConfig:
             raise ValueError(f"invalid --executor {self.kind!r}; valid: {', '.join(EXECUTORS)}")
         if self.kind == "ray" and not _ray_installed():
             raise ValueError(RAY_INSTALL_HINT)
+        most = OVERSUBSCRIPTION * cpu_count()
         if self.workers is not None:
             if self.kind != "process":
                 raise ValueError(f"--workers applies to --executor process, not {self.kind}")
-            if self.workers < 1:
-                raise ValueError(f"invalid --workers {self.workers}: must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
+            if not 1 <= self.workers <= most:
+                raise ValueError(f"invalid --workers {self.workers}: expected 1..{most} "
+                                 f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
+            if self.kind != "ray" and self.threads > most:
+                raise ValueError(f"invalid --threads {self.threads}: expected 1..{most} "
+                                 f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
         if self.ray_address is not None and self.kind != "ray":
             raise ValueError(f"--ray-address applies to --executor ray, not {self.kind}")
-        if self.cell_timeout is not None and not self.cell_timeout > 0:
-            raise ValueError(f"invalid --cell-timeout {self.cell_timeout}: must be > 0 seconds")
+        if self.cell_timeout is not None and not 0 < self.cell_timeout <= MAX_CELL_TIMEOUT:
+            raise ValueError(f"invalid --cell-timeout {self.cell_timeout}: expected seconds "
+                             f"> 0 and <= {MAX_CELL_TIMEOUT:.0f} (one week)")
 
     def describe(self) -> dict[str, Any]:
         """The settings as recorded in ``run.json``."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        settings = {k: v for k, v in self.__dict__.items() if v is not None and v != ()}
+        if self.classes:
+            settings["classes"] = [f"{c.__module__}.{c.__qualname__}" for c in self.classes]
+        return settings
+
+    def register(self, search: tuple[str, ...] | None = None) -> None:
+        """Register the plugins and classes in this process (a worker, a Ray task)."""
+        load_plugins(self.plugins, search)
+        for cls in self.classes:
+            register(cls)
 
 
 class Executor(ABC):
@@ -135,6 +192,9 @@ class Executor(ABC):
     ``open`` connects to whatever the executor needs and raises ValueError for anything
     unusable; the harness calls it before it writes anything.
     """
+
+    #: cells run in the driver's own process, so a cell that kills its process kills it
+    in_process: ClassVar[bool] = False
 
     def __init__(self, config: ExecutorConfig, device: str, run_id: str) -> None:
         self.config = config
@@ -146,8 +206,9 @@ class Executor(ABC):
         environment.check_device(self.device)
 
     @abstractmethod
-    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
-        """Yield ``(row, coords)`` for every cell, in completion order."""
+    def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
+        """Yield ``(row, coords)`` for every cell, in completion order; take each cell from
+        ``cells`` only when about to start it (``len(cells)`` is an upper bound)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -163,19 +224,39 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     """Cells in the driver's process, one after another (the reference for timings)."""
 
-    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+    in_process = True
+
+    def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
         saved = torch.get_num_threads()
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
+        torch.set_num_threads(self.config.threads or 1)
         try:
             env = environment.environment(self.device)
+            prepared = False
             for spec in cells:
-                yield run_cell(spec, self.run_id, env)
+                if not prepared:
+                    prepare_process(self.device)
+                    prepared = True
+                yield run_cell_guarded(spec, self.run_id, env)
         finally:
             torch.set_num_threads(saved)
 
     def close(self) -> None:
         """Nothing to release: the cells ran in this process."""
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set ``variables`` in ``os.environ`` for the duration (a child started now inherits them)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -203,7 +284,7 @@ def prepare_process(device: str) -> None:
 def _worker_main(
     conn: Connection,
     parent_pid: int,
-    plugins: tuple[str, ...],
+    config: ExecutorConfig,
     threads: int,
     gpu: int | None,
     run_id: str,
@@ -214,7 +295,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops us
     if gpu is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    load_plugins(plugins)
+    config.register()
     torch.set_num_threads(threads)
     env = environment.environment(device)
     prepare_process(device)
@@ -224,7 +305,7 @@ def _worker_main(
             spec = conn.recv()
         except EOFError:
             return
-        conn.send(run_cell(spec, run_id, env))
+        conn.send(run_cell_guarded(spec, run_id, env))
 
 
 class _Worker:
@@ -235,12 +316,13 @@ class _Worker:
         self.conn, child = pool.context.Pipe()
         self.process = pool.context.Process(
             target=_worker_main,
-            args=(child, os.getpid(), pool.config.plugins, pool.threads, pool.gpu(slot),
+            args=(child, os.getpid(), pool.config, pool.threads, pool.gpu(slot),
                   pool.run_id, pool.device),
             daemon=True,
             name=f"bench-worker-{slot}",
         )
-        self.process.start()
+        with _environment(thread_policy.policy_env()):  # before the child imports torch
+            self.process.start()
         child.close()
         self.ready = False
         self.spec: CellSpec | None = None
@@ -306,16 +388,31 @@ class ProcessExecutor(Executor):
         dev = torch.device(self.device)
         return slot if dev.type == "cuda" and dev.index is None and self.n_workers > 1 else None
 
-    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
-        queue = deque(cells)
+    def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
+        """Keep up to ``n_workers`` workers busy; release each one as soon as no cell is left
+        for it, so that the loop ends with the last result."""
+        hint = len(cells)  # an upper bound of the cells still to take, ``upcoming`` included
+        source = iter(cells)
+        upcoming = next(source, None)
         timeout = self.config.cell_timeout
-        size = min(self.n_workers, len(queue))
-        while queue or self.workers:
-            free = sorted(set(range(size)) - {w.slot for w in self.workers})
-            self.workers += [_Worker(self, slot) for slot in free[: len(queue)]]
-            for worker in self.workers:
-                if worker.ready and worker.spec is None and queue:
-                    worker.submit(queue.popleft())
+        size = max(1, min(self.n_workers, hint))
+        while upcoming is not None or self.workers:
+            if upcoming is not None:
+                idle = sum(w.spec is None for w in self.workers)
+                free = sorted(set(range(size)) - {w.slot for w in self.workers})
+                self.workers += [_Worker(self, slot) for slot in free[: max(0, hint - idle)]]
+            for worker in list(self.workers):
+                if worker.spec is not None:
+                    continue
+                if upcoming is None:  # nothing left for it: release it, ready or not
+                    self.workers.remove(worker)
+                    worker.stop(kill=not worker.ready)
+                elif worker.ready:
+                    worker.submit(upcoming)
+                    hint -= 1
+                    upcoming = next(source, None)
+            if not self.workers:
+                continue
             busy = [w for w in self.workers if w.spec is not None]
             wait_s = None
             if timeout is not None and busy:
@@ -329,9 +426,6 @@ class ProcessExecutor(Executor):
                         result = worker.receive()
                         if result is not None:
                             yield result
-                        if worker.spec is None and not queue:
-                            self.workers.remove(worker)
-                            worker.stop(kill=False)
                         continue
                     if not worker.process.is_alive():
                         raise EOFError
@@ -357,8 +451,8 @@ class ProcessExecutor(Executor):
                         yield self._failed(spec, timeout_reason(timeout), elapsed), []
 
     def _failed(self, spec: CellSpec, reason: str, cell_s: float) -> dict[str, Any]:
-        env = environment.environment(self.device) | {"threads": self.threads}
-        return failed_row(spec, self.run_id, env, reason, cell_s)
+        env = worker_env(self.device, self.threads)
+        return failed_row(spec, self.run_id, cell_env(spec, env), reason, cell_s)
 
     def close(self) -> None:
         for worker in self.workers:
@@ -369,27 +463,54 @@ class ProcessExecutor(Executor):
 def _ray_cell(
     spec: CellSpec,
     run_id: str,
-    plugins: tuple[str, ...],
+    config: ExecutorConfig,
+    plugin_dir: str,
     threads: int,
     timeout: float | None,
 ) -> Result:
     """The body of a cell's Ray task (see the module docstring on timeouts)."""
-    load_plugins(plugins)
+    config.register(search=(plugin_dir,))
     torch.set_num_threads(threads)
     env = environment.environment(spec.device)
     if timeout is None:
-        return run_cell(spec, run_id, env)
+        return run_cell_guarded(spec, run_id, env)
     prepare_process(spec.device)
     box: list[Result] = []
     started = time.perf_counter()
-    thread = threading.Thread(target=lambda: box.append(run_cell(spec, run_id, env)),
+    thread = threading.Thread(target=lambda: box.append(run_cell_guarded(spec, run_id, env)),
                               daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        return failed_row(spec, run_id, env, timeout_reason(timeout),
+        return failed_row(spec, run_id, cell_env(spec, env), timeout_reason(timeout),
                           time.perf_counter() - started), []
     return box[0]
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``HOST:PORT`` Ray address
+    (``ray.init`` would retry for minutes).
+
+    Raises:
+        ValueError: naming the address and the connection error.
+    """
+    if address in ("local", "auto"):
+        return
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(
+            f"invalid --ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT).close()
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise ValueError(
+            f"--ray-address {address}: nothing answers at {host}:{port} ({reason}); "
+            "start the cluster's head with ray start --head, or leave --ray-address out "
+            "to start a local Ray instance"
+        ) from None
 
 
 class RayExecutor(Executor):
@@ -400,6 +521,7 @@ class RayExecutor(Executor):
         self.threads = config.threads or 1
         self.ray: Any = None
         self.pending: list[Any] = []
+        self.plugin_dir = os.getcwd()  # where the driver found plugins of the current directory
 
     def open(self) -> None:
         try:
@@ -414,7 +536,13 @@ class RayExecutor(Executor):
             )
         if dev.type not in ("cpu", "cuda"):
             raise ValueError(f"unsupported device {self.device!r}: expected cpu or cuda")
+        if dev.type == "cpu" and dev.index is not None:
+            raise ValueError(
+                f"--device {self.device} with --executor ray: a CPU cell runs on the CPUs Ray "
+                "gives it; use --device cpu (and --threads for how many)"
+            )
         address = self.config.ray_address or "local"
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -431,21 +559,22 @@ class RayExecutor(Executor):
                 f"a cell needs {have}"
             )
 
-    def run(self, cells: Sequence[CellSpec]) -> Iterator[Result]:
+    def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
         ray = self.ray
         cuda = torch.device(self.device).type == "cuda"
         options: dict[str, Any] = {
             "num_cpus": 1 if cuda else self.threads,
             "num_gpus": 1 if cuda else 0,
             "max_retries": 0,
+            "runtime_env": {"env_vars": thread_policy.policy_env()},
         }
         if self.config.cell_timeout is not None:
             options["max_calls"] = 1
         task = ray.remote(**options)(_ray_cell)
         spec_of = {
-            task.remote(spec, self.run_id, self.config.plugins, self.threads,
+            task.remote(spec, self.run_id, self.config, self.plugin_dir, self.threads,
                         self.config.cell_timeout): spec
-            for spec in cells
+            for spec in list(cells)
         }
         self.pending = list(spec_of)
         while self.pending:
@@ -461,8 +590,8 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayError as err:
                     lines = str(err).strip().splitlines()
                     reason = f"Ray task failed: {type(err).__name__}: {lines[0] if lines else ''}"
-                    env = environment.environment("cpu") | {"threads": self.threads}
-                    yield failed_row(spec, self.run_id, env, reason, 0.0), []
+                    env = worker_env("cpu", self.threads)
+                    yield failed_row(spec, self.run_id, cell_env(spec, env), reason, 0.0), []
 
     def close(self) -> None:
         if self.ray is None:
@@ -490,6 +619,11 @@ def make_executor(config: ExecutorConfig, device: str, run_id: str) -> Executor:
         threads = config.threads or max(1, cpu_count() // workers)
         return ProcessExecutor(config, device, run_id, workers, threads)
     if config.cell_timeout is not None:
-        threads = config.threads or torch.get_num_threads()
-        return ProcessExecutor(config, device, run_id, 1, threads)
+        return ProcessExecutor(config, device, run_id, 1, config.threads or 1)
     return LocalExecutor(config, device, run_id)
+
+
+def isolated_executor(config: ExecutorConfig, device: str, run_id: str) -> Executor:
+    """One child process that runs cells with the thread count the local executor would use:
+    for cells that may kill the process they run in."""
+    return ProcessExecutor(config, device, run_id, 1, config.threads or 1)

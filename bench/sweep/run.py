@@ -4,13 +4,23 @@
 anything is written, skips the cells already finished in the run directory, runs the rest on
 an executor (``bench.sweep.executors``: in-process, a process pool or Ray) and writes each
 cell atomically as soon as it completes (``bench.sweep.store``), so an interrupted sweep
-resumes where it stopped. docs/sweeps.md describes resuming and failures.
+resumes where it stopped.
+
+Several invocations may work in one run directory at once: each claims a cell just before
+it starts it and skips cells that another live invocation has claimed, then waits for
+those at the end (``bench.sweep.store.Invocation``). A cell left claimed by an invocation
+that died while running it in its own process (a segfault or the out-of-memory killer
+ending ``--executor local``) runs next time in a child process of its own, so that if it
+kills that one too it becomes a failed row instead of ending every later invocation.
+docs/sweeps.md describes resuming and failures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +30,15 @@ from tqdm import tqdm
 from bench import env as environment
 from bench.cell.spec import CellSpec
 from bench.config import DTYPES, names, parse_setting
-from bench.sweep.executors import ExecutorConfig, make_executor
-from bench.sweep.plugins import load_plugins
+from bench.sweep.executors import Executor, ExecutorConfig, isolated_executor, make_executor
+from bench.sweep.plugins import load_plugins, register
 from bench.sweep.spec import SweepSpec, expand
-from bench.sweep.store import CODE_COLUMNS, RunStore, StoredCell, default_out
-from problems import get_problem
+from bench.sweep.store import CODE_COLUMNS, Invocation, RunStore, StoredCell, default_out
+from estimators import ESTIMATORS
+from problems import PROBLEMS, get_problem
+
+#: seconds between looks at cells that another invocation is computing
+POLL_S = 0.5
 
 
 def check_constructible(cells: Sequence[CellSpec]) -> None:
@@ -51,18 +65,23 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
         except (ValueError, OSError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(f"problem {spec.problem!r}: {first}") from None
+        except Exception:  # not bad input but a broken problem: its cells fail with the reason
+            continue
 
 
-def code_version(env: dict[str, Any]) -> dict[str, Any]:
-    """What decides the numbers a cell gives besides its configuration (``CODE_COLUMNS``)."""
-    return {name: env[name] for name in CODE_COLUMNS}
+def code_version(env: dict[str, Any], problem: str, estimator: str) -> dict[str, Any]:
+    """What decides the numbers of a cell of ``problem`` and ``estimator`` besides its
+    configuration (``CODE_COLUMNS``); ``code_hash`` is None for names not registered now."""
+    known = problem in PROBLEMS and estimator in ESTIMATORS
+    return {name: env[name] for name in CODE_COLUMNS if name != "code_hash"} | {
+        "code_hash": environment.code_hash(problem, estimator) if known else None}
 
 
 def check_resume(
     root: Path,
     cells: Sequence[CellSpec],
     stored: dict[str, StoredCell],
-    code: dict[str, Any],
+    env: dict[str, Any],
     allow_code_change: bool,
 ) -> None:
     """Refuse to resume a run directory whose cells were made differently (docs/sweeps.md).
@@ -71,7 +90,9 @@ def check_resume(
     configuration: the key is a hash of it, so a difference means a hash collision or a
     change in how configurations are written, and the stored numbers would be reported
     under the wrong configuration. (2) Every stored cell must have been made by the same
-    code (``CODE_COLUMNS``) as this invocation, unless ``allow_code_change``: a fixed bug
+    code (``CODE_COLUMNS``: git commit, versions, and the hash of the sources of its
+    problem and estimator, plugins included, where they are registered now) as this
+    invocation would make it, unless ``allow_code_change``: a fixed bug, a changed plugin
     or a new torch changes the numbers without changing any key.
 
     Raises:
@@ -86,20 +107,75 @@ def check_resume(
             )
     if allow_code_change:
         return
-    others = sorted({old.code for old in stored.values()} - {tuple(code.items())})
-    if others:
-        made = "; ".join(", ".join(f"{k}={v}" for k, v in other) for other in others)
-        now = ", ".join(f"{k}={v}" for k, v in code.items())
-        raise ValueError(
-            f"--out {root} holds cells made by other code ({made}) than this run ({now}); "
-            "use a new --out, or pass --allow-code-change to add cells made by this code "
-            "(every row records its git_commit)"
-        )
+    for old in stored.values():
+        now = code_version(env, old.problem, old.estimator)
+        if now["code_hash"] is None:  # a plugin's cell, the plugin not loaded: not comparable
+            now["code_hash"] = dict(old.code)["code_hash"]
+        made = dict(old.code)
+        if made != now:
+            differ = [name for name in CODE_COLUMNS if made[name] != now[name]]
+            then = ", ".join(f"{k}={made[k]}" for k in differ)
+            here = ", ".join(f"{k}={now[k]}" for k in differ)
+            raise ValueError(
+                f"--out {root} holds cells made by other code ({then}, e.g. cell of "
+                f"{old.problem}/{old.estimator}) than this run ({here}); use a new --out, or "
+                "pass --allow-code-change to add cells made by this code (every row records "
+                "its git_commit and code_hash)"
+            )
+
+
+class Claimer(Collection):
+    """The cells an executor may run, each claimed for this invocation as it is taken.
+
+    Iterating skips cells that are finished or claimed by another live invocation. With
+    ``in_process``, a cell that has killed an invocation's process before is not yielded
+    but set aside in ``risky`` (with who it killed), to run in a child process.
+    """
+
+    def __init__(self, invocation: Invocation, cells: Sequence[CellSpec], in_process: bool,
+                 before: dict[str, tuple[int, int] | None]) -> None:
+        self.invocation, self.cells, self.in_process, self.before = (
+            invocation, list(cells), in_process, before)
+        self.taken = 0
+        self.risky: dict[str, tuple[CellSpec, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cells) - self.taken
+
+    def __contains__(self, spec: object) -> bool:
+        return spec in self.cells
+
+    def __iter__(self) -> Iterator[CellSpec]:
+        for spec in self.cells:
+            self.taken += 1
+            claim = self.invocation.claim(spec.key, self.in_process, self.before[spec.key])
+            if claim is None:
+                continue
+            if self.in_process and claim.deaths:
+                self.risky[spec.key] = (spec, claim.note)
+                continue
+            yield spec
+
+
+def _names(value: str | Sequence[str | type], kind: str, classes: list[type]) -> tuple[str, ...]:
+    """Registry names from names, ``'a,b'`` or classes (registered here, kept in ``classes``)."""
+    if isinstance(value, str | type):
+        value = [value]
+    chosen = []
+    for item in value:
+        if isinstance(item, type):
+            chosen.append(register(item))
+            classes.append(item)
+        elif isinstance(item, str):
+            chosen.extend(names(item))
+        else:
+            raise ValueError(f"invalid {kind} {item!r}: expected a name or a {kind} class")
+    return tuple(chosen)
 
 
 def run_sweep(
-    estimators: str | Sequence[str] = "all",
-    problems: str | Sequence[str] = "all",
+    estimators: str | Sequence[str | type] = "all",
+    problems: str | Sequence[str | type] = "all",
     samples: Sequence[int] = (10,),
     repeats: int = 1000,
     settings: dict[str, Sequence[Any]] | Sequence[str] | None = None,
@@ -127,7 +203,8 @@ def run_sweep(
     whether its finished cells may be resumed (``check_resume``).
 
     Args:
-        estimators, problems: ``"all"``, ``"a,b"`` or a list of registry names.
+        estimators, problems: ``"all"``, ``"a,b"``, or a list of registry names and
+            ``Estimator`` / ``Problem`` classes (a class is registered under its ``name``).
         samples: the K values (samples per estimate).
         repeats: R, independent estimates per cell.
         settings: swept options, ``{"tau": [0.5, 1]}`` or ``["tau=0.5,1"]``; every
@@ -144,6 +221,9 @@ def run_sweep(
     """
     plugins = tuple(plugins)
     load_plugins(plugins)
+    classes: list[type] = []
+    estimator_names = _names(estimators, "estimator", classes)
+    problem_names = _names(problems, "problem", classes)
     if settings is None:
         pairs: tuple = ()
     elif isinstance(settings, dict):
@@ -151,8 +231,8 @@ def run_sweep(
     else:
         pairs = tuple(parse_setting(s) for s in settings)
     sweep = SweepSpec(
-        estimators=names(estimators),
-        problems=names(problems),
+        estimators=estimator_names,
+        problems=problem_names,
         samples=tuple(int(k) for k in samples),
         repeats=int(repeats),
         seed=int(seed),
@@ -169,44 +249,112 @@ def run_sweep(
         ray_address=ray_address,
         cell_timeout=cell_timeout,
         plugins=plugins,
+        classes=tuple(classes),
     )
     config.validate()
     if executor != "ray":  # a Ray driver need not have the cluster's GPUs
         environment.check_device(device)
     check_constructible(cells)
     store = RunStore(out if out is not None else default_out())
-    store.check_readable()
     store.check_writable()
-    stored = store.stored()
+    store.check_readable()
+    stored, damaged = store.stored()
     env = environment.environment(device if executor != "ray" else "cpu")
-    check_resume(store.root, cells, stored, code_version(env), allow_code_change)
+    check_resume(store.root, cells, stored, env, allow_code_change)
     todo = [
         c for c in cells
         if c.key not in stored or (retry_failed and stored[c.key].status == "failed")
     ]
-    by_key = {c.key: c for c in todo}
+    planned = {c.key for c in cells}
+    notes = [
+        f"cell {key}: {reason}; "
+        + ("recomputing it" if key in planned else "left out of cells.parquet (not in this sweep)")
+        for key, reason in damaged.items()
+    ]
     run_id = store.root.name
-    with make_executor(config, device, run_id) as runner:
+    with contextlib.ExitStack() as stack:
+        runner = stack.enter_context(make_executor(config, device, run_id))
         if todo:
             runner.open()
-        store.record_invocation({
-            "command": list(command) if command is not None else None,
-            "created_utc": environment.utc_now(),
-            "sweep": {k: v for k, v in sweep.__dict__.items()},
-            "executor": config.describe(),
-            "cells": len(cells),
-            "already_finished": len(cells) - len(todo),
-            "environment": env,
-        })
-        bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="cell",
-                   dynamic_ncols=True)
-        for row, coords in runner.run(todo):
-            spec = by_key[row["cell_key"]]
-            store.write_cell(row, coords, spec.config_text())
-            bar.set_description(spec.label())
-            bar.update()
-        bar.close()
-    table = store.consolidate()
+        invocation = stack.enter_context(Invocation(store))
+        notes = invocation.notes + notes
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        with store.lock():
+            store.record_invocation({
+                "invocation": invocation.id,
+                "command": list(command) if command is not None else None,
+                "created_utc": environment.utc_now(),
+                "sweep": {k: v for k, v in sweep.__dict__.items()},
+                "executor": config.describe(),
+                "cells": len(cells),
+                "already_finished": len(cells) - len(todo),
+                "notes": notes,
+                "environment": env,
+            })
+        computed = _run_cells(store, invocation, runner, config, device, todo, progress)
+        store.update_invocation(invocation.id, {"finished_utc": environment.utc_now(),
+                                                "computed": computed})
+    table, left_out = store.consolidate()
+    for key, reason in left_out.items():
+        if key not in damaged:
+            print(f"note: cell {key}: {reason}; left out of cells.parquet (delete "
+                  f"cells/{key}.parquet to recompute it)", file=sys.stderr)
     order = {c.key: i for i, c in enumerate(cells)}
     mine = table[table["cell_key"].isin(order)]
     return mine.sort_values("cell_key", key=lambda keys: keys.map(order)).reset_index(drop=True)
+
+
+def _run_cells(
+    store: RunStore,
+    invocation: Invocation,
+    runner: Executor,
+    config: ExecutorConfig,
+    device: str,
+    todo: Sequence[CellSpec],
+    progress: bool,
+) -> int:
+    """Run ``todo`` in turns, sharing the directory with other invocations (the module
+    docstring); return how many cells this invocation computed."""
+    by_key = {c.key: c for c in todo}
+    before = {c.key: store.stamp(c.key) for c in todo}
+    written: set[str] = set()
+    bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="cell",
+               dynamic_ncols=True)
+
+    def finish(row: dict[str, Any], coords: list[dict[str, Any]]) -> None:
+        spec = by_key[row["cell_key"]]
+        store.write_cell(row, coords, spec.config_text())
+        invocation.release(spec.key)
+        written.add(spec.key)
+        bar.set_description(spec.label())
+        bar.update()
+
+    remaining, waiting = list(todo), False
+    with contextlib.ExitStack() as stack:
+        while remaining:
+            claimer = Claimer(invocation, remaining, runner.in_process, before)
+            for result in runner.run(claimer):
+                finish(*result)
+            if claimer.risky:
+                isolated = stack.enter_context(isolated_executor(config, device, store.root.name))
+                risky = [spec for spec, _ in claimer.risky.values()]
+                for row, coords in isolated.run(Claimer(invocation, risky, False, before)):
+                    if row["status"] == "failed" and row["reason"].startswith("worker process"):
+                        row["reason"] += (f"; it had also ended "
+                                          f"{claimer.risky[row['cell_key']][1]}")
+                    finish(row, coords)
+            others = [c for c in remaining if c.key not in written
+                      and store.finished(c.key, before[c.key])]
+            bar.update(len(others))
+            done = written | {c.key for c in others}
+            remaining = [c for c in remaining if c.key not in done]
+            if remaining and invocation.busy([c.key for c in remaining]) == {
+                    c.key for c in remaining}:
+                if not waiting:
+                    print(f"note: waiting for {len(remaining)} cell(s) that another bench "
+                          "process is computing in this directory", file=sys.stderr)
+                    waiting = True
+                time.sleep(POLL_S)
+    bar.close()
+    return len(written)

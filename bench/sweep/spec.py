@@ -10,9 +10,13 @@ import itertools
 from dataclasses import dataclass, field
 
 from bench.cell.spec import CellSpec
-from bench.config import DTYPES, select
+from bench.config import DTYPES, INT64_MAX, check_range, select
 from estimators import ESTIMATORS, get_estimator
 from problems import PROBLEMS, get_problem
+
+#: the largest K, R and bootstrap count: 2^40 (10^12) estimates or samples is days of work
+#: for the cheapest cell; a larger count is a typo, refused before the work starts
+MAX_COUNT = 2**40
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,37 @@ class SweepSpec:
 
 
 def _grid(owner: str, declared: dict, settings: dict[str, tuple[str, ...]]) -> list[tuple]:
-    """All combinations of the settings that ``declared`` accepts, fully resolved."""
+    """All combinations of the settings that ``declared`` accepts, fully resolved.
+
+    An option that has no effect in a combination (``Option.applies``) keeps its default
+    there, so that it neither changes the cell's key nor doubles the cell.
+
+    Raises:
+        ValueError: for a value that breaks its option's rule, or an option set where it
+            has no effect in any combination (it would be ignored silently).
+    """
     names = [n for n in settings if n in declared]
-    grid = []
+    grid, used = [], set()
     for values in itertools.product(*(settings[n] for n in names)):
         given = dict(zip(names, values, strict=True))
         resolved = {
             n: declared[n].parse(owner, n, given.get(n, declared[n].default)) for n in declared
         }
+        for n, option in declared.items():
+            if option.applies is not None and resolved[option.applies[0]] not in option.applies[1]:
+                resolved[n] = option.default
+            elif n in given:
+                used.add(n)
         grid.append(tuple(sorted(resolved.items())))
+    for n in names:
+        if n not in used:
+            other, values = declared[n].applies
+            has = ",".join(sorted({str(dict(cell)[other]) for cell in grid}))
+            raise ValueError(
+                f"--set {n} has no effect on {owner}: it applies only with "
+                f"{other}={'|'.join(map(str, values))}, and this sweep has {other}={has}; "
+                f"add --set {other}={values[0]} or drop --set {n}"
+            )
     return list(dict.fromkeys(grid))
 
 
@@ -67,6 +93,11 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
         raise ValueError(f"invalid --dtype {sweep.dtype!r}; valid: {', '.join(DTYPES)}")
     if sweep.n_bootstrap < 0:
         raise ValueError(f"invalid --bootstrap {sweep.n_bootstrap}: must be >= 0")
+    for k in sweep.samples:
+        check_range("--samples", k, 1, MAX_COUNT)
+    check_range("--repeats", sweep.repeats, 2, MAX_COUNT)
+    check_range("--bootstrap", sweep.n_bootstrap, 0, MAX_COUNT)
+    check_range("--seed", sweep.seed, -INT64_MAX - 1, INT64_MAX)
     names = [name for name, _ in sweep.settings]
     twice = [name for i, name in enumerate(names) if name in names[:i]]
     if twice:

@@ -1,12 +1,18 @@
-"""A run directory: per-cell files written atomically, then consolidated tables.
+"""A run directory: per-cell files written atomically, consolidated tables, and the claims
+that let several invocations share one directory.
 
 Layout of ``<out>/``::
 
-    run.json            what the run was made with (every invocation appended)
-    cells/<key>.parquet one row of cells.parquet per finished cell
+    run.json             what the run was made with (every invocation appended)
+    cells/<key>.parquet  one row of cells.parquet per finished cell
     coords/<key>.parquet that cell's rows of coords.parquet
-    cells.parquet       all cells, consolidated at the end of each invocation
-    coords.parquet      all coordinates
+    cells.parquet        all cells, consolidated at the end of each invocation
+    coords.parquet       all coordinates
+    .lock                locked (``flock``) for the short moments an invocation reads and
+                         writes run.json, claims a cell or consolidates
+    live/<id>.lock       locked by invocation <id> for as long as it runs
+    claims/<key>.json    which invocation is computing the cell, since when, and whether
+                         it runs it in its own process (``--executor local``)
 
 Each ``cells/<key>.parquet`` carries the cell's canonical configuration (the JSON its key
 hashes) in the Parquet schema metadata under ``gradbench.config``, so that a resumed run
@@ -14,16 +20,30 @@ can check that a stored cell is the cell it is asked for (``bench.sweep.run.chec
 
 Every file is written to a temporary name in the same directory and renamed into place
 (``os.replace`` is atomic on POSIX), and a cell's coords are written before its cell row, so
-a cell counts as finished exactly when ``cells/<key>.parquet`` exists; a killed run loses at
-most the cells in flight and never leaves a torn file.
+a cell counts as finished when ``cells/<key>.parquet`` exists, and both halves read back
+intact: one row with its own key, and as many coordinate rows as its ``grad_dim``. A cell
+whose halves do not (a torn, truncated, missing or foreign file) counts as not finished
+and is recomputed; ``stored`` says which and why.
+
+Claims. Before an invocation starts a cell it writes ``claims/<key>.json`` under the lock,
+unless a live invocation (one whose ``live/<id>.lock`` is still locked: the kernel drops the
+lock when a process dies, even by SIGKILL) holds a claim on it; such cells it leaves to
+their owner and waits for at the end. A claim is removed once the cell is written. A claim
+left by a dead invocation that ran the cell in its own process means that the cell may have
+killed it (a segfault, the out-of-memory killer): ``deaths`` counts such claims, and the
+sweep runs such a cell in a child process of its own (``bench.sweep.run``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import tempfile
+import platform
+import secrets
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +53,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import schema
-from bench.files import write_json, write_table
+from bench.env import utc_now
+from bench.files import check_output_dir, remove_temporaries, write_json, write_table
 
 #: schema metadata key of a cell file's canonical configuration
 CONFIG_METADATA = b"gradbench.config"
 
 #: environment columns that identify the code that made a cell; see ``check_resume``
-CODE_COLUMNS = ("git_commit", "package_version", "torch_version")
+CODE_COLUMNS = ("git_commit", "package_version", "torch_version", "code_hash")
+
+#: the consolidated tables and the record, whose temporary files a killed write leaves
+TOP_FILES = ("run.json", "cells.parquet", "coords.parquet")
 
 
 @dataclass(frozen=True)
@@ -48,18 +72,62 @@ class StoredCell:
 
     Attributes:
         status: ``ok``, ``skipped`` or ``failed``.
+        problem, estimator: registry names.
         config: the canonical configuration JSON, None in files written before it was stored.
-        code: ``(column, value)`` pairs of ``CODE_COLUMNS``.
+        code: ``(column, value)`` pairs of ``CODE_COLUMNS`` (None where a file lacks one).
+        stamp: inode and modification time of the cell file, to notice a rewrite.
     """
 
     status: str
+    problem: str
+    estimator: str
     config: str | None
-    code: tuple[tuple[str, str], ...]
+    code: tuple[tuple[str, str | None], ...]
+    stamp: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim file: who computes a cell, and how often it killed its process before.
+
+    Attributes:
+        invocation: the id of the claiming invocation (``live/<id>.lock``).
+        in_process: the cell runs in the claiming process itself (``--executor local``).
+        deaths: dead invocations that were running this cell in their own process.
+        note: who they were (``bench process PID on HOST at TIME``), for the failed row.
+    """
+
+    invocation: str
+    pid: int
+    hostname: str
+    started_utc: str
+    in_process: bool
+    deaths: int = 0
+    note: str = ""
+
+    def who(self) -> str:
+        return f"bench process {self.pid} on {self.hostname} at {self.started_utc}"
 
 
 def default_out(kind: str = "run") -> Path:
     """``results/<kind>-<local time>``, the default run directory."""
     return Path("results") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+class DamagedCell(Exception):
+    """A cell whose files do not read back as one finished cell (the message says why)."""
 
 
 class RunStore:
@@ -78,6 +146,11 @@ class RunStore:
     def coords_path(self, key: str) -> Path:
         return self.root / "coords" / f"{key}.parquet"
 
+    def claim_path(self, key: str) -> Path:
+        return self.root / "claims" / f"{key}.json"
+
+    # checks before anything is written ------------------------------------------------------
+
     def check_readable(self) -> None:
         """Fail with one line if an existing directory cannot be read as a run directory."""
         if not self.root.exists():
@@ -86,60 +159,116 @@ class RunStore:
             raise ValueError(f"--out {self.root}: exists and is not a directory")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise ValueError(f"--out {self.root}: directory is not readable")
+        for name in ("cells", "coords", "claims", "live"):
+            entry = self.root / name
+            if entry.exists() and not entry.is_dir():
+                raise ValueError(
+                    f"--out {self.root}: {name} is not a directory (a run directory keeps "
+                    f"one file per cell in {name}/); move it away"
+                )
+        for name in TOP_FILES:
+            entry = self.root / name
+            if entry.exists() and not entry.is_file():
+                raise ValueError(f"--out {self.root}: {name} is not a regular file; move it away")
         if self.manifest_path.exists():
             self._manifest()
 
     def check_writable(self) -> None:
         """Fail early with one line if the directory cannot be created or written."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"--out {self.root}: exists and is not a directory")
-        probe = self.root if self.root.exists() else next(
-            (p for p in self.root.parents if p.exists()), Path(".")
-        )
-        if not probe.is_dir():
-            raise ValueError(f"--out {self.root}: {probe} exists and is not a directory")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise ValueError(f"--out {self.root}: directory {probe} is not writable")
-        try:  # os.access says yes to root, and on file systems such as /proc or /sys
-            tempfile.TemporaryDirectory(dir=probe).cleanup()
-        except OSError as err:
-            raise ValueError(
-                f"--out {self.root}: cannot create a directory in {probe} ({err.strerror})"
-            ) from None
+        check_output_dir(self.root)
 
-    def stored(self) -> dict[str, StoredCell]:
-        """Every cell already on disk, by key.
+    # finished cells ------------------------------------------------------------------------
+
+    def read_cell(self, key: str, full: bool = True) -> tuple[pa.Table, pa.Table]:
+        """Both halves of a finished cell, checked to belong together.
+
+        Args:
+            full: read every column (for consolidation); else only what resuming needs
+                and what the check reads: the files' footers (a torn or truncated file
+                has none), the rows' keys, their number, and the cell's status, names,
+                code columns and configuration (schema metadata, kept on the table).
 
         Raises:
-            ValueError: naming a cell file that cannot be read or does not hold its key.
+            DamagedCell: naming the file at fault and why (the cell counts as not finished).
+        """
+        need = {schema.CELLS: ["cell_key", "status", "grad_dim", "problem", "estimator",
+                               *CODE_COLUMNS],
+                schema.COORDS: ["cell_key"]}
+        tables = []
+        for path, table_schema in ((self.cell_path(key), schema.CELLS),
+                                   (self.coords_path(key), schema.COORDS)):
+            name = path.relative_to(self.root)
+            if not path.is_file():
+                raise DamagedCell(f"{name} is missing")
+            try:
+                if full:
+                    metadata = pq.read_schema(path).metadata
+                    table = pq.read_table(path, schema=table_schema)
+                else:
+                    parquet = pq.ParquetFile(path)
+                    metadata = parquet.schema_arrow.metadata
+                    present = set(parquet.schema_arrow.names)
+                    table = parquet.read([c for c in need[table_schema] if c in present])
+                    for column in need[table_schema]:  # files from before a column existed
+                        if column not in present:
+                            table = table.append_column(
+                                column, pa.nulls(table.num_rows, table_schema.field(column).type))
+                tables.append(table.replace_schema_metadata(metadata))
+            except (OSError, pa.ArrowException, ValueError) as err:
+                raise DamagedCell(f"{name} is unreadable ({_first_line(err)})") from None
+        cell, coords = tables
+        if cell.num_rows != 1:
+            raise DamagedCell(f"cells/{key}.parquet has {cell.num_rows} rows, expected 1")
+        if cell["cell_key"][0].as_py() != key:
+            raise DamagedCell(f"cells/{key}.parquet holds cell {cell['cell_key'][0].as_py()}")
+        status, dim = cell["status"][0].as_py(), cell["grad_dim"][0].as_py()
+        expected = dim if status == "ok" else 0
+        if coords.num_rows != expected:
+            raise DamagedCell(
+                f"coords/{key}.parquet has {coords.num_rows} rows, expected {expected}"
+            )
+        keys = set(coords["cell_key"].to_pylist())
+        if keys - {key}:
+            raise DamagedCell(f"coords/{key}.parquet holds rows of cell {sorted(keys - {key})[0]}")
+        return cell, coords
+
+    def stored(self) -> tuple[dict[str, StoredCell], dict[str, str]]:
+        """Every finished cell on disk by key, and every damaged one with the reason.
+
+        A damaged cell (``read_cell``) counts as not finished: a sweep that has it recomputes
+        it, and ``consolidate`` leaves it out.
         """
         folder = self.root / "cells"
         if not folder.is_dir():
-            return {}
-        cells = {}
+            return {}, {}
+        cells, damaged = {}, {}
         for path in sorted(folder.glob("*.parquet")):
+            key = path.stem
+            stamp = _stamp(path)
             try:
-                table = pq.read_table(path, columns=["cell_key", "status", *CODE_COLUMNS])
-                metadata = table.schema.metadata or {}
-                key = table["cell_key"][0].as_py()
-            except (OSError, pa.ArrowException, IndexError) as err:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise ValueError(
-                    f"--out {self.root}: cannot read {path.relative_to(self.root)} ({first}); "
-                    "move it away to recompute that cell"
-                ) from None
-            if key != path.stem:
-                raise ValueError(
-                    f"--out {self.root}: {path.relative_to(self.root)} holds cell {key}, "
-                    f"expected {path.stem}; move it away to recompute that cell"
-                )
-            config = metadata.get(CONFIG_METADATA)
+                cell, _ = self.read_cell(key, full=False)
+            except DamagedCell as reason:
+                damaged[key] = str(reason)
+                continue
+            config = (cell.schema.metadata or {}).get(CONFIG_METADATA)
             cells[key] = StoredCell(
-                status=table["status"][0].as_py(),
+                status=cell["status"][0].as_py(),
+                problem=cell["problem"][0].as_py(),
+                estimator=cell["estimator"][0].as_py(),
                 config=None if config is None else config.decode(),
-                code=tuple((name, table[name][0].as_py()) for name in CODE_COLUMNS),
+                code=tuple((name, cell[name][0].as_py()) for name in CODE_COLUMNS),
+                stamp=stamp or (0, 0),
             )
-        return cells
+        return cells, damaged
+
+    def stamp(self, key: str) -> tuple[int, int] | None:
+        """Inode and modification time of ``cells/<key>.parquet``; None if it is absent."""
+        return _stamp(self.cell_path(key))
+
+    def finished(self, key: str, before: tuple[int, int] | None) -> bool:
+        """Whether ``cells/<key>.parquet`` exists and is not the file seen as ``before``."""
+        now = _stamp(self.cell_path(key))
+        return now is not None and now != before
 
     def write_cell(
         self, row: dict[str, Any], coords: list[dict[str, Any]], config: str | None = None
@@ -151,6 +280,8 @@ class RunStore:
         if config is not None:
             table = table.replace_schema_metadata({CONFIG_METADATA: config.encode()})
         write_table(self.cell_path(key), table)
+
+    # run.json --------------------------------------------------------------------------------
 
     def _manifest(self) -> dict[str, Any]:
         try:
@@ -166,24 +297,203 @@ class RunStore:
         return manifest
 
     def record_invocation(self, entry: dict[str, Any]) -> None:
-        """Append an invocation (command, configuration, environment) to ``run.json``."""
+        """Append an invocation (command, configuration, environment) to ``run.json``.
+
+        Call it under ``lock``: run.json is read, extended and rewritten.
+        """
         manifest = self._manifest() if self.manifest_path.exists() else {"invocations": []}
         manifest["invocations"].append(entry)
         write_json(self.manifest_path, manifest)
 
-    def consolidate(self) -> pd.DataFrame:
-        """Write ``cells.parquet`` and ``coords.parquet`` from the per-cell files; return cells."""
-        cells = _concat(sorted((self.root / "cells").glob("*.parquet")), schema.CELLS)
-        coords = _concat(sorted((self.root / "coords").glob("*.parquet")), schema.COORDS)
-        write_table(self.root / "cells.parquet", cells)
-        write_table(self.root / "coords.parquet", coords)
-        return cells.to_pandas()
+    def update_invocation(self, invocation: str, fields: dict[str, Any]) -> None:
+        """Add ``fields`` to the ``run.json`` entry whose ``invocation`` is ``invocation``."""
+        with self.lock():
+            manifest = self._manifest()
+            for entry in manifest["invocations"]:
+                if isinstance(entry, dict) and entry.get("invocation") == invocation:
+                    entry.update(fields)
+            write_json(self.manifest_path, manifest)
+
+    # sharing the directory ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory's lock (``.lock``, an exclusive ``flock``), waiting for it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:  # e.g. ENOLCK on a file system without locks
+                raise ValueError(f"--out {self.root}: cannot lock {self.root / '.lock'} "
+                                 f"({err.strerror}); use a run directory on a file system "
+                                 "with file locks") from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def alive(self, invocation: str) -> bool:
+        """Whether invocation ``invocation`` still runs (holds ``live/<id>.lock``)."""
+        path = self.root / "live" / f"{invocation}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def read_claim(self, key: str) -> Claim | None:
+        try:
+            data = json.loads(self.claim_path(key).read_text())
+            return Claim(**data)
+        except (OSError, ValueError, TypeError):  # none, or torn by a crash: no claim
+            return None
+
+    def clean(self, invocation: str) -> list[str]:
+        """Remove what dead invocations left behind; return one-line notes of what was removed.
+
+        Call it under ``lock``. Temporary files of killed writes are removed only when no
+        other invocation runs (a live one may be writing them); lock files of dead
+        invocations always, and their claims on cells that are finished anyway.
+        """
+        notes = []
+        live = self.root / "live"
+        others = [p.stem for p in live.glob("*.lock") if p.stem != invocation] \
+            if live.is_dir() else []
+        running = [name for name in others if self.alive(name)]
+        for name in set(others) - set(running):
+            (live / f"{name}.lock").unlink(missing_ok=True)
+        if not running:
+            removed = sum(remove_temporaries(self.root / sub) for sub in
+                          ("cells", "coords", "claims") if (self.root / sub).is_dir())
+            for name in TOP_FILES:
+                removed += remove_temporaries(self.root, f".{name}.*.tmp")
+            if removed:
+                notes.append(f"removed {removed} temporary file(s) of writes that were killed")
+        claims = self.root / "claims"
+        for path in claims.glob("*.json") if claims.is_dir() else ():
+            if self.cell_path(path.stem).exists():
+                claim = self.read_claim(path.stem)
+                if claim is None or not self.alive(claim.invocation):
+                    path.unlink(missing_ok=True)
+        return notes
+
+    # consolidation -----------------------------------------------------------------------------
+
+    def consolidate(self) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Write ``cells.parquet`` and ``coords.parquet`` from the per-cell files.
+
+        Returns:
+            the cells, and the damaged cells left out (key -> reason).
+        """
+        with self.lock():
+            cells, coords, damaged = [], [], {}
+            folder = self.root / "cells"
+            for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else ():
+                try:
+                    cell, coord = self.read_cell(path.stem)
+                except DamagedCell as reason:
+                    damaged[path.stem] = str(reason)
+                    continue
+                cells.append(cell.replace_schema_metadata(None))
+                coords.append(coord.replace_schema_metadata(None))
+            cell_table = _concat(cells, schema.CELLS)
+            write_table(self.root / "cells.parquet", cell_table)
+            write_table(self.root / "coords.parquet", _concat(coords, schema.COORDS))
+        return cell_table.to_pandas(), damaged
 
 
-def _concat(paths: list[Path], table_schema: pa.Schema) -> pa.Table:
-    if not paths:
+class Invocation:
+    """One ``bench run`` working in a run directory: its liveness lock and its claims.
+
+    Use it as a context manager: entering creates the directory, locks ``live/<id>.lock``
+    and cleans what dead invocations left; leaving withdraws the claims on cells it did not
+    finish (so that an interrupted cell does not count as one that killed its process) and
+    releases the lock.
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.id = secrets.token_hex(8)
+        self.notes: list[str] = []
+        self._fd: int | None = None
+        self._claimed: set[str] = set()
+
+    def __enter__(self) -> Invocation:
+        live = self.store.root / "live"
+        with self.store.lock():
+            live.mkdir(exist_ok=True)
+            fd = os.open(live / f"{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._fd = fd
+            self.notes = self.store.clean(self.id)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.store.lock():
+            for key in self._claimed:
+                claim = self.store.read_claim(key)
+                if claim is not None and claim.invocation == self.id:
+                    self.store.claim_path(key).unlink(missing_ok=True)
+            if self._fd is not None:
+                (self.store.root / "live" / f"{self.id}.lock").unlink(missing_ok=True)
+                os.close(self._fd)
+                self._fd = None
+            for folder in ("live", "claims"):  # leave no empty bookkeeping behind
+                with contextlib.suppress(OSError):
+                    (self.store.root / folder).rmdir()
+
+    def claim(
+        self, key: str, in_process: bool, before: tuple[int, int] | None
+    ) -> Claim | None:
+        """Claim cell ``key`` for this invocation; None if it is another's or finished.
+
+        Args:
+            in_process: the cell will run in this process (``--executor local``).
+            before: the stamp of its cell file when the sweep was planned (None: absent);
+                a different file now means another invocation finished it.
+        """
+        store = self.store
+        with store.lock():
+            if store.finished(key, before):
+                return None
+            old = store.read_claim(key)
+            if old is not None and old.invocation != self.id and store.alive(old.invocation):
+                return None
+            died = old is not None and old.in_process and old.invocation != self.id
+            deaths = (old.deaths if old else 0) + int(died)
+            note = old.who() if died else (old.note if old else "")
+            claim = Claim(self.id, os.getpid(), platform.node(), utc_now(), in_process,
+                          deaths, note)
+            write_json(store.claim_path(key), claim.__dict__)
+            self._claimed.add(key)
+        return claim
+
+    def release(self, key: str) -> None:
+        """Withdraw the claim on a cell this invocation has written."""
+        self.store.claim_path(key).unlink(missing_ok=True)
+        self._claimed.discard(key)
+
+    def busy(self, keys: Sequence[str]) -> set[str]:
+        """The cells of ``keys`` that live invocations other than this one have claimed."""
+        with self.store.lock():
+            busy = set()
+            for key in keys:
+                claim = self.store.read_claim(key)
+                if claim and claim.invocation != self.id and self.store.alive(claim.invocation):
+                    busy.add(key)
+        return busy
+
+
+def _concat(tables: list[pa.Table], table_schema: pa.Schema) -> pa.Table:
+    if not tables:
         return table_schema.empty_table()
-    table = pa.concat_tables([pq.read_table(p, schema=table_schema) for p in paths])
+    table = pa.concat_tables(tables)
     order = [(name, "ascending") for name in ("problem", "estimator", "problem_options",
                                               "estimator_options", "n_samples", "device")]
     return table.sort_by(order)

@@ -196,6 +196,13 @@ def verify_one(
         power_bias: the bias, relative to the largest |true gradient| coordinate, that each
             bias test detects with probability 0.975 (R is chosen for it, up to max_repeats).
     """
+    for name, value, valid, rule in (
+        ("alpha", alpha, 0 < alpha < 1, "0 < alpha < 1"),
+        ("power_bias", power_bias, 0 < power_bias < math.inf, "a finite number > 0"),
+        ("max_repeats", max_repeats, 2 <= max_repeats <= 10**9, "an integer in 2..10^9"),
+    ):
+        if not valid:
+            raise ValueError(f"invalid {name} {value!r}: expected {rule}")
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     make()  # bad options fail here, before any work
