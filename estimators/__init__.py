@@ -1,9 +1,11 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
 from estimators.base import Estimator, State, Surrogate
+from estimators.delta_method import DeltaCV
+from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
-from estimators.reparam import Reparam
-from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
+from estimators.reparam import DReG, Reparam, StickingTheLanding
+from estimators.score_function import NVIL, VIMCO, Reinforce, ReinforceEMA, ReinforceLOO
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -13,6 +15,12 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "nvil": NVIL,
+    "vimco": VIMCO,
+    "mvd": MeasureValued,
+    "delta_cv": DeltaCV,
+    "stl": StickingTheLanding,
+    "dreg": DReG,
 }
 
 

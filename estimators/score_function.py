@@ -23,12 +23,14 @@ Section 4.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
-from problems.base import Params, Problem
+from problems.base import Capability, Params, Problem
 from problems.options import Option
 
 
@@ -147,3 +149,191 @@ class ReinforceLOO(Estimator):
         signal = ((free - baseline) * log_q).sum(-1)  # [K, R]
         loss = (signal + cost.sum(-1)).mean(0)
         return Surrogate(loss=loss, samples=z)
+
+
+def leave_one_out_bounds(log_w: Tensor, baseline: str) -> Tensor:
+    """VIMCO's baselines: per sample k, the log of the K-sample mean of the weights with w_k
+    replaced by a mean of the others, log (1/K) (sum_{j != k} w_j + w^_{-k}).
+
+    ``geometric``: log w^_{-k} = mean_{j != k} log w_j; ``arithmetic``: w^_{-k} =
+    mean_{j != k} w_j. At K = 2 both are w_{3-k}.
+
+    Args:
+        log_w: ``[K, R, F]`` log-weights (K >= 2).
+
+    Returns:
+        ``[K, R, F]``.
+    """
+    k = log_w.shape[0]
+    if baseline == "geometric":
+        replaced = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # [K, R, F]
+    else:
+        others = log_w.unsqueeze(0).expand(k, *log_w.shape).clone()  # [K (left out), K, R, F]
+        eye = torch.eye(k, dtype=torch.bool, device=log_w.device).reshape(k, k, 1, 1)
+        others = others.masked_fill(eye, -math.inf)
+        replaced = torch.logsumexp(others, 1) - math.log(k - 1)
+    grid = log_w.unsqueeze(0).expand(k, *log_w.shape)  # [K (replaced), K, R, F]
+    eye = torch.eye(k, dtype=torch.bool, device=log_w.device).reshape(k, k, 1, 1)
+    grid = torch.where(eye, replaced.unsqueeze(1), grid)
+    return torch.logsumexp(grid, 1) - math.log(k)
+
+
+class VIMCO(Estimator):
+    """VIMCO: the multi-sample score function with per-sample leave-one-out baselines.
+
+    For the negative K-sample bound J = -scale log (1/K) sum_k w(z_k) (per factor),
+
+        g = sum_k (J - J_{-k}) d/dtheta log q(z_k) + d/dtheta J(z, theta)|_z,
+
+    where J_{-k} = -scale log (1/K) (sum_{j != k} w_j + w^_{-k}) is the bound with w_k
+    replaced by the geometric (``baseline=geometric``, the paper's choice) or arithmetic mean
+    of the other weights: it does not depend on z_k, so each baseline leaves the estimate
+    unbiased. The last term, sum_k w~_k d/dtheta log w(z_k) with the normalized weights w~,
+    is the bound's own dependence on theta (through log q in w, and through the model); it
+    is kept. On a problem with factors each factor's score is paired with its own signal
+    (``Problem.signals``). K >= 2; at K = 2 the two baselines coincide.
+
+    References: Mnih & Rezende (2016), "Variational Inference for Monte Carlo Objectives",
+    ICML, Section 3.
+    """
+
+    name = "vimco"
+    description = "VIMCO: multi-sample score function with leave-one-out bound baselines (K >= 2)"
+    requires = frozenset({Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
+    unbiased = True
+    supports_multi_sample = True
+    min_samples = 2
+    options: ClassVar[dict[str, Option]] = {
+        "baseline": Option(
+            "geometric",
+            "mean that replaces the left-out weight",
+            choices=("geometric", "arithmetic"),
+        ),
+    }
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        if n_samples < 2:
+            raise ValueError(f"vimco needs n_samples >= 2, got {n_samples}")
+        dist = problem.distribution(params)
+        z = dist.sample((n_samples,))  # [K, R, *event]
+        joint = problem.joint_cost_terms(z, params)  # [R, F], the bound, direct term
+        log_w = problem.log_weights(z, params).detach()  # [K, R, F]
+        loo = -problem.factor_scale * leave_one_out_bounds(log_w, self.opts["baseline"])
+        signal = problem.signals(joint.detach().unsqueeze(0) - loo)  # [K, R, F']
+        log_q = problem.signals(problem.log_prob_terms(dist, z))  # [K, R, F']
+        loss = (signal * log_q).sum((0, -1)) + joint.sum(-1)
+        return Surrogate(loss=loss, samples=z)
+
+
+class NVIL(Estimator):
+    """NVIL: the score function with a learned input-dependent baseline, centring and
+    variance normalization.
+
+    The learning signal of factor i (example x_i) at sample z_ki is l_ki = f_i(z_ki) (the
+    per-example cost, ``Problem.signals``). The estimate is
+
+        g = mean_k sum_i (l_ki - b_psi(x_i) - c) / n d/dtheta log q(z_ki | x_i) + d/dtheta f,
+
+    with b_psi a one-hidden-layer tanh MLP on the example's context (``Capability.CONTEXT``;
+    a learned constant where a problem has none), c a running mean of l - b_psi(x) and n =
+    max(1, sqrt(v)), v a running mean of (l - b_psi(x) - c)^2 (both with ``decay``, updated
+    *after* each estimate, per repeat). psi minimizes the squared error
+    mean (l - c - b_psi(x))^2 of the centred signal, trained during the warm-up and frozen
+    while measuring.
+
+    Bias. The baseline and c do not depend on the current samples, so without normalization
+    (``normalize=false``) the estimate is unbiased. The paper's variance normalization
+    (the default, as in Section 3.3 of the paper) divides only the score term by n, so when
+    n > 1 the estimate is the true score-function part shrunk by 1/n plus the direct term:
+    biased (a per-step rescaling, meant to act on the learning rate). It is declared biased
+    for that reason; on problems whose centred signal has a standard deviation below 1 the
+    normalization is inactive and the estimate unbiased (``tests/test_learned.py``). Later
+    papers that compare against NVIL as a baseline (e.g. Gu et al. 2016, MuProp; Tucker et
+    al. 2017, REBAR; Mnih & Rezende 2016, VIMCO) describe it by its input-dependent
+    baseline and centring; ``normalize=false`` is that unbiased variant.
+
+    References: Mnih & Gregor (2014), "Neural Variational Inference and Learning in Belief
+    Networks", ICML, Section 3.
+    """
+
+    name = "nvil"
+    description = (
+        "score function with a learned input-dependent baseline, centring and "
+        "variance normalization (NVIL; biased while normalizing)"
+    )
+    requires = frozenset()
+    unbiased = False
+    options: ClassVar[dict[str, Option]] = {
+        "hidden": Option(100, "tanh units of the baseline MLP on the context", minimum=1),
+        "normalize": Option(True, "divide the centred signal by max(1, running std)"),
+        "decay": Option(
+            0.8, "decay of the running mean and variance", minimum=0, maximum=1, exclusive=False
+        ),
+        "lr": Option(3e-3, "Adam learning rate of the baseline", minimum=0, exclusive=True),
+        "warmup": Option(300, "steps training the baseline before measuring", minimum=0),
+    }
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.weights: dict[str, Tensor] = {}
+
+    def setup(self, problem: Problem, point: Params) -> None:
+        like = next(iter(point.values()))
+        kw = {"dtype": like.dtype, "device": like.device}
+        if Capability.CONTEXT in problem.provided:
+            width, hidden = problem.context().shape[-1], self.opts["hidden"]
+            self.weights = {
+                "w1": torch.randn(width, hidden, **kw) / math.sqrt(width),
+                "b1": torch.zeros(hidden, **kw),
+                "w2": torch.zeros(hidden, **kw),
+                "b2": torch.zeros((), **kw),
+            }
+        else:
+            self.weights = {"b2": torch.zeros((), **kw)}
+        for tensor in self.weights.values():
+            tensor.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.opts["lr"])
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.weights.values())
+
+    def baseline(self, problem: Problem) -> Tensor:
+        """b_psi per factor ``[F]`` (one learned constant ``[1]`` without context)."""
+        if "w1" not in self.weights:
+            return self.weights["b2"].reshape(1)
+        hidden = torch.tanh(
+            problem.context().to(self.weights["w1"]) @ self.weights["w1"] + self.weights["b1"]
+        )
+        return hidden @ self.weights["w2"] + self.weights["b2"]  # [F]
+
+    def init_state(self, params: Params) -> State:
+        first = next(iter(params.values()))
+        zeros = first.new_zeros(first.shape[0]).detach()
+        return {"centre": zeros, "variance": zeros.clone()}
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        if not self.weights:
+            raise ValueError("nvil: call setup(problem, point) before estimating")
+        dist = problem.distribution(params)
+        z = dist.sample((n_samples,))  # [K, R, *event]
+        cost = problem.signals(problem.cost_terms(z, params))  # [K, R, F']
+        log_q = problem.signals(problem.log_prob_terms(dist, z))
+        learned = self.baseline(problem)  # [F], or [1] (no context)
+        if learned.numel() > 1 and not problem.local_signals:
+            learned = learned.sum(-1, keepdim=True)  # the whole minibatch's signal
+        centre, variance = state["centre"], state["variance"]  # [R]
+        free = cost.detach()
+        residual = free - learned.detach()  # [K, R, F']
+        centred = residual - centre.reshape(1, -1, 1)
+        scale = (
+            variance.sqrt().clamp_min(1.0) if self.opts["normalize"] else torch.ones_like(variance)
+        )
+        signal = centred / scale.reshape(1, -1, 1)
+        loss = ((signal * log_q).sum(-1) + cost.sum(-1)).mean(0)
+        decay = self.opts["decay"]
+        updated = {
+            "centre": decay * centre + (1 - decay) * residual.mean((0, 2)),
+            "variance": decay * variance + (1 - decay) * (centred**2).mean((0, 2)),
+        }
+        own = ((free - centre.reshape(1, -1, 1) - learned) ** 2).mean()
+        return Surrogate(loss=loss, samples=z, state=updated, own_loss=own)

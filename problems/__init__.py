@@ -5,7 +5,13 @@ from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
 from problems.options import Option
-from problems.toys import BernoulliToy, CategoricalToy, GaussianElbo, GaussianQuadratic
+from problems.toys import (
+    BernoulliToy,
+    CategoricalToy,
+    GammaQuadratic,
+    GaussianElbo,
+    GaussianQuadratic,
+)
 
 PROBLEMS: dict[str, type[Problem]] = {
     "gaussian_quadratic": GaussianQuadratic,
@@ -17,6 +23,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "gan_continuous": GanContinuous,
     "gan_discrete": GanDiscrete,
     "bernoulli_iwae": BernoulliIWAE,
+    "gamma_quadratic": GammaQuadratic,
 }
 
 

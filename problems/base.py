@@ -115,6 +115,7 @@ class Capability(StrEnum):
     MULTI_SAMPLE = "multi_sample"  # the objective is a K-sample importance-weighted bound
     LOG_WEIGHTS = "log_weights"  # f = -log w = log q(z) - log p(x, z); cost_terms(detach_q=)
     CONTEXT = "context"  # per-factor features: context()
+    GAUSSIAN = "gaussian"  # q is Independent(Normal(loc, scale), 1) over a vector latent
 
 
 @dataclass(frozen=True)

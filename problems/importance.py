@@ -134,7 +134,7 @@ class BernoulliIWAE(Problem):
         """The exact L_K per factor ``[R, d]`` (class docstring)."""
         theta, k = params["theta"], n_samples
         m = torch.arange(k + 1, dtype=theta.dtype, device=theta.device)  # [K + 1]
-        log_choose = torch.lgamma(torch.tensor(k + 1.0)) - torch.lgamma(m + 1) - torch.lgamma(
+        log_choose = torch.lgamma(theta.new_tensor(k + 1.0)) - torch.lgamma(m + 1) - torch.lgamma(
             k - m + 1)
         log_p1, log_p0 = F.logsigmoid(theta).unsqueeze(-1), F.logsigmoid(-theta).unsqueeze(-1)
         log_mass = log_choose.to(theta) + m * log_p1 + (k - m) * log_p0  # [R, d, K + 1]
