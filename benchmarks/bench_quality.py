@@ -54,7 +54,7 @@ def measure_quality(estimator: str, problem: str) -> dict[str, float]:
         NotImplementedError: the pair does not apply, or the problem has no exact gradient.
     """
     pair = make_pair(estimator, problem)
-    truth = bench_module("truth").cell_truth(pair.problem, pair.point, SEED)
+    truth = bench_module("truth").cell_truth(pair.problem, pair.point, SEED, N_SAMPLES)
     if truth is None:
         raise NotImplementedError(f"{problem} has no truth at its benchmarked options")
     dim = sum(v.numel() for v in pair.point.values())

@@ -58,6 +58,8 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "bernoulli_vae": {"latents": 8, "batch": 8},
     "gan_continuous": {},
     "gan_discrete": {},
+    "bernoulli_iwae": {"d": 4},
+    "gamma_quadratic": {"d": 4},
 }
 
 ESTIMATOR_NAMES: list[str] = list(ESTIMATORS)

@@ -269,8 +269,8 @@ class NVIL(Estimator):
         "decay": Option(
             0.8, "decay of the running mean and variance", minimum=0, maximum=1, exclusive=False
         ),
-        "lr": Option(3e-3, "Adam learning rate of the baseline", minimum=0, exclusive=True),
-        "warmup": Option(300, "steps training the baseline before measuring", minimum=0),
+        "lr": Option(1e-2, "Adam learning rate of the baseline", minimum=0, exclusive=True),
+        "warmup": Option(100, "steps training the baseline before measuring", minimum=0),
     }
 
     def __init__(self, options=None) -> None:

@@ -216,11 +216,14 @@ def test_nvil_replays_by_hand():
 
 
 def test_nvil_warm_up_learns_the_signal_level_and_freezes():
+    """b + c tracks E f = (mu - k)^2 + sigma^2 = 4.25 (from 0). f has standard deviation
+    sqrt(4 a^2 sigma^2 + 2 sigma^4) ~ 2, its K = 4 mean ~ 1, and c, a moving average with
+    decay 0.8 (about 9 estimates), ~ 0.33: 1.5 is 4.5 of those."""
     problem = problem_of("gaussian_quadratic", {"mu": 1.0, "sigma": 0.5, "k": -1.0})
     estimator = NVIL({"normalize": False})
     state, loss = prepare(problem, estimator, problem.init_params(), 4)
     level = estimator.baseline(problem).item() + state["centre"].item()
-    assert level == pytest.approx(4.25, abs=0.3)  # E f = (mu - k)^2 + sigma^2
+    assert level == pytest.approx(4.25, abs=1.5)
     assert all(not w.requires_grad for w in estimator.parameters())
     assert loss is not None and loss < 10
 
@@ -230,26 +233,21 @@ VAE = {"latents": 3, "batch": 4}
 
 def test_nvil_without_normalization_is_unbiased_on_the_vae():
     problem = problem_of("bernoulli_vae", VAE)
-    assert_consistent(problem, NVIL({"normalize": False, "warmup": 200}), 4, 4000, rel=1.0)
+    assert_consistent(problem, NVIL({"normalize": False}), 4, 4000, rel=1.0)
 
 
-@pytest.mark.slow
 def test_nvil_input_dependent_baseline_beats_a_moving_average():
     """On the VAE the examples' costs differ: a baseline per example (NVIL's MLP on the image)
     removes what one moving average for all of them cannot (docs/contract.md)."""
     problem = problem_of("bernoulli_vae", {**VAE, "seed": 1})
-    nvil = (
-        draw_estimates(problem, NVIL({"normalize": False, "warmup": 600, "lr": 1e-2}), 1, 4000)
-        .var(0)
-        .sum()
-    )
+    nvil = draw_estimates(problem, NVIL({"normalize": False}), 1, 4000).var(0).sum()
     ema = draw_estimates(problem, get_estimator("reinforce_ema")(), 1, 4000).var(0).sum()
-    assert nvil < 0.7 * ema
+    assert nvil < 0.5 * ema  # measured: about 2 to 8 against 50
 
 
 def test_nvil_normalization_is_biased_where_the_signal_is_noisy():
     problem = problem_of("gaussian_quadratic", {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2})
-    estimator = NVIL({"warmup": 100})
+    estimator = NVIL()
     state, _ = prepare(problem, estimator, problem.init_params(), 4)
     assert state["variance"].sqrt().item() > 2  # the normalization divides the signal
     assert_rejected(problem, estimator, 4)
@@ -271,4 +269,4 @@ def test_nvil_whose_centring_sees_its_own_sample_is_rejected():
             )
 
     problem = problem_of("gaussian_quadratic", {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2})
-    assert_rejected(problem, Twin({"normalize": False, "warmup": 100}), 1)
+    assert_rejected(problem, Twin({"normalize": False}), 1)

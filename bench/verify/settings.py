@@ -26,7 +26,7 @@ class Setting:
 
     problem: str
     options: tuple[tuple[str, Any], ...]
-    quick: bool = False  # part of the quick check (one setting per problem)
+    quick: bool = False  # part of the quick check (one setting per problem and objective)
 
     @property
     def label(self) -> str:
@@ -48,7 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("categorical_toy", theta=0.0, d=1, classes=3),
     _setting("gaussian_elbo", quick=True, d=1, n_obs=3, m=0.5, s=0.7),
     _setting("gaussian_elbo", d=2, n_obs=2, m=-1.0, s=1.5),
-    _setting("gaussian_elbo", d=1, n_obs=2, m=0.3, s=0.8, objective="iwae"),
+    _setting("gaussian_elbo", quick=True, d=1, n_obs=2, m=0.3, s=0.8, objective="iwae"),
     _setting("bernoulli_iwae", quick=True, theta=2.0, d=2),
     _setting("bernoulli_iwae", theta=0.0, d=1),
     _setting("bernoulli_vae", quick=True, latents=3, batch=2),
@@ -56,4 +56,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("bernoulli_vae", latents=2, batch=2, objective="iwae"),
     _setting("categorical_vae", quick=True, groups=2, categories=3, batch=2),
     _setting("gan_discrete", critic_steps=20),
+    _setting("gamma_quadratic", quick=True, alpha=0.5, beta=2.0, t=0.3, d=2),
+    _setting("gamma_quadratic", alpha=3.0, beta=0.5, t=8.0, d=1),
 )
