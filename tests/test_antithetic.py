@@ -221,6 +221,26 @@ def test_categorical_disarm_mean_in_every_order(order):
     assert consistent(mean_check(prob, DisARM({"order": order}), 4))
 
 
+@pytest.mark.parametrize(
+    ("name", "problem", "options"),
+    [
+        ("arm", "bernoulli_vae", {"latents": 3, "batch": 4}),
+        ("disarm", "bernoulli_vae", {"latents": 3, "batch": 4}),
+        ("arms", "bernoulli_vae", {"latents": 3, "batch": 4}),
+        ("disarm", "categorical_vae", {"groups": 2, "categories": 3, "batch": 4}),
+    ],
+)
+def test_per_example_signals_are_less_noisy(name, problem, options):
+    """Each image's units use its own cost term; the whole minibatch's (``signals=global``,
+    unbiased too: ``test_mean_on_the_enumerable_vaes``) adds the other images' noise. Measured
+    ratio of the variance traces about 5 on bernoulli_vae (batch 4)."""
+    trace = {}
+    for signals in ("local", "global"):
+        prob = get_problem(problem)({**options, "signals": signals}, dtype=torch.float64)
+        trace[signals] = draw_estimates(prob, get_estimator(name)(), 4, 1000).var(0).sum()
+    assert trace["global"] > 2 * trace["local"], trace
+
+
 # variances against closed forms -----------------------------------------------------------------
 
 
