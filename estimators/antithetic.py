@@ -56,17 +56,17 @@ ARMS (Dimitriev & Zhou 2021). K samples made mutually antithetic by a Dirichlet 
 d ~ Dirichlet(1, ..., 1) over the K samples, each d_k ~ Beta(1, K - 1), so
 u_k = (1 - d_k)^{K-1} is U(0, 1) and the u_k are negatively dependent (the d_k sum to 1). Per
 coordinate the samples are b_k = 1[u_k < p] if p <= 1/2, else 1[1 - u_k < p] (the copula is
-most antithetic at small probabilities). The leave-one-out REINFORCE estimator on correlated
-samples, (1/(K-1)) sum_k (f(b_k) - mean_l f(b_l)) (b_k - p), has mean
-(p - C(m, m)) / (p (1 - p)) times the gradient, where m = min(p, 1 - p) and
-C(m, m) = P(u_1 < m, u_2 < m) = max(2 m^{1/(K-1)} - 1, 0)^{K-1} is the copula's bivariate CDF
-(the cross terms E[f(b_l)(b_k - p)] = h'(C(m, m) - m^2) no longer vanish); ARMS divides it
-out:
+most antithetic at small probabilities), with m = min(p, 1 - p). On such samples the
+leave-one-out REINFORCE estimator (1/(K-1)) sum_k (f(b_k) - mean_l f(b_l)) (b_k - p) is
+biased: a partner's cost is no longer independent of b_k, and E[f(b_l)(b_k - p)] equals
+(C(m, m) - m^2) / (p (1 - p)) times the gradient, where
+C(m, m) = P(u_1 < m, u_2 < m) = max(2 m^{1/(K-1)} - 1, 0)^{K-1} is the copula's bivariate
+CDF. Its mean is (m - C(m, m)) / (p (1 - p)) times the gradient, and ARMS divides that out:
 
     g_j = p_j (1 - p_j) / (m_j - C(m_j, m_j)) * (1/(K-1)) sum_k (f(b_k) - fbar) (b_kj - p_j).
 
-At K = 2, d = (d, 1 - d), u_2 = 1 - u_1, C = 0 and the factor is 1 - m = sigma(|theta|): ARMS
-is DisARM, sample for sample.
+At K = 2 the Dirichlet draw is (d_1, 1 - d_1), so u_2 = 1 - u_1, C = 0 and the factor is
+1 - m = sigma(|theta|): ARMS is DisARM, sample for sample.
 
 Per-example signals and the direct term. On a problem with factors every unit uses its own
 example's cost term f_i in place of f (the other examples' terms do not depend on its
@@ -77,9 +77,8 @@ and DisARM, which need an even K).
 
 References: Yin & Zhou (2019), "ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary
 Networks", ICLR; Dong, Mnih, Tucker (2020), "DisARM: An Antithetic Gradient Estimator for
-Binary Latent Variables", NeurIPS; Yin, Ho, Yan, Qian, Zhou (2020), "Probabilistic Best
-Subset Selection via Gradient-Based Optimization" (U2G), arXiv:2006.06448; Dong, Mnih, Tucker
-(2021), "Coupled Gradient Estimators for Discrete Latent Variables", NeurIPS; Dimitriev &
+Binary Latent Variables", NeurIPS; Yin et al. (2020), U2G (the same estimator); Dong, Mnih,
+Tucker (2021), "Coupled Gradient Estimators for Discrete Latent Variables", NeurIPS; Dimitriev &
 Zhou (2021), "ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary Variables", ICML.
 """
 
@@ -308,7 +307,10 @@ class ARMS(BinaryOnly, Estimator):
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         if n_samples < 2:
             raise ValueError(f"arms needs n_samples >= 2, got {n_samples}")
-        logits = logits_of(problem.distribution(params))  # [R, *event]
+        dist = problem.distribution(params)
+        if not is_binary(dist):
+            raise TypeError(f"arms needs binary latents; {problem.name} has categorical ones")
+        logits = logits_of(dist)  # [R, *event]
         p = torch.sigmoid(logits.detach())
         u = self.uniforms(torch.Size((n_samples, *logits.shape)), p)  # [K, R, *event]
         low = p <= 0.5
