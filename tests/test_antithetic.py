@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.cell.run import run_cell
+from bench.cell.spec import CellSpec
 from bench.cli.list import main as list_estimators
 from estimators import get_estimator
 from estimators.antithetic import ARM, ARMS, DisARM, debias
@@ -463,3 +465,34 @@ def test_pairs_that_do_not_apply_say_why():
 @pytest.mark.parametrize("name", BINARY)
 def test_cost_evaluations_are_k(name):
     assert get_estimator(name)().cost_evals(6, toy(0.0, 1)) == 6
+
+
+def test_cells_skip_an_odd_k_with_the_reason_and_record_the_cost():
+    options = (("d", 2), ("t", T), ("theta", 0.5))
+    for k, status in ((3, "skipped"), (4, "ok")):
+        spec = CellSpec(
+            problem="bernoulli_toy",
+            problem_options=options,
+            estimator="disarm",
+            estimator_options=(("order", "descending"),),
+            n_samples=k,
+            n_repeats=20,
+            seed=0,
+            n_bootstrap=0,
+        )
+        row, _ = run_cell(spec)
+        assert row["status"] == status, row.get("reason")
+    assert row["cost_evals"] == 4
+    skipped, _ = run_cell(
+        CellSpec(
+            problem="bernoulli_toy",
+            problem_options=options,
+            estimator="arm",
+            estimator_options=(),
+            n_samples=3,
+            n_repeats=20,
+            seed=0,
+            n_bootstrap=0,
+        )
+    )
+    assert skipped["reason"] == "arm needs K >= 2, even, got K=3"
