@@ -1,11 +1,19 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
+from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
 from estimators.delta_method import DeltaCV
 from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
-from estimators.score_function import NVIL, VIMCO, Reinforce, ReinforceEMA, ReinforceLOO
+from estimators.score_function import (
+    NVIL,
+    VIMCO,
+    Reinforce,
+    ReinforceEMA,
+    ReinforceExactBaseline,
+    ReinforceLOO,
+)
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -15,6 +23,10 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "reinforce_exact_baseline": ReinforceExactBaseline,
+    "arm": ARM,
+    "disarm": DisARM,
+    "arms": ARMS,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

@@ -270,3 +270,30 @@ def test_nvil_whose_centring_sees_its_own_sample_is_rejected():
 
     problem = problem_of("gaussian_quadratic", {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2})
     assert_rejected(problem, Twin({"normalize": False}), 1)
+
+
+def test_bench_train_trains_the_nvil_baseline_alongside_the_model(tmp_path, monkeypatch):
+    """bench train sets the estimator up and takes one step of its own loss per model step."""
+    from bench.training import train as training
+
+    trained = []
+    original = NVIL.setup
+
+    def spy(self, problem, point):
+        original(self, problem, point)
+        trained.append(self)
+
+    monkeypatch.setattr(NVIL, "setup", spy)
+    spec = training.make_spec(
+        "bernoulli_vae",
+        "nvil",
+        ["latents=2", "batch=4"],
+        steps=5,
+        eval_every=5,
+        n_samples=2,
+        variance_repeats=4,
+    )
+    table = training.run_training(spec, tmp_path / "run", progress=False)
+    assert set(table["estimator"]) == {"nvil"}
+    (estimator,) = trained
+    assert float(estimator.weights["w2"].detach().abs().sum()) > 0  # moved from its zero start

@@ -6,7 +6,10 @@ same minibatch order: the problem is built once, copied for each estimator, and 
 sampling uses the global torch RNG, seeded with ``seed`` at the start of each estimator.
 A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
 gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
-and one Adam step. See ``problems.base`` for the hooks.
+and one Adam step; an estimator with parameters of its own (``Estimator.setup``, called at the
+start) takes one step of its own loss (``Surrogate.own_loss``) after each model step.
+Estimators that train on the estimate's variance (``trains_on_variance``) keep their
+parameters at their set-up values here. See ``problems.base`` for the hooks.
 
 Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
 
@@ -227,6 +230,7 @@ def train_one(
     """
     estimator = get_estimator(name)(dict(options))
     torch.manual_seed(spec.seed)
+    estimator.setup(problem, problem.init_params())
     generator = torch.Generator().manual_seed(spec.seed)
     train = {
         k: v.detach().unsqueeze(0).clone().requires_grad_(True)
@@ -256,8 +260,14 @@ def train_one(
         with torch.no_grad():
             losses.append(problem.cost(out.samples, train).mean().item())
         optimizer.zero_grad(set_to_none=True)
-        out.loss.sum().backward()
+        own = estimator.parameters() if estimator.optimizer is not None else []
+        trains_own = bool(own) and out.own_loss is not None
+        out.loss.sum().backward(inputs=list(train.values()), retain_graph=trains_own)
         optimizer.step()
+        if trains_own:  # one step of the estimator's own loss (e.g. a learned baseline)
+            estimator.optimizer.zero_grad()
+            out.own_loss.backward(inputs=own)
+            estimator.optimizer.step()
         state = {k: v.detach() for k, v in out.state.items()}
         clock.stop()
         if step in records:
