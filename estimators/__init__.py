@@ -1,6 +1,7 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
 from estimators.base import Estimator, State, Surrogate
+from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
 from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
@@ -13,6 +14,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "muprop": MuProp,
+    "rebar": Rebar,
+    "relax": Relax,
 }
 
 

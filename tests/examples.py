@@ -15,6 +15,9 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "gumbel_softmax": {"n_samples": 4, "options": {"tau": 1.0}},
     "st_gumbel_softmax": {"n_samples": 4, "options": {"tau": 1.0}},
     "straight_through": {"n_samples": 4},
+    "muprop": {"n_samples": 4},
+    "rebar": {"n_samples": 4},
+    "relax": {"n_samples": 4, "options": {"warmup": 50}},
 }
 
 #: problem options at which every applicable estimator is tested against the truth
