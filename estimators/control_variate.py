@@ -32,7 +32,8 @@ differentiable function of l:
     b = 1:  z~ = log(1 + v e^l) - log(1 - v),
     b = 0:  z~ = l + log v - log(1 - v + e^l)
 
-(algebra: logit(1 - p + v p) = log((1 - p + v p) / ((1 - v) p)) and p / (1 - p) = e^l). The
+(algebra: logit(1 - p + v p) = log((1 - p + v p) / ((1 - v) p)) and p / (1 - p) = e^l; the
+paper's appendix writes the b = 0 case with 1 - v in place of v, the same law). The
 estimator is
 
     g = [f(b) - eta f(sigma_tau(z~))] d log q(b) + eta d f(sigma_tau(z)) - eta d f(sigma_tau(z~))
@@ -192,7 +193,7 @@ class MuProp(Estimator):
     description = "score function with MuProp's Taylor control variate at the mean"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True
-    cost_formula = "K + 1 (and f' at the mean)"
+    cost_formula = "K + 1"
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
         return n_samples + 1
