@@ -17,7 +17,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "straight_through": {"n_samples": 4},
     "muprop": {"n_samples": 4},
     "rebar": {"n_samples": 4},
-    "relax": {"n_samples": 4, "options": {"warmup": 20}},
+    "relax": {"n_samples": 4, "options": {"warmup": 5}},
 }
 
 #: problem options at which every applicable estimator is tested against the truth

@@ -278,7 +278,8 @@ def test_relax_needs_its_setup():
 # means against exact truth
 # ----------------------------------------------------------------------------------------------
 
-THETAS = [0.0, 0.5, -1.5, 2.0]
+#: (theta, d) of the Bernoulli toy: theta = 0 and |theta| >= 1, one bit and several
+SETTINGS = [(0.0, 1), (0.0, 3), (0.5, 1), (-1.5, 3), (2.0, 1)]
 CONFIGS = {
     "muprop": ("muprop", {}),
     "rebar": ("rebar", {}),
@@ -311,7 +312,7 @@ def configs(*fast: str) -> list:
 @pytest.mark.parametrize("config", configs("muprop", "rebar", "rebar_independent"))
 def test_means_match_the_closed_form_on_the_bernoulli_toy(config):
     name, options = CONFIGS[config]
-    problems = [toy(theta, d) for theta in THETAS for d in (1, 3)]
+    problems = [toy(theta, d) for theta, d in SETTINGS]
     worst = consistent_everywhere(lambda: get_estimator(name)(options), problems)
     assert all(ok for _, ok in worst), worst
 
