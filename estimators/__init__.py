@@ -2,6 +2,7 @@
 
 from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
+from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
 from estimators.score_function import (
@@ -23,6 +24,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "arm": ARM,
     "disarm": DisARM,
     "arms": ARMS,
+    "muprop": MuProp,
+    "rebar": Rebar,
+    "relax": Relax,
 }
 
 

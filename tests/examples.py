@@ -19,6 +19,9 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "arm": {"n_samples": 4},
     "disarm": {"n_samples": 4},
     "arms": {"n_samples": 4},
+    "muprop": {"n_samples": 4},
+    "rebar": {"n_samples": 4},
+    "relax": {"n_samples": 4, "options": {"warmup": 5}},
 }
 
 #: problem options at which every applicable estimator is tested against the truth

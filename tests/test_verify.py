@@ -16,6 +16,7 @@ from bench.verify import verify_one
 from estimators import ESTIMATORS, Estimator, Surrogate
 from estimators.discrete import mean_of
 from problems.base import Capability
+from tests.examples import ESTIMATOR_EXAMPLES
 
 #: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected
 FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3}
@@ -24,7 +25,9 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estima
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_every_builtin_estimator_verifies(name):
-    report = verify_one(name, **FAST)
+    # at the test example's options: a learned control variate's warm-up shortened (its
+    # default is checked at full power below)
+    report = verify_one(name, ESTIMATOR_EXAMPLES[name].get("options"), **FAST)
     report.assert_ok()
     assert report.cells, "no cell ran"
     if not report.declared_unbiased:  # the biased ones are shown biased somewhere
