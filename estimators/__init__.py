@@ -1,9 +1,12 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
 from estimators.base import Estimator, State, Surrogate
+from estimators.exact_sum import IndeCateR
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
 from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
+from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
+from estimators.without_replacement import UnorderedSet
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -13,6 +16,12 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "gumbel_rao": GumbelRao,
+    "reinmax": ReinMax,
+    "gst": GappedST,
+    "zgr": ZGR,
+    "indecater": IndeCateR,
+    "unordered_set": UnorderedSet,
 }
 
 
