@@ -56,7 +56,7 @@ class IndeCateR(Estimator):
     description = "IndeCateR: exact sum over each variable's values, the others sampled"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True
-    cost_formula = "K·U·C (U variables per example, C values each; bits: C = 2)"
+    cost_formula = "K·U·C"
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
         n_vars, n_values = variables_and_values(problem)

@@ -212,7 +212,7 @@ class ZGR(StraightThroughFamily):
     """
 
     name = "zgr"
-    description = "ZGR / DARN(1/2): mean of straight-through and a score term (no options)"
+    description = "ZGR / DARN(1/2): mean of the straight-through and a score-function backward"
 
     def soft(self, logits: Tensor, hard: Tensor) -> Tensor:
         log_p = torch.log_softmax(logits, -1)

@@ -123,7 +123,7 @@ class UnorderedSet(Estimator):
     description = "unordered-set estimator: K samples without replacement, built-in baseline"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True
-    cost_formula = "min(K, N), N the configurations of one example's latent"
+    cost_formula = "min(K, N)"
     options: ClassVar[dict[str, Option]] = {
         "baseline": Option(
             "builtin", "builtin (Kool et al. 2020, Theorem 4) or none", choices=("builtin", "none")
