@@ -2,7 +2,9 @@
 
 from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
+from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
+from estimators.exact_sum import IndeCateR
 from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
@@ -14,6 +16,8 @@ from estimators.score_function import (
     ReinforceExactBaseline,
     ReinforceLOO,
 )
+from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
+from estimators.without_replacement import UnorderedSet
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -27,6 +31,15 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "arm": ARM,
     "disarm": DisARM,
     "arms": ARMS,
+    "muprop": MuProp,
+    "rebar": Rebar,
+    "relax": Relax,
+    "gumbel_rao": GumbelRao,
+    "reinmax": ReinMax,
+    "gst": GappedST,
+    "zgr": ZGR,
+    "indecater": IndeCateR,
+    "unordered_set": UnorderedSet,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

@@ -14,6 +14,7 @@ from bench.cli import main as bench_main
 from bench.cli import train as train_cli
 from bench.schema import TRAIN
 from bench.training.train import eval_steps, make_spec, run_training
+from estimators import ESTIMATORS
 
 OPTIONS = ["latents=4", "batch=32"]
 
@@ -86,7 +87,15 @@ def test_all_skips_what_does_not_apply() -> None:
     spec = make_spec("bernoulli_vae", "all", n_samples=1)
     names = [name for name, _ in spec.estimators]
     assert "reparam" not in names and "reinforce_loo" not in names and "reinforce" in names
-    assert {name for name, _ in spec.skipped} == {"reparam", "reinforce_loo"}
+    skipped = {name for name, _ in spec.skipped}
+    assert {"reparam", "reinforce_loo"} <= skipped
+    assert skipped | set(names) == set(ESTIMATORS) and not skipped & set(names)
+    from problems import get_problem
+
+    problem = get_problem("bernoulli_vae")
+    for name in skipped:  # each for a reason: a missing capability or the sample rule
+        cls = ESTIMATORS[name]
+        assert cls.incompatibility(problem) is not None or cls.sample_rule(1) is not None, name
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,9 +7,9 @@ sampling uses the global torch RNG, seeded with ``seed`` at the start of each es
 A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
 gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
 and one Adam step; an estimator with parameters of its own (``Estimator.setup``, called at the
-start) takes one step of its own loss (``Surrogate.own_loss``) after each model step.
-Estimators that train on the estimate's variance (``trains_on_variance``) keep their
-parameters at their set-up values here. See ``problems.base`` for the hooks.
+start) takes one step of its own loss at each step (``Surrogate.own_loss``, or the estimate's
+squared norm with ``trains_on_variance``, as in ``Estimator.step``). See ``problems.base`` for
+the hooks.
 
 Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
 
@@ -49,6 +49,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from bench import env
@@ -57,7 +58,7 @@ from bench.config import DTYPES, parse_setting, select
 from bench.files import write_table
 from bench.schema import TRAIN
 from estimators import ESTIMATORS, get_estimator
-from estimators.base import Estimator, State
+from estimators.base import Estimator, State, Surrogate
 from problems import get_problem
 from problems.base import Params, Problem
 from problems.options import OptionValue, resolve_options
@@ -216,6 +217,26 @@ def _evaluate(
     return metrics
 
 
+def _steps(
+    estimator: Estimator, out: Surrogate, params: list[Tensor], optimizer: torch.optim.Optimizer
+) -> None:
+    """One Adam step of the trained tensors ``params`` on the estimate ``out``, and, for an
+    estimator with parameters of its own, one step of its own loss: ``out.own_loss``, or with
+    ``trains_on_variance`` the estimate's squared norm (as ``Estimator.step``)."""
+    own = estimator.parameters() if estimator.optimizer is not None else []
+    variance = bool(own) and estimator.trains_on_variance
+    grads = torch.autograd.grad(out.loss.sum(), params, create_graph=variance,
+                                retain_graph=bool(own), allow_unused=True)
+    own_loss = sum((g**2).sum() for g in grads if g is not None) if variance else out.own_loss
+    if own and own_loss is not None:
+        estimator.optimizer.zero_grad()
+        own_loss.backward(inputs=own)
+        estimator.optimizer.step()
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = None if grad is None else grad.detach()
+    optimizer.step()
+
+
 def train_one(
     problem: Problem,
     name: str,
@@ -259,15 +280,7 @@ def train_one(
         out = estimator.surrogate(problem, train, spec.n_samples, state)
         with torch.no_grad():
             losses.append(problem.cost(out.samples, train).mean().item())
-        optimizer.zero_grad(set_to_none=True)
-        own = estimator.parameters() if estimator.optimizer is not None else []
-        trains_own = bool(own) and out.own_loss is not None
-        out.loss.sum().backward(inputs=list(train.values()), retain_graph=trains_own)
-        optimizer.step()
-        if trains_own:  # one step of the estimator's own loss (e.g. a learned baseline)
-            estimator.optimizer.zero_grad()
-            out.own_loss.backward(inputs=own)
-            estimator.optimizer.step()
+        _steps(estimator, out, list(train.values()), optimizer)
         state = {k: v.detach() for k, v in out.state.items()}
         clock.stop()
         if step in records:
