@@ -288,9 +288,11 @@ class NVIL(Estimator):
     biased (a per-step rescaling, meant to act on the learning rate). It is declared biased
     for that reason; on problems whose centred signal has a standard deviation below 1 the
     normalization is inactive and the estimate unbiased (``tests/test_learned.py``). Later
-    papers that compare against NVIL as a baseline (e.g. Gu et al. 2016, MuProp; Tucker et
-    al. 2017, REBAR; Mnih & Rezende 2016, VIMCO) describe it by its input-dependent
-    baseline and centring; ``normalize=false`` is that unbiased variant.
+    papers use NVIL as a baseline (e.g. Gu et al. 2016, MuProp; Mnih & Rezende 2016, VIMCO;
+    Tucker et al. 2017, REBAR) and describe it by its learned input-dependent baseline and
+    centring; whether they kept the normalization is not always stated, so this suite does
+    not guess: ``normalize=false`` is the unbiased variant to compare estimators with, the
+    default the paper's own.
 
     References: Mnih & Gregor (2014), "Neural Variational Inference and Learning in Belief
     Networks", ICML, Section 3.
