@@ -244,6 +244,18 @@ def test_mvd_variance_closed_form(coupled):
     sample_variance_check(estimates, np.array([v_mu] * 2 + [v_sigma] * 2) / n)
 
 
+def test_score_function_variance_closed_form():
+    """The score-function lines of docs/figures/continuous_variance.png: at mu = sigma = 1 with
+    a = mu - k, g_mu = (a + e)^2 e and g_sigma = (a + e)^2 (e^2 - 1), so by the Gaussian
+    moments (E e^2 = 1, E e^4 = 3, E e^6 = 15, E e^8 = 105) Var g_mu = a^4 + 14 a^2 + 15 and
+    Var g_sigma = 2 a^4 + 60 a^2 + 74 per sample."""
+    a, n = 1.5, 2
+    problem = problem_of("gaussian_quadratic", {"mu": 1.0, "sigma": 1.0, "k": 1.0 - a})
+    estimates = draw_estimates(problem, get_estimator("reinforce")(), n, R)
+    exact = np.array([a**4 + 14 * a**2 + 15, 2 * a**4 + 60 * a**2 + 74]) / n
+    sample_variance_check(estimates, exact)
+
+
 @pytest.mark.parametrize("problem", ["gaussian_quadratic", "gaussian_elbo"])
 def test_mvd_uncoupled_matches_the_exact_gradient(problem):
     options = QUADRATIC if problem == "gaussian_quadratic" else ELBO
