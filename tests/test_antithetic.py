@@ -298,6 +298,18 @@ def test_zero_variance_on_one_bit_at_theta_zero(name):
     np.testing.assert_allclose(estimates, (1 - 2 * T) / 4, rtol=1e-12)
 
 
+def test_verify_takes_rounding_level_spread_for_zero_variance():
+    """At theta = 0 the exact baseline's estimate is Delta / 4 in exact arithmetic; rounding
+    spreads it by ~1e-18, which must not read as a significant bias in ``bench verify``."""
+    from bench.verify.checks import check_bias
+
+    problem = toy(0.0, 1)
+    point = problem.init_params()
+    truth = problem.truth(point).grad["theta"]
+    result = check_bias(problem, ReinforceExactBaseline(), {}, point, truth, 2, 0, 1e-3, 0.05, 2000)
+    assert result.max_abs_z == 0.0 and result.variance < 1e-30
+
+
 @pytest.mark.parametrize("theta", [0.7, -1.5])
 def test_arms_with_two_samples_is_disarm_sample_for_sample(theta):
     """With u_2 = 1 - u_1 (the Dirichlet copula at K = 2) ARMS's estimate is DisARM's."""
