@@ -104,3 +104,18 @@ def test_each_problem_is_built_once_per_worker_process(tmp_path):
     assert (cells["status"] == "ok").all() and len(cells) == 9
     pids = log.read_text().split()
     assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)
+
+
+@pytest.mark.slow
+def test_expensive_construction_happens_in_the_cell_under_its_timeout(tmp_path):
+    """Validation builds the VAE without pretraining; the pretraining itself runs in the
+    cell and is stopped by --cell-timeout (it used to block the up-front validation)."""
+    cells = sweep(
+        tmp_path / "run",
+        estimators="reinforce",
+        problems="bernoulli_vae",
+        settings={"pretrain_steps": [10**8]},
+        cell_timeout=3.0,
+    )
+    assert cells["status"].tolist() == ["failed"]
+    assert cells["reason"].iloc[0].startswith("timeout after 3 s")
