@@ -138,3 +138,19 @@ def test_bench_list_shows_cost_and_reference_of_every_estimator(capsys):
     for name, est in ESTIMATORS.items():
         line = next(line for line in glance.splitlines() if line.split()[:1] == [name])
         assert est.cost_formula in line and est.reference() in line
+
+
+def test_summary_rows_show_the_problem_options_that_vary():
+    from bench.report.summary import summary_table
+
+    base = {"status": "ok", "problem": "bernoulli_toy", "estimator": "gumbel_softmax",
+            "n_samples": 2, "truth": "closed_form", "bias_l2": 0.1, "bias_p_value": 0.5,
+            "bias_l2_noise_floor": 0.1, "variance_trace": 1.0, "mse": 1.0, "cosine": 0.5,
+            "time_per_estimate_s": 1e-3}
+    rows = [base | {"problem_options": json.dumps({"d": d, "t": 0.45}),
+                    "estimator_options": json.dumps({"tau": 1.0})} for d in (1, 2)]
+    rows.append(base | {"problem": "gaussian_quadratic", "estimator": "reinforce",
+                        "problem_options": json.dumps({"d": 1}), "estimator_options": "{}"})
+    lines = summary_table(pd.DataFrame(rows)).splitlines()
+    assert "d:1,tau:1.0" in lines[1] and "d:2,tau:1.0" in lines[2]
+    assert "d:" not in lines[3]  # one gaussian_quadratic configuration: nothing to tell apart
