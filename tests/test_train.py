@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from bench.cli import main as bench_main
 from bench.cli import train as train_cli
@@ -110,3 +111,36 @@ def test_cli_refuses_an_out_below_a_file_before_training(
                        str(tmp_path / "file" / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "file exists and is not a directory" in err and len(err.splitlines()) == 1
+
+
+
+
+def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None:
+    """relax and tuned rebar are set up once and their own parameters take a step at every
+    model step (estimators.base, Estimator.backward)."""
+    import bench.training.train as training
+    from problems import get_problem
+
+    original, built = training.get_estimator, []
+
+    def recording(name):
+        def make(options):
+            built.append(original(name)(options))
+            return built[-1]
+
+        return make
+
+    spec = make_spec("bernoulli_vae", "relax", ["latents=3", "batch=4"], steps=3, eval_every=3,
+                     n_samples=2, variance_repeats=3)
+    monkeypatch.setattr(training, "get_estimator", recording)
+    for name, options in [("relax", {}), ("rebar", {"tune": True})]:
+        problem = get_problem("bernoulli_vae")({"latents": 3, "batch": 4})
+        untrained = original(name)(options)
+        torch.manual_seed(spec.seed)  # as train_one seeds before the set-up
+        untrained.setup(problem, problem.init_params())
+        rows = training.train_one(problem, name, untrained.opts, spec, progress=False)
+        assert {row["step"] for row in rows} == {0, 3}
+        trained = built[-1].parameters()
+        assert trained and all(t.requires_grad for t in trained)
+        assert any(not torch.equal(a, b) for a, b in
+                   zip(trained, untrained.parameters(), strict=True)), f"{name} did not train"
