@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from bench.cli import main as bench_main
 from bench.cli import train as train_cli
@@ -142,3 +143,34 @@ def test_variance_is_measured_with_the_state_warmed_on_the_evaluated_batch() -> 
     assert raw > 100 * measured["good"]  # what the variance curve used to show
     assert measured["stale"] == pytest.approx(measured["good"], rel=0.02)
     assert float(stale["baseline"][0]) == pytest.approx(float(good["baseline"][0]) + 5.0)
+
+
+def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None:
+    """relax and tuned rebar are set up once and their own parameters take a step at every
+    model step (estimators.base, Estimator.backward)."""
+    import bench.training.train as training
+    from problems import get_problem
+
+    original, built = training.get_estimator, []
+
+    def recording(name):
+        def make(options):
+            built.append(original(name)(options))
+            return built[-1]
+
+        return make
+
+    spec = make_spec("bernoulli_vae", "relax", ["latents=3", "batch=4"], steps=3, eval_every=3,
+                     n_samples=2, variance_repeats=3)
+    monkeypatch.setattr(training, "get_estimator", recording)
+    for name, options in [("relax", {}), ("rebar", {"tune": True})]:
+        problem = get_problem("bernoulli_vae")({"latents": 3, "batch": 4})
+        untrained = original(name)(options)
+        torch.manual_seed(spec.seed)  # as train_one seeds before the set-up
+        untrained.setup(problem, problem.init_params())
+        rows = training.train_one(problem, name, untrained.opts, spec, progress=False)
+        assert {row["step"] for row in rows} == {0, 3}
+        trained = built[-1].parameters()
+        assert trained and all(t.requires_grad for t in trained)
+        assert any(not torch.equal(a, b) for a, b in
+                   zip(trained, untrained.parameters(), strict=True)), f"{name} did not train"

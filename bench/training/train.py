@@ -6,7 +6,9 @@ same minibatch order: the problem is built once, copied for each estimator, and 
 sampling uses the global torch RNG, seeded with ``seed`` at the start of each estimator.
 A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
 gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
-and one Adam step. See ``problems.base`` for the hooks.
+and one Adam step. An estimator with parameters of its own (a learned control variate,
+``estimators.base``) is set up once and takes one step of its own loss at every estimate
+(``Estimator.backward``). See ``problems.base`` for the hooks.
 
 Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
 
@@ -264,6 +266,7 @@ def train_one(
         for k, v in problem.train_params().items()
     }  # [1, *shape]: one repeat
     optimizer = torch.optim.Adam(train.values(), lr=spec.lr)
+    estimator.setup(problem, problem.init_params())  # its own parameters, if any (seeded)
     state = estimator.init_state(train)
     clock = _Clock(problem.device)
     records = eval_steps(spec.steps, spec.eval_every)
@@ -287,7 +290,12 @@ def train_one(
         with torch.no_grad():
             losses.append(problem.cost(out.samples, train).mean().item())
         optimizer.zero_grad(set_to_none=True)
-        out.loss.sum().backward()
+        if estimator.parameters():  # its own parameters take one step on this estimate too
+            grads = estimator.backward(out, train).grads
+            for tensor, grad in zip(train.values(), grads.values(), strict=True):
+                tensor.grad = grad
+        else:
+            out.loss.sum().backward()
         optimizer.step()
         state = {k: v.detach() for k, v in out.state.items()}
         clock.stop()
