@@ -225,7 +225,7 @@ def test_variance_figure_ticks_every_k_guides_1_over_k_and_shows_zero_variance(t
     # series at the same K are spread so that none hides another
     at_4 = shown[(shown["panel"] == "gaussian_quadratic") & (shown["n_samples"] == 4)]
     assert at_4["x_dodged"].nunique() == len(at_4) == 3
-    assert np.allclose(at_4["x_dodged"] / 4, 1, atol=0.15)
+    assert np.allclose(at_4["x_dodged"] / 4, 1, atol=0.2)
 
 
 def test_tau_figure_does_not_join_unresolved_bias(tables):

@@ -304,14 +304,14 @@ def _k_breaks(values: Sequence[float]) -> Callable[[Sequence[float]], list[float
     return breaks
 
 
-def _dodge(table: pd.DataFrame, x: str, spread: float = 0.25) -> pd.DataFrame:
+def _dodge(table: pd.DataFrame, x: str, spread: float = 0.4) -> pd.DataFrame:
     """Add ``x_dodged``: ``x`` times a factor per variant of a panel, so that series that
     coincide stay visible on a log axis; the factors span at most ``1 + spread``."""
     out = []
     for _, rows in table.groupby("panel", observed=True, sort=False):
         variants = list(dict.fromkeys(rows.sort_values("estimator")["variant"]))
         m = len(variants)
-        step = min(0.04, np.log1p(spread) / max(m - 1, 1))
+        step = min(0.07, np.log1p(spread) / max(m - 1, 1))
         offset = {v: step * (j - (m - 1) / 2) for j, v in enumerate(variants)}
         out.append(rows.assign(x_dodged=rows[x] * np.exp(rows["variant"].map(offset))))
     return pd.concat(out) if out else table.assign(x_dodged=table[x])
@@ -366,7 +366,7 @@ def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
         + geom_line(size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
         + geom_point(aes("x_dodged", "at_floor", shape="estimator"), data=zero, size=2.0,
-                     fill="white", stroke=0.5, show_legend=False)
+                     fill="white", stroke=0.4, show_legend=False)
         + scale_x_log10(breaks=_k_breaks(table["n_samples"]), labels=lambda v: [
             f"{x:g}" for x in v], minor_breaks=[])
         + _log10(y=True)
@@ -450,7 +450,7 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
                     size=0.4, alpha=0.8)
         + geom_line(aes(group="series"), size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
-        + geom_point(aes(shape="estimator"), data=hidden, size=1.4, fill="white",
+        + geom_point(aes(shape="estimator"), data=hidden, size=1.4, fill="white", stroke=0.4,
                      show_legend=False)
         + _log10(x=True, y=True)
         + facet
@@ -500,7 +500,7 @@ def _efficiency(cells: pd.DataFrame, size: Size, by: str) -> Drawn:
         + layers
         + geom_point(aes(shape="estimator"), data=table[~table["biased"]], size=1.4)
         + geom_point(aes(shape="estimator"), data=table[table["biased"]], size=1.4,
-                     fill="white", show_legend=False)
+                     fill="white", stroke=0.4, show_legend=False)
         + _log10(x=True, y=True)
         + facet
         + labs(x=xlab, y="MSE ||g − ∇L||²",
@@ -631,7 +631,7 @@ def training(train: pd.DataFrame, size: Size) -> Drawn:
     variance = _positive(table[table["metric"] == "variance_trace"], ["value"])
     name = OBJECTIVES[objective]
     scales = _estimator_scales(table, fill=True, shape=False)
-    band = "" if seeds == 1 else f"; bands: 95% interval of the mean over {seeds} seeds"
+    band = "" if seeds == 1 else "; bands: 95% intervals of the mean"
     line = [geom_line(size=0.5)]
     if seeds > 1:
         line.insert(0, geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), alpha=0.2,

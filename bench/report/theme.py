@@ -42,8 +42,9 @@ PALETTE: tuple[str, ...] = (
     "#882255",  # 8 wine
     "#999933",  # 9 olive
 )
-#: filled marker shapes (matplotlib codes); each can also be drawn hollow
-SHAPES: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: filled marker shapes (matplotlib codes), each of which reads clearly when drawn hollow
+#: (white fill), which the figures use for biased estimators and unresolved points
+SHAPES: tuple[str, ...] = ("o", "s", "^", "D", "v", "<", ">", "*")
 
 #: (colour index, marker index) of the suite's estimators; the first seven keep the pairs
 #: they had when the styles followed the registry order
