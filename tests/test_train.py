@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -87,7 +88,9 @@ def test_all_skips_what_does_not_apply() -> None:
     spec = make_spec("bernoulli_vae", "all", n_samples=1)
     names = [name for name, _ in spec.estimators]
     assert "reparam" not in names and "reinforce_loo" not in names and "reinforce" in names
-    assert {name for name, _ in spec.skipped} == {"reparam", "reinforce_loo"}
+    skipped = dict(spec.skipped)
+    assert {"reparam", "reinforce_loo"} <= set(skipped) and not set(skipped) & set(names)
+    assert "rsample" in skipped["reparam"] and "K >= 2" in skipped["reinforce_loo"]
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -174,3 +177,31 @@ def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None
         assert trained and all(t.requires_grad for t in trained)
         assert any(not torch.equal(a, b) for a, b in
                    zip(trained, untrained.parameters(), strict=True)), f"{name} did not train"
+def test_seeds_train_every_estimator_once_per_seed(tmp_path: Path) -> None:
+    spec = make_spec("bernoulli_vae", "reinforce", ["latents=3", "batch=8"], steps=2,
+                     eval_every=2, n_samples=2, variance_repeats=3, seed=5, seeds=2)
+    assert spec.seeds == (5, 6) and spec.seed == 5
+    table = run_training(spec, tmp_path / "run", progress=False)
+    assert sorted(set(table["seed"])) == [5, 6]
+    loss = table[table["metric"] == "train_loss"].set_index(["seed", "step"])["value"]
+    assert loss[5, 2] != loss[6, 2]  # different minibatches and noise
+    alone = run_training(replace(spec, seeds=(6,)), tmp_path / "alone", progress=False)
+    assert (alone["value"].tolist()
+            == table[table["seed"] == 6]["value"].tolist())  # a seed's run is its own
+    assert make_spec("bernoulli_vae", "reinforce", seeds=[3, 9]).seeds == (3, 9)
+    for bad, message in ((0, "invalid --seeds 0"), ([1, 1], "distinct")):
+        with pytest.raises(ValueError, match=message):
+            make_spec("bernoulli_vae", "reinforce", seeds=bad)
+
+
+def test_cli_seeds_as_a_count_or_a_list(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    common = ["train", "--problem", "bernoulli_vae", "--estimator", "reinforce", "--steps", "1",
+              "--eval-every", "1", "--variance-repeats", "2", "--set", "latents=2",
+              "--set", "batch=4", "--no-progress", "--threads", "1"]
+    assert bench_main([*common, "--seeds", "2", "--seed", "4", "--out", str(tmp_path / "a")]) == 0
+    assert "mean over 2 seeds" in capsys.readouterr().out
+    assert set(pd.read_parquet(tmp_path / "a" / "train.parquet")["seed"]) == {4, 5}
+    assert bench_main([*common, "--seeds", "7,2", "--out", str(tmp_path / "b")]) == 0
+    assert set(pd.read_parquet(tmp_path / "b" / "train.parquet")["seed"]) == {7, 2}
+    assert bench_main([*common, "--seeds", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "--seeds" in capsys.readouterr().err
