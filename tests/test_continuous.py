@@ -150,7 +150,10 @@ def test_dreg_replays_by_hand():
     assert grads["s"].item() == pytest.approx(-(weights**2 * slope * eps).sum(), rel=1e-10)
 
 
-@pytest.mark.parametrize(("options", "n_samples"), [(IWAE, 2), (IWAE, 4), ({**IWAE, "d": 2}, 2)])
+@pytest.mark.parametrize(
+    ("options", "n_samples"),
+    [(IWAE, 2), (IWAE, 4), pytest.param({**IWAE, "d": 2}, 2, marks=pytest.mark.slow)],
+)
 def test_dreg_matches_the_quadrature_gradient_of_the_bound(options, n_samples):
     assert_consistent(problem_of("gaussian_elbo", options), get_estimator("dreg")(), n_samples)
 
@@ -305,7 +308,7 @@ def test_delta_cv_has_zero_variance_on_the_quadratic(base):
     np.testing.assert_allclose(estimates, np.tile(flat_truth(problem), (500, 1)), rtol=1e-10)
 
 
-@pytest.mark.parametrize("pilot", [8, 32])
+@pytest.mark.parametrize("pilot", [8, pytest.param(32, marks=pytest.mark.slow)])
 def test_delta_cv_pathwise_matches_the_elbo_gradient(pilot):
     """The m coordinates have (numerically) zero variance here, so the tolerance adds float64
     rounding to z * se."""
