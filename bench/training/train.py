@@ -10,7 +10,9 @@ pretraining) is the one its own ``seed`` option makes, so that the figure's band
 spread that the estimator's randomness causes (``--set seed=S`` varies the instance).
 A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
 gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
-and one Adam step. See ``problems.base`` for the hooks.
+and one Adam step. An estimator with parameters of its own (a learned control variate,
+``estimators.base``) is set up once and takes one step of its own loss at every estimate
+(``Estimator.backward``). See ``problems.base`` for the hooks.
 
 Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
 
@@ -19,8 +21,17 @@ Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estima
 * ``variance_trace``: the estimator's gradient variance (trace of the covariance of the
   estimated parameters' gradient) at the current parameters on the problem's fixed
   evaluation minibatch, from ``variance_repeats`` independent estimates of ``n_samples``
-  samples with the estimator's current state (``bench.cell.estimate.gradient_variance``), as
-  in the DisARM and RELAX papers;
+  samples (``bench.cell.estimate.gradient_variance``), as in the DisARM and RELAX papers,
+  with the estimator's state as it would be at that step on the evaluated minibatch: a copy
+  of the estimator, starting from its training state, runs its ``warmup_steps()`` warm-up
+  steps at the current parameters on that minibatch (state carried, own parameters
+  trained, exactly as a ``bench run`` cell warms up, but from the training state instead of
+  a cold one), and the variance is measured with the state it reaches. Without this, a
+  state learned on the random training minibatches (a moving-average baseline of their
+  cost) is measured on another minibatch, whose cost it does not track: the variance then
+  mostly measures the mismatch (``reinforce_ema`` read 100 times that of leave-one-out
+  instead of the 5 times of ``bench run``). Estimators without state are unaffected, and the
+  training run itself never sees the copy;
 * the problem's ``train_metrics`` (e.g. ``test_nelbo``).
 
 ``wall_s`` is the training time since the start of that estimator's run: time spent in the
@@ -61,7 +72,7 @@ from bench.schema import TRAIN
 from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, State
 from problems import get_problem
-from problems.base import Params, Problem
+from problems.base import Params, Problem, repeat_params
 from problems.options import OptionValue, resolve_options
 
 
@@ -233,13 +244,35 @@ def _evaluate(
     with torch.random.fork_rng(devices=devices):
         problem.reset_batch()
         point = problem.load_train_params(current)
+        evaluator = copy.deepcopy(estimator)
+        warmed = warm_from(problem, evaluator, point, spec.n_samples, state)
         metrics = {
             "variance_trace": gradient_variance(
-                problem, estimator, point, spec.n_samples, spec.variance_repeats, state
+                problem, evaluator, point, spec.n_samples, spec.variance_repeats, warmed
             )
         }
         metrics.update(problem.train_metrics(current))
     return metrics
+
+
+def warm_from(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, state: State
+) -> State:
+    """The state ``[1, ...]`` after ``estimator.warmup_steps()`` warm-up steps at ``point``
+    (no repeat dimension) on the problem's current minibatch, starting from ``state``: the
+    per-repeat state carried from step to step and the estimator's own parameters trained,
+    as ``Estimator.warm_up`` does from a cold state (see the module docstring). Modifies
+    ``estimator``'s own parameters: pass a copy."""
+    trainable = bool(estimator.parameters())
+    params = repeat_params(point, 1, requires_grad=False)
+    for _ in range(estimator.warmup_steps()):
+        if trainable:
+            state = estimator.step(problem, repeat_params(point, 1), n_samples, state).state
+        else:
+            with torch.no_grad():
+                state = estimator.surrogate(problem, params, n_samples, state).state
+    estimator.freeze()
+    return {k: v.detach() for k, v in state.items()}
 
 
 def train_one(
@@ -265,6 +298,7 @@ def train_one(
         for k, v in problem.train_params().items()
     }  # [1, *shape]: one repeat
     optimizer = torch.optim.Adam(train.values(), lr=spec.lr)
+    estimator.setup(problem, problem.init_params())  # its own parameters, if any (seeded)
     state = estimator.init_state(train)
     clock = _Clock(problem.device)
     records = eval_steps(spec.steps, spec.eval_every)
@@ -289,7 +323,12 @@ def train_one(
         with torch.no_grad():
             losses.append(problem.cost(out.samples, train).mean().item())
         optimizer.zero_grad(set_to_none=True)
-        out.loss.sum().backward()
+        if estimator.parameters():  # its own parameters take one step on this estimate too
+            grads = estimator.backward(out, train).grads
+            for tensor, grad in zip(train.values(), grads.values(), strict=True):
+                tensor.grad = grad
+        else:
+            out.loss.sum().backward()
         optimizer.step()
         state = {k: v.detach() for k, v in out.state.items()}
         clock.stop()
