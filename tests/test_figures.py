@@ -381,3 +381,13 @@ def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeyp
     ]
     groups = paper_cli.by_samples(["reinforce", "reinforce_loo"], (1, 2, 4))
     assert groups == {(1, 2, 4): ["reinforce"], (2, 4): ["reinforce_loo"]}
+
+
+def test_captions_are_wrapped_to_the_figure_width(tables):
+    for size in ("icml-column", "icml-page"):
+        plot, width, _ = draw("variance_vs_samples", tables["cells"], size)
+        longest = max(len(line) for line in plot.labels.caption.split("\n"))
+        assert longest * theme.TEXT_PT * 0.6 <= width * 72
+    composed, width, _ = draw("training", _seeded_train(2), "icml-column")
+    caption = composed.items[-1].labels.caption
+    assert max(len(line) for line in caption.split("\n")) * theme.TEXT_PT * 0.6 <= width * 72

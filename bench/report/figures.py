@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ from plotnine import (
 from plotnine.composition import Compose
 
 from bench.report.theme import (
+    TEXT_PT,
     Size,
     estimator_colours,
     estimator_shapes,
@@ -709,6 +711,14 @@ def get_figure(name: str) -> Figure:
         raise ValueError(f"unknown figure {name!r}; valid figures: {', '.join(FIGURES)}") from None
 
 
+def wrap_caption(text: str, width_in: float) -> str:
+    """``text`` with its lines wrapped to fit ``width_in`` inches at the caption's size
+    (an average character of the theme's sans-serif font is about 0.6 em wide)."""
+    chars = max(20, int(width_in * 72 / (TEXT_PT * 0.6)))
+    return "\n".join(part for line in text.split("\n")
+                     for part in (textwrap.wrap(line, chars) or [""]))
+
+
 def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
         ggplot | Compose, float, float]:
     """Draw figure ``name`` from ``table`` at a size preset.
@@ -732,7 +742,9 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
     styled = [styled, guides(color=guide_legend(ncol=preset.legend_cols),
                                shape=guide_legend(ncol=preset.legend_cols))]
     if isinstance(drawn.plot, ggplot):
-        return drawn.plot + styled, width, height
+        caption = drawn.plot.labels.caption
+        wrapped = labs(caption=wrap_caption(caption, width)) if caption else []
+        return drawn.plot + styled + wrapped, width, height
     # one legend for the composed panels: on the last one, beside it or below the stack
     beside = drawn.rows == 1
     panels = [panel + styled + theme(legend_position="none") for panel in drawn.plot]
@@ -742,7 +754,7 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
     else:
         panels[-1] = panels[-1] + theme(legend_position="bottom")
     if drawn.caption:
-        panels[-1] = panels[-1] + labs(caption=drawn.caption)
+        panels[-1] = panels[-1] + labs(caption=wrap_caption(drawn.caption, width))
     composed = functools.reduce(operator.or_ if beside else operator.truediv, panels)
     return composed & theme(figure_size=(width, height)), width, height
 
