@@ -57,7 +57,7 @@ def report_markdown(reproduction: type[Reproduction], outcome: Outcome, seed: in
         f"seed {seed}; commit {env.git_commit()}; {env.utc_now()}\n",
         "## Ours next to the published values\n",
         _markdown_table(outcome.comparison),
-        "## Published claims checked on this run\n",
+        "## Claims checked on this run (published ones cite the paper; derived ones say so)\n",
         _markdown_table(claims_frame(outcome)),
     ]
     if outcome.waiting:
@@ -119,7 +119,7 @@ def summary_text(reproduction: type[Reproduction], outcome: Outcome) -> str:
         sources = sorted(set(outcome.comparison["source"]) - {""})
         lines += [f"  source: {s}" for s in sources]
     if outcome.claims:
-        lines += ["", "published claims checked:"]
+        lines += ["", "claims checked (published ones cite the paper; derived ones say so):"]
         lines += [f"  {c.verdict:>11}  {c.text} [{c.source}]: {c.measured}" for c in outcome.claims]
     if outcome.notes:
         lines += ["", "notes:"] + [f"  - {n}" for n in outcome.notes]
