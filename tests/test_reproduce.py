@@ -16,6 +16,7 @@ from scipy import integrate
 import estimators
 from bench.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, reproduce
+from bench.reproduce.curves import run_curves
 from bench.reproduce.mohamed_fig2 import exact_variance
 from bench.reproduce.reinmax_poly import PolynomialBits
 from bench.reproduce.training import TrainSettings, train_curve
@@ -54,7 +55,7 @@ def test_short_version_runs_and_writes_its_files(short_runs, name):
     text = (out / "comparison.md").read_text()
     assert "(short version)" in text
     # nothing fails that the suite can check at short scale, and nothing is faked
-    assert not outcome.failed, [c for c in outcome.failed]
+    assert outcome.ok, (outcome.failed, outcome.errors)
     for claim in outcome.claims:
         missing = [n for n in REPRODUCTIONS[name].estimators if n not in estimators.ESTIMATORS]
         if claim.passed is None:
@@ -223,3 +224,31 @@ def test_cli(monkeypatch, tmp_path, capsys):
     assert code == EXIT_FAILED
     out = capsys.readouterr().out
     assert "FAIL  a claim" in out and "SHORT version" in out
+
+
+class Broken(estimators.ESTIMATORS["reinforce"]):
+    """REINFORCE that raises (test). References: none (test)."""
+
+    name = "test_broken"
+
+    def surrogate(self, problem, params, n_samples, state):
+        raise RuntimeError("broken on purpose")
+
+
+def test_a_failing_estimator_is_reported_and_the_others_still_run(monkeypatch):
+    monkeypatch.setitem(estimators.ESTIMATORS, "test_broken", Broken)
+    settings = TrainSettings(steps=3, lr=0.1, n_samples=2, every=3)
+    data, errors = run_curves(
+        "test",
+        [("toy", lambda: BernoulliToy({"d": 2}, dtype=torch.float64))],
+        [
+            ("test_broken", {}, settings),
+            ("reinforce_loo", {}, settings),
+            ("reinforce_loo", {}, TrainSettings(steps=3, lr=0.1, n_samples=1, every=3)),
+        ],
+        0,
+        False,
+    )
+    assert set(data["series"]) == {"reinforce_loo"}
+    assert errors[0] == "test_broken [toy] failed: RuntimeError: broken on purpose"
+    assert errors[1].startswith("reinforce_loo [toy] did not run: reinforce_loo needs K >= 2")

@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     )
     print(summary_text(cls, outcome))
     print(f"\nran in {elapsed:.1f} s; wrote " + ", ".join(str(p) for p in written))
-    return EXIT_FAILED if outcome.failed else EXIT_OK
+    return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
 def add_parser(subparsers) -> None:
@@ -76,7 +76,8 @@ def add_parser(subparsers) -> None:
         "write run.parquet, a comparison table (ours next to the published values, source "
         "cited; where the paper shows only a plot, its orderings are checked as claims) and "
         "figure.png. Estimators not registered yet are reported as waiting and left out. "
-        "Exit code 1 when a published claim fails on the run (docs/reproduce.md).",
+        "Exit code 1 when a claim fails on the run or a registered estimator could not run "
+        "(docs/reproduce.md).",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="a reproduction (see --list)")
     parser.add_argument(

@@ -90,6 +90,8 @@ class Outcome:
         comparison: ours next to the published value per quantity (``comparison_row``).
         claims: the qualitative statements checked.
         waiting: one line per estimator left out because it is not registered.
+        errors: one line per series that could not run although its estimator is
+            registered (it does not apply, or it raised); the run then exits with code 1.
         notes: what differs from the paper (scale, settings), in words.
         figure: a plotnine figure of the run, or None when nothing could be drawn.
     """
@@ -102,10 +104,16 @@ class Outcome:
     waiting: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figure: Any = None
+    errors: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Claim]:
         return [c for c in self.claims if c.passed is False]
+
+    @property
+    def ok(self) -> bool:
+        """No checked claim failed and every registered estimator ran."""
+        return not self.failed and not self.errors
 
 
 def comparison_row(

@@ -69,7 +69,7 @@ class BernoulliD200(Reproduction):
             variance_repeats=scale["variance_repeats"],
         )
         setting = f"d={D}, t={T}"
-        data = run_curves(
+        data, errors = run_curves(
             self.name,
             [(setting, lambda: BernoulliToy({"t": T, "d": D, "theta": 0.0}, dtype=torch.float64))],
             [(name, {}, train) for name in self.estimators],
@@ -138,4 +138,5 @@ class BernoulliD200(Reproduction):
             [waiting_line(n) for n in self.missing()],
             notes,
             figure,
+            errors=errors,
         )

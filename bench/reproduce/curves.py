@@ -38,26 +38,42 @@ def run_curves(
     series: Sequence[tuple[str, dict[str, Any], TrainSettings]],
     seed: int,
     progress: bool,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, list[str]]:
     """Train every registered estimator of ``series`` (name, options, settings) on every
-    ``(label, make_problem)`` setting; return the rows of ``COLUMNS``."""
+    ``(label, make_problem)`` setting.
+
+    Returns:
+        the rows of ``COLUMNS``, and one line per curve that did not run: an estimator that
+        does not apply (its reason), or one that raised (its error, so that the run still
+        reports everything else; ``Outcome.errors``).
+    """
     rows: list[dict[str, Any]] = []
+    errors: list[str] = []
     for label, make in settings:
         template = make()
         for name, options, train in series:
             if name not in ESTIMATORS:
                 continue
-            curve = train_curve(
-                template,
-                name,
-                option_subset(name, options),
-                train,
-                derive_seed(reproduction, label, seed),
-                f"{name} [{label}]",
-                progress,
-            )
+            cls = ESTIMATORS[name]
+            reason = cls.incompatibility(template) or cls.sample_rule(train.n_samples)
+            if reason is not None:
+                errors.append(f"{name} [{label}] did not run: {reason}")
+                continue
+            try:
+                curve = train_curve(
+                    template,
+                    name,
+                    option_subset(name, options),
+                    train,
+                    derive_seed(reproduction, label, seed),
+                    f"{name} [{label}]",
+                    progress,
+                )
+            except Exception as err:  # one broken estimator must not hide the others' results
+                errors.append(f"{name} [{label}] failed: {type(err).__name__}: {err}")
+                continue
             rows += [{"setting": label, **row, "series": name} for row in curve]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS), errors
 
 
 def last(data: pd.DataFrame, setting: str, series: str, metric: str) -> float | None:

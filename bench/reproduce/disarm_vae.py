@@ -143,7 +143,7 @@ class DisarmVAE(Reproduction):
             )
             for name in self.estimators
         ]
-        data = run_curves(self.name, settings, series, seed, progress)
+        data, errors = run_curves(self.name, settings, series, seed, progress)
         rows, claims = [], []
         for arch in ARCHS:
             elbo = {n: _neg(last(data, arch, n, "train_loss")) for n in self.estimators}
@@ -223,6 +223,7 @@ class DisarmVAE(Reproduction):
             [waiting_line(n) for n in self.missing()],
             notes,
             figure,
+            errors=errors,
         )
 
 

@@ -142,7 +142,7 @@ class MohamedFig2(Reproduction):
         settings = SETTINGS[mode]
         series, notes = self._series()
         waiting = [waiting_line(n) for n in self.missing()]
-        rows = []
+        rows, errors = [], []
         jobs = [(s, float(k)) for s in series for k in settings["k"]]
         for (label, name, options), k in tqdm(
             jobs, desc=self.name, disable=not progress, leave=False, unit="cell"
@@ -152,11 +152,15 @@ class MohamedFig2(Reproduction):
             )
             point = problem.init_params()
             torch.manual_seed(derive_seed(self.name, label, k, seed))
-            estimator = get_estimator(name)(dict(options))
-            state, _ = prepare(problem, estimator, point, 1)
-            grads = torch.cat(
-                list(estimate_chunks(problem, estimator, point, 1, settings["repeats"], state))
-            )
+            try:
+                estimator = get_estimator(name)(dict(options))
+                state, _ = prepare(problem, estimator, point, 1)
+                grads = torch.cat(
+                    list(estimate_chunks(problem, estimator, point, 1, settings["repeats"], state))
+                )
+            except Exception as err:  # one broken estimator must not hide the others' results
+                errors.append(f"{label} at k={k:g} failed: {type(err).__name__}: {err}")
+                continue
             variance, se = variance_with_se(grads)  # coordinates: mu, sigma
             for index, parameter in enumerate(("mu", "sigma")):
                 rows.append(
@@ -196,6 +200,7 @@ class MohamedFig2(Reproduction):
             waiting,
             notes,
             self._figure(data) if not data.empty else None,
+            errors=errors,
         )
 
     def _comparison(self, data: pd.DataFrame) -> pd.DataFrame:

@@ -60,8 +60,9 @@ def report_markdown(reproduction: type[Reproduction], outcome: Outcome, seed: in
         "## Claims checked on this run (published ones cite the paper; derived ones say so)\n",
         _markdown_table(claims_frame(outcome)),
     ]
-    if outcome.waiting:
-        parts += ["## Left out\n", "".join(f"- {line}\n" for line in outcome.waiting)]
+    if outcome.waiting or outcome.errors:
+        lines = outcome.waiting + outcome.errors
+        parts += ["## Left out\n", "".join(f"- {line}\n" for line in lines)]
     if outcome.notes:
         parts += ["## Notes\n", "".join(f"- {line}\n" for line in outcome.notes)]
     return "\n".join(parts)
@@ -109,6 +110,7 @@ def summary_text(reproduction: type[Reproduction], outcome: Outcome) -> str:
         ),
     ]
     lines += [f"  {line}" for line in outcome.waiting]
+    lines += [f"  ERROR: {line}" for line in outcome.errors]
     if not outcome.comparison.empty:
         lines += ["", "ours next to the published values:"]
         shown = outcome.comparison.drop(columns=["source"]).fillna("")

@@ -121,7 +121,7 @@ class ReinmaxPoly(Reproduction):
             )
             for p in POWERS
         ]
-        data = run_curves(
+        data, errors = run_curves(
             self.name, settings, [(n, {"tau": TAU}, train) for n in self.estimators], seed, progress
         )
         rows, claims = [], []
@@ -175,4 +175,5 @@ class ReinmaxPoly(Reproduction):
             [waiting_line(n) for n in self.missing()],
             notes,
             figure,
+            errors=errors,
         )

@@ -88,7 +88,7 @@ class RelaxToy(Reproduction):
             for t in TARGETS
         ]
         series = [(name, OPTIONS.get(name, {}), train) for name in self.estimators]
-        data = run_curves(self.name, settings, series, seed, progress)
+        data, errors = run_curves(self.name, settings, series, seed, progress)
         comparison, claims = self._compare(data)
         notes = [
             "Fig. 1 of the paper shows curves only; no value is stated in its text or tables, "
@@ -115,6 +115,7 @@ class RelaxToy(Reproduction):
             [waiting_line(n) for n in self.missing()],
             notes,
             figure,
+            errors=errors,
         )
 
     def _compare(self, data: pd.DataFrame) -> tuple[pd.DataFrame, list[Claim]]:
