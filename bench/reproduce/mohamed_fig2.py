@@ -21,9 +21,12 @@ E eps^2 = 1, E eps^4 = 3, E eps^6 = 15, E eps^8 = 105, the single-sample varianc
   Rayleigh(1) (E r = sqrt(pi / 2), E r^2 = 2, E r^4 = 8): coupled (r' = r) it is
   4 a r / sqrt(2 pi), variance a^2 (16 / pi - 4); independent, (4 a^2 (2 - pi / 2) + 4 sigma^2)
   / pi.
-* measure-valued, d/dsigma, independent parts: (f(mu + sigma m) - f(mu + sigma eps)) / sigma with
-  m double-sided Maxwell (E m^2 = 3, E m^4 = 15), variance 16 a^2 + 8 sigma^2. The coupled
-  variance depends on the coupling the estimator uses, so none is given for it.
+* measure-valued, d/dsigma: (f(mu + sigma m) - f(mu + sigma eps')) / sigma with m double-sided
+  Maxwell (E m^2 = 3, E m^4 = 15, E m^6 = 105): independent (eps' ~ N(0, 1)), variance
+  16 a^2 + 8 sigma^2; coupled by eps' = U m, U ~ U(0, 1) (U m is standard normal; the coupling
+  of Mohamed et al., Section 6.3, and of ``mvd``), the estimate is
+  2 a m (1 - U) + sigma m^2 (1 - U^2), variance 4 a^2 + 4 sigma^2 (E (1 - U)^2 = 1/3,
+  E (1 - U^2)^2 = 8/15).
 
 References: Mohamed, Rosca, Figurnov, Mnih (2020), "Monte Carlo Gradient Estimation in
 Machine Learning", JMLR 21(132), Fig. 2 and Sections 4-6.
@@ -105,7 +108,7 @@ def exact_variance(
         ) / s2
         return second - 4 * s2
     if label == "measure-valued (coupled)":
-        return a**2 * (16 / math.pi - 4) if parameter == "mu" else None
+        return a**2 * (16 / math.pi - 4) if parameter == "mu" else 4 * a**2 + 4 * s2
     if label == "measure-valued (independent)":
         if parameter == "mu":
             return (4 * a**2 * (2 - math.pi / 2) + 4 * s2) / math.pi
