@@ -11,8 +11,11 @@ theta. The exact loss is p (1 - t)^2 + (1 - p) t^2 with p = sigmoid(theta); its 
 p is min(t, 1 - t)^2 (at p = 0 for t < 1/2).
 
 Published: the paper's Fig. 1 shows the loss and the log-variance as curves; it states no
-values. Its Section 6.1 says the RELAX estimator achieves the best performance on this toy;
-the claims below check the orderings of the figure on our run.
+values. Its Section 6.1 says that RELAX's learned control variate stays near f, "keeping the
+variance of the REINFORCE part of the estimator small", and that these factors "result in
+the RELAX estimator achieving the best performance"; the claims check exactly that (lowest
+log-variance, lowest final loss) on our run. The text states no ordering of REBAR against
+REINFORCE on this toy, so none is checked; their numbers are reported.
 
 References: Grathwohl, Choi, Wu, Roeder, Duvenaud (2018), "Backpropagation through the Void:
 Optimizing control variates for black-box gradient estimation", ICLR, Fig. 1 and Section
@@ -150,16 +153,8 @@ class RelaxToy(Reproduction):
         final = {n: last(data, setting, n, "loss") for n in self.estimators}
         claims = [
             ordering_claim(
-                "at t = 0.499, REBAR's gradient log-variance is below REINFORCE's",
-                SOURCE + " (right panel, curves)",
-                variance,
-                "rebar",
-                ["reinforce"],
-                "mean log10 variance",
-            ),
-            ordering_claim(
                 "at t = 0.499, RELAX's gradient log-variance is the lowest of the three",
-                SOURCE + " (right panel, curves)",
+                SOURCE + " (right panel) and Sec. 6.1 ('keeping the variance [...] small')",
                 variance,
                 "relax",
                 ["reinforce", "rebar"],
