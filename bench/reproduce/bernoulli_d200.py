@@ -126,8 +126,9 @@ class BernoulliD200(Reproduction):
         figure = curve_figure(
             data,
             {"variance": "log10 gradient variance", "loss": "exact loss"},
-            f"ours, {mode} version. Published: {SOURCE} (curves only)",
-            width=5.0,
+            f"ours, {mode} version. Published: Dong et al. (2020); Titsias & Shi (2022) "
+            "(curves only)",
+            width=6.0,
         )
         return Outcome(
             self.name,

@@ -164,7 +164,9 @@ class ReinmaxPoly(Reproduction):
                 f"{SCALE['full']['steps']}, the authors' 40 epochs x 200 steps)"
             )
         figure = curve_figure(
-            data, {"loss": "exact loss"}, f"ours, {mode} version. Published: {SOURCE}"
+            data,
+            {"loss": "exact loss"},
+            f"ours, {mode} version. Published: Liu et al. (2023), NeurIPS (curves only)",
         )
         return Outcome(
             self.name,
