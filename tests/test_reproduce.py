@@ -16,6 +16,7 @@ from scipy import integrate
 import estimators
 from bench.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, reproduce
+from bench.reproduce.base import z_agreement
 from bench.reproduce.curves import run_curves
 from bench.reproduce.mohamed_fig2 import exact_variance
 from bench.reproduce.reinmax_poly import PolynomialBits
@@ -261,3 +262,9 @@ def test_a_failing_estimator_is_reported_and_the_others_still_run(monkeypatch):
     assert set(data["series"]) == {"reinforce_loo"}
     assert errors[0] == "test_broken [toy] failed: RuntimeError: broken on purpose"
     assert errors[1].startswith("reinforce_loo [toy] did not run: reinforce_loo needs K >= 2")
+
+
+def test_agreement_allows_rounding_and_rejects_real_differences():
+    assert z_agreement([(2e-32, 1e-33, 0.0), (4.0, 0.1, 4.05)])[0]
+    ok, worst, critical = z_agreement([(1.0, 0.01, 2.0), (4.0, 0.1, 4.0)])
+    assert not ok and worst == pytest.approx(100) and critical > 3

@@ -82,7 +82,7 @@ SERIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("measure-valued (independent)", "mvd", {"coupled": False}),
 )
 SETTINGS: dict[str, dict[str, Any]] = {
-    "short": {"k": np.linspace(-3, 3, 7), "repeats": 3000},
+    "short": {"k": np.linspace(-3, 3, 7), "repeats": 20_000},
     "full": {"k": np.linspace(-3, 3, 31), "repeats": 200_000},
 }
 
