@@ -1,9 +1,15 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
+from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
-from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
+from estimators.score_function import (
+    Reinforce,
+    ReinforceEMA,
+    ReinforceExactBaseline,
+    ReinforceLOO,
+)
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -13,6 +19,10 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "reinforce_exact_baseline": ReinforceExactBaseline,
+    "arm": ARM,
+    "disarm": DisARM,
+    "arms": ARMS,
 }
 
 

@@ -15,6 +15,10 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "gumbel_softmax": {"n_samples": 4, "options": {"tau": 1.0}},
     "st_gumbel_softmax": {"n_samples": 4, "options": {"tau": 1.0}},
     "straight_through": {"n_samples": 4},
+    "reinforce_exact_baseline": {"n_samples": 4},
+    "arm": {"n_samples": 4},
+    "disarm": {"n_samples": 4},
+    "arms": {"n_samples": 4},
 }
 
 #: problem options at which every applicable estimator is tested against the truth

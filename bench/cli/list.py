@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
         needs = ", ".join(sorted(est.requires)) or "nothing"
         bias = "unbiased" if est.unbiased else "biased"
         multi = "; multi-sample objectives too" if est.supports_multi_sample else ""
-        print(f"  {name}: {est.description} [{bias}; requires {needs}; K >= {est.min_samples}; "
+        print(f"  {name}: {est.description} [{bias}; requires {needs}; {est.samples_text()}; "
               f"cost {est.cost_formula} evaluations per estimate{multi}; {est.reference()}]")
         print(_options_text(est.options))
     print("\nProblems")
