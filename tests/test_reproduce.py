@@ -15,7 +15,7 @@ from scipy import integrate
 
 import estimators
 from bench.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
-from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, reproduce
+from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, mohamed_fig2, reproduce
 from bench.reproduce.base import z_agreement
 from bench.reproduce.curves import run_curves
 from bench.reproduce.mohamed_fig2 import exact_variance
@@ -87,6 +87,7 @@ def test_published_column_never_invents_a_number(short_runs):
 
 def test_a_missing_estimator_is_reported_as_waiting_and_left_out(monkeypatch, tmp_path):
     monkeypatch.delitem(estimators.ESTIMATORS, "reparam")
+    monkeypatch.setitem(mohamed_fig2.SETTINGS, "short", {"k": [0.0, 2.0], "repeats": 2000})
     outcome, _, _ = reproduce("mohamed2020_fig2", "short", tmp_path)
     assert "waiting for estimator reparam (not registered)" in outcome.waiting
     assert "pathwise" not in set(outcome.data["series"])
