@@ -2,6 +2,8 @@
 
 from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
+from estimators.control_variate import MuProp, Rebar, Relax
+from estimators.exact_sum import IndeCateR
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
 from estimators.score_function import (
@@ -10,6 +12,8 @@ from estimators.score_function import (
     ReinforceExactBaseline,
     ReinforceLOO,
 )
+from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
+from estimators.without_replacement import UnorderedSet
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -23,6 +27,15 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "arm": ARM,
     "disarm": DisARM,
     "arms": ARMS,
+    "muprop": MuProp,
+    "rebar": Rebar,
+    "relax": Relax,
+    "gumbel_rao": GumbelRao,
+    "reinmax": ReinMax,
+    "gst": GappedST,
+    "zgr": ZGR,
+    "indecater": IndeCateR,
+    "unordered_set": UnorderedSet,
 }
 
 

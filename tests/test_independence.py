@@ -25,7 +25,7 @@ from problems.base import LatentKind, Problem, repeat_params
 from problems.toys import BernoulliToy
 from tests.examples import PROBLEM_EXAMPLES
 
-R, K = 3, 3
+R, K = 3, 4  # K even: the antithetic estimators take K/2 pairs
 #: the critic's quality does not matter here; a barely trained one keeps the test fast
 FAST = {"gan_continuous": {"critic_steps": 2}, "gan_discrete": {"critic_steps": 2}}
 
