@@ -9,7 +9,7 @@ Three scales:
   minibatch 50, Adam 1e-4 and 10^6 steps are our settings for it (``--steps`` shortens it);
 * ``full`` without ``--data``: the same experiment scaled down to the bundled 8 x 8 digits (32
   latents, hidden layers of 64 units, 2000 steps), minutes on one CPU thread;
-* ``short``: a CI-sized run on the digits (8 latents, 20 steps).
+* ``short``: a CI-sized run on the digits (8 latents, 10 steps).
 
 Differences from the paper that stay at every scale: the prior is a fixed Bernoulli(1/2) (the
 paper's may be learned), and ``relax`` uses one sample per estimate where the others use two
@@ -53,7 +53,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "hidden": "16-16",
         "batch": 16,
         "lr": 3e-3,
-        "steps": 20,
+        "steps": 10,
         "every": 10,
         "variance_repeats": 20,
         "binarize": "threshold",

@@ -55,7 +55,7 @@ BITS, C, K = 128, 0.45, 64
 LR = 2e-3
 TAU = 1.0
 SCALE: dict[str, dict[str, int]] = {
-    "short": {"steps": 100, "every": 50},
+    "short": {"steps": 30, "every": 15},
     "full": {"steps": 8000, "every": 200},
 }
 

@@ -50,7 +50,7 @@ TEXT = (
 TARGETS = (0.499, 0.45)
 LR = 0.01
 SCALE: dict[str, dict[str, int]] = {
-    "short": {"steps": 300, "every": 100, "variance_repeats": 200},
+    "short": {"steps": 100, "every": 50, "variance_repeats": 100},
     "full": {"steps": 10_000, "every": 100, "variance_repeats": 1000},
 }
 #: estimator options the reproduction asks for, where the estimator declares them
