@@ -20,7 +20,7 @@ def _list() -> int:
         print(f"    estimators: {', '.join(cls.estimators)}")
         for missing in cls.missing():
             print(f"      waiting for estimator {missing} (not registered)")
-        print(f"    run time (measured, one CPU thread): {runtime}")
+        print(f"    run time (one CPU thread, imports not counted): {runtime}")
     return EXIT_OK
 
 

@@ -151,8 +151,10 @@ class Reproduction(ABC):
         paper: the citation.
         target: the figure or table reproduced, e.g. ``Fig. 1``.
         estimators: the registry names the reproduction needs.
-        runtime: measured wall time of each mode on the reference machine (2 CPU cores,
-            one thread), as text, e.g. ``{"short": "3 s", "full": "4 min"}``.
+        runtime: CPU time of each mode on one thread of the reference machine (the run and
+            its files, without the few seconds of imports), as text, e.g.
+            ``{"short": "3 s", "full": "4 min"}``; measured, or marked ``(estimated)`` where
+            it was extrapolated from a measured shorter run.
     """
 
     name: ClassVar[str]
