@@ -199,7 +199,12 @@ class Estimator(ABC):
     ) -> Step:
         """One estimate per repeat for leaf ``params`` ``[R, ...]``, and, with ``train`` and
         trainable parameters, one optimizer step of the estimator's own loss at it."""
-        out = self.surrogate(problem, params, n_samples, state)
+        return self.backward(self.surrogate(problem, params, n_samples, state), params, train)
+
+    def backward(self, out: Surrogate, params: Params, train: bool = True) -> Step:
+        """The estimates of the surrogate ``out`` built at leaf ``params`` and, with ``train``
+        and trainable parameters, one optimizer step of the estimator's own loss at them (the
+        second half of ``step``, for callers that need the surrogate itself)."""
         own = self.parameters() if train and self.optimizer is not None else []
         grads = torch.autograd.grad(
             out.loss.sum(), list(params.values()), allow_unused=True,

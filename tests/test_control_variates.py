@@ -225,6 +225,52 @@ def test_common_random_numbers_give_back_the_hard_samples_noise():
     np.testing.assert_allclose(same.numpy(), z.numpy(), rtol=1e-9, atol=1e-9)
 
 
+def test_conditional_bits_have_the_law_of_z_given_b():
+    """Kolmogorov-Smirnov against the exact conditional CDF of z ~ Logistic(l):
+    P(z <= x | b = 1) = (sigmoid(x - l) - (1 - p)) / p on x > 0 and
+    P(z <= x | b = 0) = sigmoid(x - l) / (1 - p) on x < 0; and the same test rejects the
+    conditional noise built around log p + log(1 + p)."""
+    from scipy.stats import kstest
+
+    logit, n = 1.3, 20_000
+    p = sigmoid(logit)
+    logits = torch.tensor([logit], dtype=torch.float64)
+    v = torch.rand(n, 1, dtype=torch.float64)
+    for bit, cdf in [
+        (1.0, lambda x: (sigmoid(x - logit) - (1 - p)) / p),
+        (0.0, lambda x: sigmoid(x - logit) / (1 - p)),
+    ]:
+        b = torch.full((n, 1), bit, dtype=torch.float64)
+        z_cond = binary_conditional(logits, b, v)[:, 0].numpy()
+        assert kstest(z_cond, cdf).pvalue > ALPHA
+        wrong = WrongConditionalNoise({"coupling": "independent"}).conditional(
+            logits, None, b, None, v, True
+        )
+        assert kstest(wrong[:, 0].numpy(), cdf).pvalue < ALPHA
+
+
+def test_conditional_gumbels_have_the_law_of_z_given_the_argmax():
+    """Two-sample Kolmogorov-Smirnov per class: z~ given class k (fresh noise) against the
+    Gumbels z = log theta + G of unconditional draws whose argmax is k; the same test rejects
+    conditional Gumbels that leave out the class probabilities."""
+    from scipy.stats import ks_2samp
+
+    log_probs = torch.log_softmax(torch.tensor([0.4, -0.3, 1.1], dtype=torch.float64), -1)
+    z = categorical_gumbel(log_probs, torch.rand(60_000, 3, dtype=torch.float64))
+    k = 2
+    chosen = z[z.argmax(-1) == k]  # about 55% of the draws
+    b = torch.zeros_like(chosen)
+    b[:, k] = 1
+    log_e = torch.log(-torch.log(torch.rand(chosen.shape, dtype=torch.float64)))
+    z_cond = categorical_conditional(log_probs, b, log_e)
+    assert (z_cond.argmax(-1) == k).all()
+    for c in range(3):
+        assert ks_2samp(z_cond[:, c].numpy(), chosen[:, c].numpy()).pvalue > ALPHA / 3
+    # broken: the truncated Gumbels of the other classes without their probabilities theta_c
+    wrong = categorical_conditional(torch.zeros_like(log_probs), b, log_e)
+    assert min(ks_2samp(wrong[:, c].numpy(), chosen[:, c].numpy()).pvalue for c in range(3)) < ALPHA
+
+
 # ----------------------------------------------------------------------------------------------
 # identities
 # ----------------------------------------------------------------------------------------------

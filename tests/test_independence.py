@@ -43,7 +43,7 @@ def leaks(problem: Problem, name: str) -> tuple[float, float, float]:
     """The largest cross-repeat gradient, the largest change of the other repeats' cost and
     log q when params[1] moves, and the largest change of repeat 1's own log q (which must
     not be zero, else the perturbation tested nothing)."""
-    estimator = ESTIMATORS[name]({"warmup": 2} if name == "reinforce_ema" else {})
+    estimator = ESTIMATORS[name]({"warmup": 2} if name in ("reinforce_ema", "relax") else {})
     point = problem.init_params()
     state = expand_state(warmed_state(problem, estimator, point, K), R)
     params = repeat_params(point, R)
