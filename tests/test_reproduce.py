@@ -269,3 +269,18 @@ def test_agreement_allows_rounding_and_rejects_real_differences():
     assert z_agreement([(2e-32, 1e-33, 0.0), (4.0, 0.1, 4.05)])[0]
     ok, worst, critical = z_agreement([(1.0, 0.01, 2.0), (4.0, 0.1, 4.0)])
     assert not ok and worst == pytest.approx(100) and critical > 3
+
+
+@pytest.mark.slow
+def test_paper_scale_vae_runs_on_a_user_file(tmp_path):
+    """The --data path: the paper's model (200 latents, 200-200 hidden) on an MNIST-shaped
+    file, one training step per curve."""
+    images = np.random.default_rng(0).integers(0, 256, (150, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", images=images)
+    outcome, written, _ = reproduce(
+        "disarm2020_vae", "full", tmp_path / "out", steps=1, data=str(tmp_path / "mnist.npz")
+    )
+    assert not outcome.errors, outcome.errors
+    assert any("scale: paper (200 latents" in note for note in outcome.notes)
+    assert set(outcome.data["setting"]) == {"linear", "nonlinear"}
+    assert len(written) == 4
