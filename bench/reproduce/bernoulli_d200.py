@@ -54,7 +54,7 @@ class BernoulliD200(Reproduction):
     paper = "Dong, Mnih, Tucker (2020), NeurIPS (DisARM); Titsias & Shi (2022), AISTATS"
     target = "toy experiment (variance curves)"
     estimators = ("reinforce_loo", "disarm", "reinforce_exact_baseline")
-    runtime: ClassVar[dict[str, str]] = {"short": "3 s", "full": "75 s (estimated)"}
+    runtime: ClassVar[dict[str, str]] = {"short": "3 s", "full": "50 s"}
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
