@@ -22,8 +22,9 @@ RANK = {
     "bench.training": 4,
     "bench.report": 4,
     "bench.verify": 4,
-    "bench.cli": 5,
-    "bench": 6,  # bench/__init__.py and __main__.py: the public entry points
+    "bench.reproduce": 5,  # composes cells, reports and its own training loop
+    "bench.cli": 6,
+    "bench": 7,  # bench/__init__.py and __main__.py: the public entry points
 }
 #: peers of the same rank that must not import each other
 PEERS = {"bench.sweep", "bench.training", "bench.report", "bench.verify"}

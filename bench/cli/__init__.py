@@ -33,6 +33,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "bench.cli.table",
     "bench.cli.paper",
     "bench.cli.verify",
+    "bench.cli.reproduce",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
