@@ -114,6 +114,23 @@ class Summary:
     scalars: dict[str, float]
 
 
+@dataclass
+class BlockMoments:
+    """What the block sums tell of the covariance Cov of one estimate.
+
+    Attributes:
+        cov_trace_sq: tr(Cov^2).
+        direction_var: ``[k]`` v' Cov v for each of the k given directions v.
+        spread_var: Var(sum_r ||g_r - mean||^2), the spread of the variance's numerator.
+        n_blocks: how many blocks they come from.
+    """
+
+    cov_trace_sq: float
+    direction_var: Tensor
+    spread_var: float
+    n_blocks: int
+
+
 class Accumulator:
     """Accumulates chunks of estimates ``[c, D]`` and summarises them.
 
@@ -154,6 +171,7 @@ class Accumulator:
         self.cos_sum = 0.0
         self.r1 = 0.0  # sum of squared distances to the data shift
         self.r2 = 0.0  # sum of their squares
+        self.rc = torch.zeros(dim, dtype=torch.float64)  # sum of distance x centred estimate
         self.blocks: list[Tensor] = []  # [b, D] sums of data-centred estimates
         self.block_r: list[Tensor] = []  # [b] float64 sums of squared distances
         self.block_n: list[Tensor] = []  # [b] float64 counts
@@ -188,6 +206,7 @@ class Accumulator:
         self.s2 += squared.sum(0)
         self.r1 += float(distance.sum())
         self.r2 += float((distance * distance).sum())
+        self.rc += distance @ centred
         if self.truth is not None:
             norms = g.norm(dim=1) * self.truth.norm()
             dots = g @ self.truth
@@ -243,8 +262,12 @@ class Accumulator:
         trace = float(variance.sum())
         truth_var = 0.0 if self.truth_se is None else float((self.truth_se**2).sum())
         tol = self.tolerance
-        kurtosis = self.r2 * n / self.r1**2 if self.r1 > 0 else math.nan
-        heavy = math.sqrt(max(kurtosis - 1, 0) / n) > HEAVY_TAIL_REL_SE if self.r1 > 0 else False
+        bias = None if self.truth is None else mean - self.truth
+        offset = self.s1 / n  # mean - shift
+        directions = torch.stack([offset] + ([] if bias is None else [bias]), 1)  # [D, 1 or 2]
+        blocks = self._block_moments(directions, variance)
+        kurtosis = self._kurtosis(offset, float(blocks.direction_var[0]))
+        heavy = bool(math.sqrt(max(kurtosis - 1, 0) / n) > HEAVY_TAIL_REL_SE)
         scalars: dict[str, float] = {
             "variance_trace": trace,
             "snr": float(mean.norm() / math.sqrt(trace)) if trace > 0 else math.inf,
@@ -254,8 +277,7 @@ class Accumulator:
             "bootstrap_blocks": sum(len(b) for b in self.block_n),
         }
         bias_z = None
-        if self.truth is not None:
-            bias = mean - self.truth
+        if bias is not None:
             se2 = variance / n + (0 if self.truth_se is None else self.truth_se**2) + tol**2
             se = se2.sqrt()  # 0 only where truth and mean are 0, and with them the bias
             bias_z = torch.where(se > 0, bias / se, 0.0)
@@ -270,7 +292,7 @@ class Accumulator:
                 "bias_p_value": min(1.0, self.dim * 2 * float(stdtr(n - 1, -max_z))),
                 "truth_l2": float(self.truth.norm()),
             }
-            low, high = self._bias_sq_interval(bias, variance, bias_sq)
+            low, high = self._bias_sq_interval(bias, variance, bias_sq, blocks, tol)
             scalars |= {"bias_sq_ci_low": low, "bias_sq_ci_high": high}
         scalars |= self._intervals()
         return Summary(
@@ -284,54 +306,80 @@ class Accumulator:
         """The block sums ``[N, D]``, their squared distances and counts ``[N]``."""
         return torch.cat(self.blocks), torch.cat(self.block_r), torch.cat(self.block_n)
 
-    def _bias_sq_interval(
-        self, bias: Tensor, variance: Tensor, bias_sq: float
-    ) -> tuple[float, float]:
+    def _block_moments(self, directions: Tensor, variance: Tensor) -> BlockMoments:
+        """Covariance moments from the block sums (see ``BlockMoments``); ``directions``
+        ``[D, k]``, the first the offset mean - shift. Diagonal approximations where there
+        are fewer than 4 blocks."""
         sums, distance, counts = self._stacked()
         n, n_blocks_ = self.n, sums.shape[0]
+        if n_blocks_ < 4:
+            diagonal = (variance.unsqueeze(1) * directions**2).sum(0)
+            return BlockMoments(float((variance**2).sum()), diagonal, 0.0, n_blocks_)
+        centre = sums.sum(0) / n  # [D] mean of the centred estimates
+        scale = counts.sqrt().unsqueeze(1)
+        frobenius = 0.0
+        projection = torch.zeros(n_blocks_, directions.shape[1], dtype=torch.float64)
+        gram = torch.zeros(n_blocks_, n_blocks_, dtype=torch.float64)
+        pieces = []  # the whole [N, D] when D <= N: tr(A^2) from the smaller [D, D]
+        step = max(1, SLICE_ELEMENTS // n_blocks_)
+        for lo in range(0, self.dim, step):
+            part = slice(lo, lo + step)
+            y = (sums[:, part] - counts.unsqueeze(1) * centre[part]) / scale  # [N, slice]
+            frobenius += float((y**2).sum())
+            projection += y @ directions[part]
+            if self.dim <= n_blocks_:
+                pieces.append(y)
+            else:
+                gram += y @ y.T
+        if pieces:
+            y = torch.cat(pieces, 1)
+            gram = y.T @ y
+        cross = float((gram**2).sum())  # tr(A^2), A = sum_j y_j y_j'
+        k = n_blocks_ - 1  # degrees of freedom of the block covariance
+        # unbiased tr(Cov^2) from A ~ Wishart(Cov, k) (Bai & Saranadasa 1996), and at least
+        # the sum of the squared variances, which it can only exceed
+        unbiased = (cross - frobenius**2 / k) / ((k + 2) * (k - 1))
+        # the blocks' sums of ||g - m||^2 about the final mean m = shift + offset
+        offset = directions[:, 0]
+        distance = distance - 2 * (sums @ offset) + counts * float((offset**2).sum())
+        r_mean = float(distance.sum()) / n
+        spread = float(((distance - counts * r_mean) ** 2).sum()) * n_blocks_ / k
+        return BlockMoments(
+            max(float((variance**2).sum()), unbiased), (projection**2).sum(0) / k, spread, n_blocks_
+        )
+
+    def _kurtosis(self, offset: Tensor, offset_var: float) -> float:
+        """mean ||g - m||^4 / (mean ||g - m||^2)^2 about the final mean m, from the sums
+        about the shift: with c = g - shift, delta = m - shift, a = <c, delta>,
+        ||g - m||^2 = ||c||^2 - 2 a + ||delta||^2; the sum of a^2, the one term the sums do
+        not hold, is (R - 1) delta' Cov delta + R ||delta||^4, Cov from the blocks."""
+        n, q = self.n, float((offset**2).sum())
+        second = self.r1 - n * q
+        if second <= 0:
+            return math.nan
+        a_sq = (n - 1) * offset_var + n * q**2
+        fourth = self.r2 + 4 * a_sq - 4 * float(self.rc @ offset) + 2 * q * self.r1 - 3 * n * q**2
+        return fourth * n / second**2
+
+    def _bias_sq_interval(
+        self, bias: Tensor, variance: Tensor, bias_sq: float, blocks: BlockMoments, tol: float
+    ) -> tuple[float, float]:
+        n = self.n
         se2 = torch.zeros_like(variance) if self.truth_se is None else self.truth_se**2
-        cov_trace_sq = float((variance**2).sum())  # a lower bound of tr(Cov^2)
-        spread_var = 0.0  # Var(sum_c v_c) * R^2
-        direction_var = float((variance * bias**2).sum())  # b' Cov b, diagonal fallback
-        if n_blocks_ >= 4:
-            centre = sums.sum(0) / n  # [D] mean of the data-centred estimates
-            scale = counts.sqrt().unsqueeze(1)
-            frobenius, projection = 0.0, torch.zeros(n_blocks_, dtype=torch.float64)
-            gram = torch.zeros(n_blocks_, n_blocks_, dtype=torch.float64)
-            pieces = []  # the whole [N, D] when D <= N: tr(A^2) from the smaller [D, D]
-            step = max(1, SLICE_ELEMENTS // n_blocks_)
-            for lo in range(0, self.dim, step):
-                part = slice(lo, lo + step)
-                y = (sums[:, part] - counts.unsqueeze(1) * centre[part]) / scale
-                frobenius += float((y**2).sum())
-                projection += y @ bias[part]
-                if self.dim <= n_blocks_:
-                    pieces.append(y)
-                else:
-                    gram += y @ y.T
-            if pieces:
-                y = torch.cat(pieces, 1)
-                gram = y.T @ y
-            cross = float((gram**2).sum())  # tr(A^2), A = sum_j y_j y_j'
-            k = n_blocks_ - 1  # degrees of freedom of the block covariance
-            # unbiased tr(Cov^2) from A = sum_j y_j y_j' ~ Wishart(Cov, k): Bai & Saranadasa 1996
-            unbiased = (cross - frobenius**2 / k) / ((k + 2) * (k - 1))
-            cov_trace_sq = max(cov_trace_sq, unbiased)
-            direction_var = float((projection**2).sum()) / k
-            r_mean = float(distance.sum()) / n
-            spread_var = float(((distance - counts * r_mean) ** 2).sum()) * n_blocks_ / k
         # tr(Omega^2), Omega = Cov / R + diag(se^2)
         omega_sq = (
-            cov_trace_sq / n**2 + 2 * float((variance * se2).sum()) / n + float((se2**2).sum())
+            blocks.cov_trace_sq / n**2
+            + 2 * float((variance * se2).sum()) / n
+            + float((se2**2).sum())
         )
-        s0_sq = 2 * omega_sq + spread_var / n**4
+        s0_sq = 2 * omega_sq + blocks.spread_var / n**4
         norm_sq = float((bias**2).sum())
-        rho = (direction_var / n + float((se2 * bias**2).sum())) / norm_sq if norm_sq > 0 else 0.0
+        along = float(blocks.direction_var[-1]) / n + float((se2 * bias**2).sum())
+        rho = along / norm_sq if norm_sq > 0 else 0.0
         # Student's t quantile: s0 is estimated from the blocks (n_blocks - 1 degrees of freedom)
-        low, high = _score_interval(
-            bias_sq, s0_sq, 4 * rho, float(stdtrit(max(n_blocks_ - 1, 1), 0.975))
-        )
-        widen = self.dim * self.tolerance**2
+        z = float(stdtrit(max(blocks.n_blocks - 1, 1), 0.975))
+        low, high = _score_interval(bias_sq, s0_sq, 4 * rho, z)
+        widen = self.dim * tol**2
         return low - widen, high + widen
 
     def _intervals(self) -> dict[str, float]:
