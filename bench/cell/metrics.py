@@ -78,7 +78,7 @@ MIN_BLOCKS = 200
 #: memory budget of the stored block sums (float64), above MIN_BLOCKS x D x 8 bytes
 BLOCK_BYTES = 2**27
 #: float64 elements of a chunk processed at once: bounds the temporaries of ``add``
-ADD_ELEMENTS = 2**20
+ADD_ELEMENTS = 2**18
 #: float64 elements of one slice of bootstrap replicates ([B, slice]) at the end
 SLICE_ELEMENTS = 2**21
 #: floating-point tolerance of the bias test, in units of the dtype's epsilon x |gradient|
