@@ -145,7 +145,7 @@ def test_variance_interval_undercovers_where_heavy_tails_warn():
 
 
 def test_block_bootstrap_covers_the_variance_trace():
-    """R = 3000 is three estimates per block: the variance trace's interval still covers
+    """R = 3000 is six estimates per block: the variance trace's interval still covers
     at the nominal rate (reinforce_loo on bernoulli_toy d = 3; exact trace from 10^6
     draws, whose own error is 100x below an interval's width)."""
     cells = 200
@@ -165,7 +165,8 @@ def test_statistics_do_not_depend_on_how_the_estimates_are_chunked():
     for part in torch.tensor_split(g, [1, 7, 700, 701, 2000]):
         many.add(part)
     first, second = one.summary().scalars, many.summary().scalars
-    assert first["bootstrap_blocks"] == second["bootstrap_blocks"] == 1000 - 165  # ceil: m = 3
+    # m = ceil(2503 / 500) = 6, so 418 blocks, the last of 1
+    assert first["bootstrap_blocks"] == second["bootstrap_blocks"] == 418
     for name, value in first.items():
         # the kurtosis is about the final mean up to one term taken from the blocks, and the
         # shift is the first row here: 1.5 = 1 + 2 / D for Gaussian estimates

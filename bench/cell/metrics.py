@@ -21,11 +21,13 @@ For estimates g_1..g_R in R^D and a true gradient t:
 * ``cosine`` = (1/R) sum_r <g_r, t> / (||g_r|| ||t||) (0 where a norm is 0);
 * ``snr`` = ||m|| / sqrt(variance_trace) (Rainforth et al. 2018, "Tighter Variational
   Bounds are Not Necessarily Better", ICML, generalised to vectors);
-* ``kurtosis`` = mean_r ||g_r - c||^4 / (mean_r ||g_r - c||^2)^2 about the first chunk's
-  mean c (the ordinary kurtosis when D = 1): (kurtosis - 1) / R is the squared relative
-  standard error of ``variance_trace``. ``heavy_tails`` is set when that relative error
-  exceeds ``HEAVY_TAIL_REL_SE``: then the variance is resolved by a few large estimates,
-  and its interval (any interval built from R such draws) under-covers.
+* ``kurtosis`` = mean_r ||g_r - m||^4 / (mean_r ||g_r - m||^2)^2, the kurtosis of the
+  distance to the mean (the ordinary kurtosis when D = 1): (kurtosis - 1) / R is the
+  squared relative standard error of ``variance_trace``. ``heavy_tails`` is set when that
+  relative error exceeds ``HEAVY_TAIL_REL_SE``: then the variance is resolved by a few
+  large estimates, and its interval (any interval built from R such draws) under-covers.
+  The sums behind it are centred on the mean of the first estimates; the one term of the
+  fourth moment about the final mean that they do not hold comes from the blocks.
 
 **Blocks.** The estimates are grouped, in the order they are drawn, into at most
 ``BLOCKS`` consecutive blocks of m = ceil(R / blocks) estimates (m = 1, the estimates
@@ -41,7 +43,7 @@ faster than ``torch.poisson``). Resampling blocks of iid draws instead of the dr
 block bootstrap (Kunsch 1989) with no dependence to preserve; with hundreds of blocks it is
 as valid as resampling the draws, at a cost of B x blocks x D instead of B x R x D. The
 replicates' statistics are computed at the end, in slices of coordinates, from the blocks'
-sums centred on the first chunk's mean, in float64 (so that the same cell gives the same
+sums centred on the mean of the first estimates, in float64 (so that the same cell gives the same
 interval on any CPU to many digits). For a reference truth with standard error se(t),
 each replicate also draws t_b ~ N(t, se(t)^2), so the reference's own noise widens the
 bias and mse intervals.
@@ -72,7 +74,7 @@ from scipy.special import stdtr, stdtrit
 from torch import Tensor
 
 #: the most blocks the bootstrap resamples (fewer when R is smaller)
-BLOCKS = 1000
+BLOCKS = 500
 #: the fewest blocks kept when D is so large that ``BLOCKS`` would exceed ``BLOCK_BYTES``
 MIN_BLOCKS = 200
 #: memory budget of the stored block sums (float64), above MIN_BLOCKS x D x 8 bytes
@@ -86,16 +88,17 @@ FP_ULPS = 64
 #: relative standard error of variance_trace, sqrt((kurtosis - 1) / R), above which
 #: ``heavy_tails`` is set
 HEAVY_TAIL_REL_SE = 0.15
-#: the Poisson(1) distribution function at 0, 1, ..., 20 (1 - cdf(20) < 2^-53)
+#: the Poisson(1) distribution function at 0, 1, ..., 20, in float32
 POISSON_CDF = torch.tensor(
-    np.cumsum([math.exp(-1) / math.factorial(k) for k in range(21)]), dtype=torch.float64
+    np.cumsum([math.exp(-1) / math.factorial(k) for k in range(21)]), dtype=torch.float32
 )
 
 
 def poisson_weights(n_rows: int, n_cols: int, generator: torch.Generator) -> Tensor:
-    """``[n_rows, n_cols]`` independent Poisson(1) counts (float64) by inverse CDF."""
-    uniform = torch.rand(n_rows, n_cols, generator=generator, dtype=torch.float64)
-    return torch.searchsorted(POISSON_CDF, uniform, right=True).to(torch.float64)
+    """``[n_rows, n_cols]`` independent Poisson(1) counts (float64) by inverse CDF: each
+    probability to 2^-24 (float32 uniforms), P(count > 10) < 1e-8 is cut off."""
+    uniform = torch.rand(n_rows, n_cols, generator=generator)
+    return torch.bucketize(uniform, POISSON_CDF, right=True).to(torch.float64)
 
 
 def n_blocks(dim: int, n_repeats: int | None) -> int:
@@ -162,7 +165,7 @@ class Accumulator:
         blocks = n_blocks(dim, n_repeats)
         self.block_size = 1 if n_repeats is None else math.ceil(n_repeats / blocks)
         self.generator = torch.Generator().manual_seed(seed)
-        self.shift: Tensor | None = None  # the first piece's mean: every sum is centred on it
+        self.shift: Tensor | None = None  # every sum is centred on it (see ``_start``)
         self.estimate_eps = 0.0
         self.n = 0
         self.n_nonfinite = 0
@@ -178,47 +181,77 @@ class Accumulator:
         self.pending_n = 0
         self.pending_s1 = torch.zeros(dim, dtype=torch.float64)
         self.pending_r = 0.0
+        self.rows = max(1, ADD_ELEMENTS // max(dim, 1))  # estimates processed at once
+        self.buffer: list[Tensor] = []  # the first estimates, until there are ``rows``
 
     def add(self, chunk: Tensor) -> None:
         """Add estimates ``[c, D]`` (any device or float dtype)."""
         chunk = chunk.detach()
         self.estimate_eps = max(self.estimate_eps, _eps(chunk.dtype))
-        rows = max(1, ADD_ELEMENTS // max(self.dim, 1))
-        for piece in chunk.split(rows):
+        for piece in chunk.split(self.rows):
             g = piece.double().cpu()
-            # a row with a nan or an infinity has a non-finite sum (float64 cannot overflow
-            # on float32 estimates); cheaper than testing every element
-            finite = torch.isfinite(g.sum(1))
-            if not bool(finite.all()):
-                self.n_nonfinite += int((~finite).sum())
-                g = g[finite]
-            if g.shape[0]:
+            if self.shift is not None:
                 self._add(g)
+                continue
+            # the first ``rows`` estimates, whatever the chunks, set the shift
+            self.buffer.append(g)
+            if sum(b.shape[0] for b in self.buffer) >= self.rows:
+                self._start()
+
+    def close(self) -> None:
+        """Add what is still buffered (``summary`` does it too); before reading ``n`` or
+        ``n_nonfinite`` after the last ``add``."""
+        if self.buffer:
+            self._start()
+
+    def _start(self) -> None:
+        """Centre on the mean of the buffered first estimates and add them."""
+        g = torch.cat(self.buffer)
+        self.buffer = []
+        # a row with a nan or an infinity has a non-finite sum (float64 cannot overflow on
+        # float32 estimates); later pieces test their distances to the shift instead
+        finite = torch.isfinite(g.sum(1))
+        self.n_nonfinite += int((~finite).sum())
+        g = g[finite]
+        if g.shape[0]:
+            self.shift = g.mean(0)
+            self._add(g)
 
     def _add(self, g: Tensor) -> None:
-        if self.shift is None:
-            self.shift = g.mean(0)
         centred = g - self.shift  # [c, D]
         squared = centred * centred
         distance = squared.sum(1)  # [c] squared distances to the shift
-        self.n += g.shape[0]
-        self.s1 += centred.sum(0)
+        finite = torch.isfinite(distance)
+        if not bool(finite.all()):
+            self.n_nonfinite += int((~finite).sum())
+            centred, squared, distance = centred[finite], squared[finite], distance[finite]
+            if not centred.shape[0]:
+                return
+        self.n += centred.shape[0]
+        self.s1 += self._block_sums(centred, distance)
         self.s2 += squared.sum(0)
         self.r1 += float(distance.sum())
         self.r2 += float((distance * distance).sum())
         self.rc += distance @ centred
         if self.truth is not None:
-            norms = g.norm(dim=1) * self.truth.norm()
-            dots = g @ self.truth
+            # <g, t> and ||g||^2 from the centred rows: g = shift + centred
+            shift_sq = float((self.shift**2).sum())
+            products = centred @ torch.stack([self.truth, self.shift], 1)  # [c, 2]
+            dots = products[:, 0] + float(self.shift @ self.truth)
+            norms = (distance + 2 * products[:, 1] + shift_sq).clamp_min(0).sqrt()
+            norms = norms * self.truth.norm()
             self.cos_sum += float(torch.where(norms > 0, dots / norms, 0.0).sum())
-        self._block_sums(centred, distance)
 
-    def _block_sums(self, centred: Tensor, distance: Tensor) -> None:
-        """Add data-centred estimates ``[c, D]`` to the blocks, in the order drawn."""
+    def _block_sums(self, centred: Tensor, distance: Tensor) -> Tensor:
+        """Add centred estimates ``[c, D]`` to the blocks, in the order drawn; returns their
+        sum ``[D]`` (from the blocks' sums, which read every row once)."""
         m, start, count = self.block_size, 0, centred.shape[0]
+        total = torch.zeros(self.dim, dtype=torch.float64)
         if self.pending_n:
             start = min(m - self.pending_n, count)
-            self.pending_s1 += centred[:start].sum(0)
+            head = centred[:start].sum(0)
+            total += head
+            self.pending_s1 += head
             self.pending_r += float(distance[:start].sum())
             self.pending_n += start
             if self.pending_n == m:
@@ -226,13 +259,17 @@ class Accumulator:
         full = (count - start) // m * m
         if full:
             block = slice(start, start + full)
-            self.blocks.append(centred[block].reshape(-1, m, self.dim).sum(1))
+            sums = centred[block].reshape(-1, m, self.dim).sum(1)
+            total += sums.sum(0)
+            self.blocks.append(sums)
             self.block_r.append(distance[block].reshape(-1, m).sum(1))
             self.block_n.append(torch.full((full // m,), float(m), dtype=torch.float64))
         if start + full < count:
             self.pending_s1 = centred[start + full :].sum(0)
+            total += self.pending_s1
             self.pending_r = float(distance[start + full :].sum())
             self.pending_n = count - start - full
+        return total
 
     def _flush(self) -> None:
         self.blocks.append(self.pending_s1.clone().unsqueeze(0))
@@ -252,6 +289,7 @@ class Accumulator:
 
     def summary(self) -> Summary:
         """Statistics of the estimates added so far (at least two finite ones)."""
+        self.close()
         if self.n < 2:
             raise ValueError(f"need at least 2 finite estimates, got {self.n}")
         if self.pending_n:

@@ -134,6 +134,9 @@ def _measure(
             break
         accumulator.add(chunk)
         stats_s += time.perf_counter() - middle
+    start = time.perf_counter()
+    accumulator.close()
+    stats_s += time.perf_counter() - start
     result: dict[str, Any] = {
         "truth": "none" if truth is None else truth.kind,
         "grad_dim": dim,
