@@ -1,6 +1,7 @@
 """The harness and the ``bench`` command line of gradbench.
 
-From Python: ``bench.run_sweep(...)`` runs a sweep and returns its cells as a DataFrame.
+From Python: ``bench.run_sweep(...)`` runs a sweep and returns its cells as a DataFrame;
+``bench.load(run_dir)`` reads a run directory's cells with every option as its own column.
 """
 
 
@@ -9,3 +10,10 @@ def run_sweep(*args, **kwargs):
     from bench.sweep.run import run_sweep as run
 
     return run(*args, **kwargs)
+
+
+def load(run_dir):
+    """See ``bench.report.tables.load``: the cells of ``run_dir`` with one column per option."""
+    from bench.report.tables import load as read
+
+    return read(run_dir)

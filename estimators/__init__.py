@@ -1,9 +1,19 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
+from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.base import Estimator, State, Surrogate
+from estimators.control_variate import MuProp, Rebar, Relax
+from estimators.exact_sum import IndeCateR
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import Reparam
-from estimators.score_function import Reinforce, ReinforceEMA, ReinforceLOO
+from estimators.score_function import (
+    Reinforce,
+    ReinforceEMA,
+    ReinforceExactBaseline,
+    ReinforceLOO,
+)
+from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
+from estimators.without_replacement import UnorderedSet
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "reinforce": Reinforce,
@@ -13,6 +23,19 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gumbel_softmax": GumbelSoftmax,
     "st_gumbel_softmax": STGumbelSoftmax,
     "straight_through": StraightThrough,
+    "reinforce_exact_baseline": ReinforceExactBaseline,
+    "arm": ARM,
+    "disarm": DisARM,
+    "arms": ARMS,
+    "muprop": MuProp,
+    "rebar": Rebar,
+    "relax": Relax,
+    "gumbel_rao": GumbelRao,
+    "reinmax": ReinMax,
+    "gst": GappedST,
+    "zgr": ZGR,
+    "indecater": IndeCateR,
+    "unordered_set": UnorderedSet,
 }
 
 

@@ -97,6 +97,8 @@ class Estimator(ABC):
     options: ClassVar[dict[str, Option]] = {}
     #: fewest samples per estimate the estimator works with
     min_samples: ClassVar[int] = 1
+    #: K must be a multiple of this (2 for estimators built from antithetic pairs)
+    samples_multiple: ClassVar[int] = 1
     #: whether it estimates the gradient of multi-sample objectives (``problems.base``)
     supports_multi_sample: ClassVar[bool] = False
     #: whether its own parameters are trained on the estimate's squared norm (needs the
@@ -141,9 +143,19 @@ class Estimator(ABC):
     @classmethod
     def sample_rule(cls, n_samples: int) -> str | None:
         """Why ``n_samples`` samples per estimate do not work, or None if they do."""
-        if n_samples < cls.min_samples:
-            return f"{cls.name} needs K >= {cls.min_samples}, got K={n_samples}"
+        if n_samples < cls.min_samples or n_samples % cls.samples_multiple:
+            return f"{cls.name} needs {cls.samples_text()}, got K={n_samples}"
         return None
+
+    @classmethod
+    def samples_text(cls) -> str:
+        """The K the estimator takes, in words (``bench list``): e.g. ``K >= 2, even``."""
+        text = f"K >= {cls.min_samples}"
+        if cls.samples_multiple == 2:
+            return f"{text}, even"
+        if cls.samples_multiple > 2:
+            return f"{text}, a multiple of {cls.samples_multiple}"
+        return text
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
         """Evaluations of the cost per estimate (hard plus relaxed); default: one per sample."""
@@ -187,7 +199,12 @@ class Estimator(ABC):
     ) -> Step:
         """One estimate per repeat for leaf ``params`` ``[R, ...]``, and, with ``train`` and
         trainable parameters, one optimizer step of the estimator's own loss at it."""
-        out = self.surrogate(problem, params, n_samples, state)
+        return self.backward(self.surrogate(problem, params, n_samples, state), params, train)
+
+    def backward(self, out: Surrogate, params: Params, train: bool = True) -> Step:
+        """The estimates of the surrogate ``out`` built at leaf ``params`` and, with ``train``
+        and trainable parameters, one optimizer step of the estimator's own loss at them (the
+        second half of ``step``, for callers that need the surrogate itself)."""
         own = self.parameters() if train and self.optimizer is not None else []
         grads = torch.autograd.grad(
             out.loss.sum(), list(params.values()), allow_unused=True,

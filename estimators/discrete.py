@@ -64,8 +64,6 @@ def mean_of(dist: Distribution) -> Tensor:
     return base.probs
 
 
-
-
 def is_binary(dist: Distribution) -> bool:
     """Whether ``dist`` is (an ``Independent`` of) Bernoulli; else one-hot categorical."""
     base, _ = unwrap(dist)
@@ -86,3 +84,12 @@ def logits_of(dist: Distribution) -> Tensor:
 def binary_as_categorical(logits: Tensor) -> Tensor:
     """Bit logits theta ``[...]`` as 2-class logits (theta, 0) ``[..., 2]``; class 0 is 'one'."""
     return torch.stack([logits, torch.zeros_like(logits)], -1)
+
+
+def by_factor(x: Tensor, event_shape: torch.Size, n_factors: int, binary: bool) -> Tensor:
+    """A latent-shaped tensor ``[..., *event]`` viewed per factor and variable: ``[..., F, U]``
+    for bits, ``[..., F, U, C]`` for one-hot categoricals, with U the binary or categorical
+    variables of one factor (F = 1 for problems without factors, see ``problems.base``)."""
+    lead = x.shape[: x.dim() - len(event_shape)]
+    return x.reshape(*lead, n_factors, -1) if binary else (
+        x.reshape(*lead, n_factors, -1, event_shape[-1]))

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
-from problems.base import Params, Problem
+from problems.base import Capability, Params, Problem
 from problems.options import Option
 
 
@@ -146,4 +147,44 @@ class ReinforceLOO(Estimator):
         log_q = problem.signals(problem.log_prob_terms(dist, z))
         signal = ((free - baseline) * log_q).sum(-1)  # [K, R]
         loss = (signal + cost.sum(-1)).mean(0)
+        return Surrogate(loss=loss, samples=z)
+
+
+class ReinforceExactBaseline(Estimator):
+    """Score function with the exact baseline b_i = E_q[f_i], computed by the problem.
+
+    An oracle reference, not a practical estimator: the learning signal centred exactly, which
+    every practical baseline (moving average, leave-one-out, learned) approximates, so it shows
+    how much of REINFORCE's variance such a constant baseline can remove. (The
+    variance-minimizing constant of one coordinate, E[f s^2] / E[s^2] for its score s, differs
+    from E[f] where f and s^2 covary.) On a problem with factors each factor's signal f_i is
+    centred by its own exact expectation (``Problem.objective_terms``). b does not depend on
+    the samples, so the estimate is unbiased. It needs ``Capability.EXACT_OBJECTIVE``;
+    computing E_q[f] costs what the problem's closed form or enumeration costs, which
+    ``cost_evals`` (K) does not count.
+
+    On one bit, f(b) - E f = Delta (b - p) with Delta = f(1) - f(0), so
+    g = Delta (b - p)^2: mean Delta p (1 - p), variance Delta^2 p (1 - p) (1 - 2p)^2 per
+    sample (zero at p = 1/2).
+
+    References: Williams (1992), Machine Learning 8; Greensmith, Bartlett, Baxter (2004),
+    "Variance Reduction Techniques for Gradient Estimates in Reinforcement Learning", JMLR 5.
+    """
+
+    name = "reinforce_exact_baseline"
+    description = "score function with the exact baseline E_q[f] (an oracle reference)"
+    requires = frozenset({Capability.EXACT_OBJECTIVE})
+    unbiased = True
+    cost_formula = "K (plus the problem's exact E_q[f], not counted)"
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        with torch.no_grad():
+            exact = problem.objective_terms({k: v.detach() for k, v in params.items()})
+        if exact is None:
+            raise ValueError(
+                f"reinforce_exact_baseline needs the exact objective of "
+                f"{problem.name}, which these options do not give"
+            )
+        baseline = problem.signals(exact).unsqueeze(0).expand(n_samples, -1, -1)  # [K, R, F]
+        loss, z, _ = score_surrogate(problem, params, n_samples, baseline)
         return Surrogate(loss=loss, samples=z)

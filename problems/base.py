@@ -165,6 +165,15 @@ class Problem(ABC):
         ``provides`` unless some capability depends on an option."""
         return cls.provides
 
+    @classmethod
+    def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with the expensive work of construction switched off (a VAE's
+        pretraining), for checking before a sweep starts that the problem can be built: what
+        only construction checks (data files, options that contradict each other) must be
+        checked all the same. The real construction happens in the first cell that needs
+        the problem, under that cell's timeout. Default: ``options`` unchanged."""
+        return dict(options)
+
     @property
     def provided(self) -> frozenset[Capability]:
         """The capabilities of this instance (its options resolved)."""

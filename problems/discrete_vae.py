@@ -119,6 +119,11 @@ class DiscreteVAE(Problem):
     truth_kind = "enumeration"
 
     @classmethod
+    def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """No pretraining: the data, split and network are checked without it."""
+        return dict(options) | {"pretrain_steps": 0}
+
+    @classmethod
     def capabilities(cls, options: Mapping[str, Any] | None = None) -> frozenset[Capability]:
         opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         extra = set()

@@ -66,4 +66,26 @@ class DataFileToy(BernoulliToy):
         self.opts["t"] = sum(values) / len(values)
 
 
-PROBLEMS = {"misbehaving_toy": MisbehavingToy, "data_file_toy": DataFileToy}
+class CountingToy(BernoulliToy):
+    """The Bernoulli toy, which appends its process id to the file ``log`` each time it is
+    built to be measured (not when a sweep only checks that it can be built)."""
+
+    name = "counting_toy"
+    description = "Bernoulli toy that logs every construction (tests only)"
+    options: ClassVar[dict[str, Option]] = BernoulliToy.options | {
+        "log": Option("", "file to append this process's id to on every construction"),
+    }
+
+    @classmethod
+    def validation_options(cls, options):
+        return dict(options) | {"log": ""}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.opts["log"]:
+            with open(str(self.opts["log"]), "a") as log:
+                log.write(f"{os.getpid()}\n")
+
+
+PROBLEMS = {"misbehaving_toy": MisbehavingToy, "data_file_toy": DataFileToy,
+            "counting_toy": CountingToy}

@@ -131,7 +131,7 @@ ESTIMATORS = {"mine": Mine}
 """
 
 
-@pytest.mark.parametrize("command", ["list", "run", "train", "figures", "paper"])
+@pytest.mark.parametrize("command", ["list", "run", "train", "figures", "table", "paper"])
 def test_every_subcommand_takes_plugin_from_the_current_directory(
     tmp_path, monkeypatch, capsys, command
 ):
@@ -148,7 +148,7 @@ def test_every_subcommand_takes_plugin_from_the_current_directory(
         assert list(cells["estimator"]) == ["mine"] and list(cells["status"]) == ["ok"]
     else:  # the option is there: a bad one is refused before anything else happens
         extra = {"train": ["--problem", "bernoulli_toy"], "figures": ["nowhere"],
-                 "paper": []}[command]
+                 "table": ["nowhere"], "paper": []}[command]
         refused(capsys, [command, *extra, "--plugin", "plugin_nothing", "--out", "o"],
                 "--plugin plugin_nothing: cannot import it")
         assert main([command, "--help"]) == 0

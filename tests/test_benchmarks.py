@@ -97,3 +97,38 @@ def test_cell_throughput_runs_with_and_without_bootstrap(monkeypatch):
         suite.setup(bootstrap)
         suite.time_estimates_with_statistics(bootstrap)
         assert 0 < suite.track_statistics_share(bootstrap) < 100
+
+
+def test_setup_builds_everything_the_timed_call_needs(monkeypatch):
+    """A GAN's critic is trained in setup, not in the first timed call (issue 16, item 14)."""
+    monkeypatch.setitem(common.PROBLEM_OPTIONS, "gan_discrete", {"critic_steps": 5})
+    common._built.cache_clear()
+    try:
+        one = bench_speed.OneEstimate()
+        one.setup("reinforce", "gan_discrete")
+        assert one.pair.problem._critic is not None
+        assert common.make_problem("gan_discrete") is one.pair.problem  # once per process
+    finally:
+        common._built.cache_clear()
+
+
+def test_smoke_mode_benchmarks_a_registered_subset_on_small_problems(monkeypatch):
+    monkeypatch.setenv(common.SMOKE_VARIABLE, "1")
+    try:
+        smoke = importlib.reload(common)
+        assert list(common.SMOKE_PROBLEMS) == smoke.PROBLEM_NAMES
+        assert set(smoke.ESTIMATOR_NAMES) <= set(ESTIMATORS) & set(common.SMOKE_ESTIMATORS)
+        assert {"reinforce", "reparam", "gumbel_softmax"} <= set(smoke.ESTIMATOR_NAMES)
+        assert [n for n in ESTIMATORS if n in smoke.ESTIMATOR_NAMES] == smoke.ESTIMATOR_NAMES
+        for name in smoke.PROBLEM_NAMES:
+            assert name in PROBLEMS and name in smoke.PROBLEM_OPTIONS
+    finally:
+        monkeypatch.delenv(common.SMOKE_VARIABLE)
+        importlib.reload(common)
+    assert list(ESTIMATORS) == common.ESTIMATOR_NAMES
+
+
+def test_ci_script_runs_in_smoke_mode_and_quality_caches_have_long_timeouts():
+    assert "export GRADBENCH_ASV_SMOKE=1" in (ROOT / "benchmarks" / "ci.sh").read_text()
+    for suite in (bench_quality.Quality, bench_quality.Training):
+        assert suite.setup_cache.timeout >= 1800 and suite.timeout >= 1800

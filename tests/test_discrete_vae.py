@@ -114,8 +114,20 @@ def test_analytic_and_sampled_kl_have_the_same_gradient(name: str) -> None:
         torch.testing.assert_close(grad, analytic.truth(point).grad[key], rtol=1e-9, atol=1e-12)
 
 
-UNBIASED = {"reinforce": (400, 4000), "reinforce_loo": (10, 4000), "reinforce_ema": (10, 4000)}
-BIASED = ("gumbel_softmax", "st_gumbel_softmax", "straight_through")
+UNBIASED = {"reinforce": (400, 4000), "reinforce_loo": (10, 4000), "reinforce_ema": (10, 4000),
+            "indecater": (4, 4000), "unordered_set": (4, 4000)}
+BIASED = ("gumbel_softmax", "st_gumbel_softmax", "straight_through", "gumbel_rao", "gst")
+#: biased, but within a few percent on these nearly quadratic (linear-decoder) VAEs: ZGR is
+#: exact for quadratic costs, and ReinMax at its default tau = 1 is ZGR (tests/test_verify.py
+#: shows their bias on the mlp VAE)
+NEARLY_EXACT = ("zgr", "reinmax")
+#: checked against the VAEs' enumeration truth in their family's own test file
+TESTED_ELSEWHERE = {
+    "arm": "test_antithetic", "disarm": "test_antithetic", "arms": "test_antithetic",
+    "reinforce_exact_baseline": "test_antithetic",
+    "muprop": "test_control_variates", "rebar": "test_control_variates",
+    "relax": "test_control_variates",
+}
 
 
 def test_every_estimator_has_an_example() -> None:
@@ -123,7 +135,7 @@ def test_every_estimator_has_an_example() -> None:
         name for name, est in ESTIMATORS.items()
         if est.incompatibility(get_problem("bernoulli_vae")) is None
     }
-    assert discrete == set(UNBIASED) | set(BIASED)
+    assert discrete == set(UNBIASED) | set(BIASED) | set(NEARLY_EXACT) | set(TESTED_ELSEWHERE)
 
 
 @pytest.mark.parametrize("name", list(TINY))

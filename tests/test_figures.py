@@ -16,40 +16,50 @@ import pytest
 from bench import schema
 from bench.cli import main as bench_main
 from bench.cli import paper as paper_cli
-from bench.report.figures import FIGURES, draw, make_figures
-from bench.report.theme import DPI, PALETTE, SIZES, estimator_colours
+from bench.report import theme
+from bench.report.figures import FIGURES, _log_breaks, _log_labels, draw, make_figures
+from bench.report.theme import PALETTE, SIZES
 from bench.sweep.run import run_sweep
 from estimators import ESTIMATORS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: an estimator that a plugin would register: not in the registry
+PLUGIN = "my_plugin_estimator"
 
 
 def _cells() -> pd.DataFrame:
     """A synthetic cells table with the schema of cells.parquet: a K sweep of three
-    estimators on two problems and a tau sweep of Gumbel-Softmax."""
+    estimators on two problems and one with a reference truth, a tau sweep of
+    Gumbel-Softmax, and a plugin estimator with zero variance."""
     rows = []
     configs = [(p, e, {}, k) for p in ("gaussian_quadratic", "bernoulli_toy")
                for e in ("reinforce", "reinforce_loo") for k in (2, 4, 16)]
     configs += [("gaussian_quadratic", "reparam", {}, k) for k in (2, 4, 16)]
+    configs += [("gan_continuous", e, {}, k) for e in ("reinforce", "reparam") for k in (2, 16)]
     configs += [("bernoulli_toy", "gumbel_softmax", {"tau": t}, k)
                 for t in (0.1, 0.5, 1.0, 2.0) for k in ((2, 4, 16) if t == 1.0 else (4,))]
+    configs += [("bernoulli_toy", PLUGIN, {}, k) for k in (2, 4, 16)]
     for i, (problem, estimator, options, k) in enumerate(configs):
-        variance = (3.0 + i % 3) / k
-        bias = 0.0 if ESTIMATORS[estimator].unbiased else 0.05 * options.get("tau", 1.0)
+        unbiased = ESTIMATORS[estimator].unbiased if estimator in ESTIMATORS else True
+        variance = 0.0 if estimator == PLUGIN else (3.0 + i % 3) / k
+        bias = 0.0 if unbiased else 0.05 * options.get("tau", 1.0)
         rows.append({
             "cell_key": f"{i:016x}", "run_id": "synthetic", "problem": problem,
             "problem_options": json.dumps({}), "estimator": estimator,
             "estimator_options": json.dumps(options or (
-                {"tau": 1.0} if "tau" in ESTIMATORS[estimator].options else {})),
+                {"tau": 1.0} if "tau" in getattr(ESTIMATORS.get(estimator), "options", {})
+                else {})),
             "n_samples": k, "n_repeats": 100, "seed": 0, "device": "cpu", "dtype": "float32",
-            "status": "ok", "unbiased": ESTIMATORS[estimator].unbiased, "truth": "closed_form",
+            "status": "ok", "unbiased": unbiased,
+            "truth": "reference" if problem == "gan_continuous" else "closed_form",
             "variance_trace": variance, "variance_trace_ci_low": 0.8 * variance,
             "variance_trace_ci_high": 1.2 * variance,
             "bias_l2": bias + 0.01, "bias_l2_ci_low": bias + 0.005,
             "bias_l2_ci_high": bias + 0.02, "bias_l2_noise_floor": np.sqrt(variance / 100),
-            "mse": bias**2 + variance, "mse_ci_low": 0.8 * variance,
-            "mse_ci_high": 1.2 * variance + bias**2,
-            "time_per_estimate_s": 1e-4 * k * (1 + i % 2),
+            "mse": bias**2 + variance + 1e-6, "mse_ci_low": 0.8 * variance + 1e-7,
+            "mse_ci_high": 1.2 * variance + bias**2 + 2e-6,
+            "time_per_estimate_s": 1e-4 * k * (1 + i % 2), "time_iqr_s": 3e-5 * k,
+            "cost_evals": k * (2 if estimator == "reinforce_loo" else 1),
         })
     return schema.table(rows, schema.CELLS).to_pandas()
 
@@ -93,18 +103,39 @@ def pdf_size(path: Path) -> tuple[float, float]:
     return float(box.group(1)), float(box.group(2))
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-def test_every_figure_as_png_of_the_requested_size(tables, tmp_path, size):
+@pytest.fixture
+def low_dpi(monkeypatch):
+    """Figures at 40 dpi: the same layout, drawn in a fraction of the time."""
+    monkeypatch.setattr(theme, "DPI", 40)
+    return 40
+
+
+def test_every_figure_as_png_of_the_requested_size(tables, tmp_path, low_dpi):
+    size = "icml-column"  # the narrowest: where text is likeliest not to fit
     written, notes = make_figures(tables, tmp_path, ["png"], size)
     assert notes == []
     assert sorted(p.stem for p in written) == sorted(FIGURES)
     for path in written:
         _, width, height = draw(path.stem, tables[FIGURES[path.stem].table], size)
         assert width == SIZES[size].width_in
-        assert png_size(path) == (round(width * DPI), round(height * DPI))
+        assert png_size(path) == (round(width * low_dpi), round(height * low_dpi))
 
 
-def test_pdf_output_has_the_requested_size(tables, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["neurips", "icml-page"])
+def test_every_figure_as_png_at_the_wider_sizes(tables, tmp_path, size, low_dpi):
+    written, notes = make_figures(tables, tmp_path, ["png"], size)
+    assert notes == [] and len(written) == len(FIGURES)
+    for path in written:
+        _, width, height = draw(path.stem, tables[FIGURES[path.stem].table], size)
+        assert png_size(path) == (round(width * low_dpi), round(height * low_dpi))
+
+
+def test_the_paper_theme_renders_at_300_dpi():
+    assert theme.DPI == 300 and theme.paper_theme().themeables["dpi"].properties["value"] == 300
+
+
+def test_pdf_output_has_the_requested_size(tables, tmp_path, low_dpi):
     written, _ = make_figures(tables, tmp_path, ["pdf"], "single",
                               names=["variance_vs_samples", "training"])
     for path in written:
@@ -121,25 +152,164 @@ def test_missing_columns_name_the_figure_and_the_columns(tables, name):
         draw(name, table)
 
 
-def test_figures_without_data_are_skipped_with_a_note(tables, tmp_path):
+def test_figures_without_data_are_skipped_with_a_note(tables, tmp_path, low_dpi):
     single_k = tables["cells"][tables["cells"]["n_samples"] == 4]
     written, notes = make_figures({"cells": single_k}, tmp_path, ["png"])
-    assert {p.stem for p in written} == {"tau_tradeoff", "efficiency", "overview"}
+    assert {p.stem for p in written} == {"tau_tradeoff", "efficiency", "efficiency_evals",
+                                         "overview"}
     assert any(n.startswith("variance_vs_samples: skipped") for n in notes)
     assert any(n.startswith("training: skipped, no train.parquet") for n in notes)
     with pytest.raises(ValueError, match=r"variance_vs_samples.*more than one K"):
         make_figures({"cells": single_k}, tmp_path, ["png"], names=["variance_vs_samples"])
 
 
-def test_estimator_colours_are_fixed_by_registry_order_and_distinct():
-    colours = estimator_colours()
-    assert list(colours) == list(ESTIMATORS)
-    assert colours[next(iter(ESTIMATORS))] == PALETTE[0]
-    assert len(set(colours.values())) == min(len(ESTIMATORS), len(PALETTE))
-    assert estimator_colours(["not_registered"])["not_registered"] not in PALETTE
+def _layer(plot, geom: str, column: str | None = None) -> pd.DataFrame:
+    """The data of the first layer of ``plot`` drawn with ``geom`` (and, if given, holding
+    ``column``)."""
+    for layer in plot.layers:
+        data = getattr(layer, "_data", None)
+        data = data if isinstance(data, pd.DataFrame) else plot.data
+        if type(layer.geom).__name__ == geom and (column is None or column in data.columns):
+            return data
+    raise AssertionError(f"no {geom} layer with {column}")
 
 
-def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys):
+def test_every_estimator_has_its_own_fixed_style(monkeypatch):
+    """Registered, announced and plugin estimators get distinct (colour, marker) pairs that
+    depend on the name only, not on the registry's order or on the plugins present."""
+    plugins = [f"plugin_{i}" for i in range(20)]
+    styles = theme.estimator_styles(plugins)
+    pairs = [(s.colour, s.shape) for s in styles.values()]
+    assert len(set(pairs)) == len(pairs) == len(set(ESTIMATORS) | set(plugins))
+    assert all(s.colour in PALETTE and s.shape in theme.SHAPES for s in styles.values())
+    assert len(set(theme.PINNED.values())) == len(theme.PINNED)  # pinned pairs distinct
+    assert styles["reinforce"] == theme.Style(PALETTE[0], "o")
+    # the registry grown to 35 (announced names and unknown ones) reversed: same pairs
+    grown = {**{n: None for n in reversed(list(theme.PINNED))},
+             **{f"new_{i}": None for i in range(8)}, **dict(ESTIMATORS)}
+    monkeypatch.setattr(theme, "ESTIMATORS", dict(reversed(list(grown.items()))))
+    moved = theme.estimator_styles(plugins)
+    assert all(moved[n] == styles[n] for n in ESTIMATORS)
+    assert len({(s.colour, s.shape) for s in moved.values()}) == len(moved) == 35 + 20 - len(
+        set(ESTIMATORS) - set(theme.PINNED))
+    # a plugin never moves a registered estimator, and plugins differ from each other
+    assert theme.estimator_styles(["x"])["new_3"] == moved["new_3"]
+    assert theme.estimator_colours(["x"]) == {n: s.colour for n, s in
+                                              theme.estimator_styles(["x"]).items()}
+
+
+def test_log_labels_are_distinct_for_any_range():
+    for low, high in [(6.5e-4, 8.6e-4), (7e-4, 8e-4), (1.2e-5, 3e-5), (0.11, 0.19),
+                      (3e3, 4e4), (1e-9, 1e3), (2e-7, 2.6e-7)]:
+        breaks = _log_breaks([low, high])
+        labels = _log_labels(breaks)
+        assert len(breaks) >= 1 and len(set(labels)) == len(labels), (low, high, labels)
+    assert _log_labels([6.5e-4, 7e-4, 7.5e-4]) == ["6.5e-4", "7e-4", "7.5e-4"]
+    assert _log_labels([1e-5, 3e-5]) == ["1e-5", "3e-5"]
+
+
+def test_variance_figure_ticks_every_k_guides_1_over_k_and_shows_zero_variance(tables):
+    plot, _, _ = draw("variance_vs_samples", tables["cells"])
+    scale = next(s for s in plot.scales if "x" in s.aesthetics)
+    assert scale.breaks([1.9, 16.5]) == [2.0, 4.0, 16.0]
+    guide = _layer(plot, "geom_line", "guide")
+    for _, rows in guide.groupby("panel", observed=True):  # slope -1 on log-log axes
+        slope = np.polyfit(np.log(rows["n_samples"]), np.log(rows["guide"]), 1)[0]
+        assert slope == pytest.approx(-1.0)
+    zero = _layer(plot, "geom_point", "at_floor")
+    assert set(zero["estimator"]) == {PLUGIN} and len(zero) == 3
+    shown = plot.data
+    toy = shown[shown["panel"] == "bernoulli_toy"]["variance_trace"]
+    assert (zero["at_floor"] < toy.min()).all() and (zero["at_floor"] > 0).all()
+    assert PLUGIN in plot.labels.caption
+    # series at the same K are spread so that none hides another
+    at_4 = shown[(shown["panel"] == "gaussian_quadratic") & (shown["n_samples"] == 4)]
+    assert at_4["x_dodged"].nunique() == len(at_4) == 3
+    assert np.allclose(at_4["x_dodged"] / 4, 1, atol=0.2)
+
+
+def test_tau_figure_does_not_join_unresolved_bias(tables):
+    cells = tables["cells"].copy()
+    resolved = (cells["estimator"] == "gumbel_softmax") & cells["estimator_options"].str.contains(
+        '"tau": 2.0')
+    cells.loc[resolved, ["bias_l2_ci_low", "bias_l2_noise_floor"]] = [0.5, 0.01]
+    plot, _, _ = draw("tau_tradeoff", cells)
+    bias = "bias ||E[g] − ∇L||"
+    joined = plot.data[plot.data["quantity"] == bias]
+    assert joined["tau"].tolist() == [2.0]  # only the resolved point is on a curve
+    points = pd.concat(d for layer in plot.layers if type(layer.geom).__name__ == "geom_point"
+                       for d in [layer._data if isinstance(layer._data, pd.DataFrame)
+                                 else plot.data])
+    hollow = points[(points["quantity"] == bias) & ~points["resolved"].astype(bool)]
+    assert sorted(hollow["tau"]) == [0.1, 0.5, 1.0]
+    assert "not resolved" in plot.labels.caption
+
+
+@pytest.mark.parametrize(("name", "x"), [("efficiency", "time_per_estimate_s"),
+                                         ("efficiency_evals", "cost_evals")])
+def test_efficiency_plots_mse_against_time_or_evaluations(tables, name, x):
+    plot, _, _ = draw(name, tables["cells"])
+    assert plot.mapping["y"] == "mse"
+    data = plot.data
+    scale = 1e3 if x == "time_per_estimate_s" else 1.0
+    assert np.allclose(data["xpos"] / (data[x] * scale), 1, atol=0.15)
+    if name == "efficiency":  # interquartile range of the time as horizontal bars
+        bars = _layer(plot, "geom_segment")
+        width = (bars["cost_high"] - bars["cost_low"]) / 1e3
+        assert np.allclose(width, bars["time_iqr_s"])
+    assert "hollow: biased" in plot.labels.caption
+
+
+def test_overview_says_when_the_truth_is_an_estimate(tables):
+    plot, _, _ = draw("overview", tables["cells"])
+    panels = set(plot.data["panel"].astype(str))
+    assert "gan_continuous\n(truth estimated)" in panels and "bernoulli_toy" in panels
+    assert "reference estimate" in plot.labels.caption
+    _layer(plot, "geom_errorbar", "low")
+
+
+def _seeded_train(seeds: int, stall: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for seed in range(seeds):
+        table = _train().assign(seed=seed)
+        table["value"] = table["value"] * (1 + 0.01 * seed)
+        rows.append(table)
+    train = pd.concat(rows, ignore_index=True)
+    stalled = (train["seed"] == 0) & (train["estimator"] == "reinforce") & (train["step"] >= 60)
+    train.loc[stalled, "wall_s"] += stall
+    return train
+
+
+def test_training_figure_draws_bands_over_seeds_and_ignores_stalls():
+    plot, _, _ = draw("training", _seeded_train(3, stall=100.0))
+    by_step, by_time, variance = plot.items
+    assert [p.labels.title for p in plot.items] == ["a", "b", "c"]
+    band = _layer(by_step, "geom_ribbon")
+    assert (band["high"] > band["low"]).any() and (band["count"] == 3).all()
+    at_100 = band[(band["estimator"] == "reinforce") & (band["step"] == 100)].iloc[0]
+    assert at_100["value"] == pytest.approx(90 * 1.01)  # the mean of the three seeds
+    # a 100 s stall of one seed does not move the time axis: median seconds per step
+    reinforce = by_time.data[by_time.data["estimator"] == "reinforce"]
+    assert reinforce["time"].max() == pytest.approx(1.0)
+    assert "3 seeds" in str(by_time.labels.caption) + str(variance.labels.caption)
+    one, _, _ = draw("training", _seeded_train(1))
+    with pytest.raises(AssertionError):
+        _layer(one.items[0], "geom_ribbon")
+
+
+def test_size_presets_match_paper_text_widths_with_8_to_9_pt_text():
+    widths = {name: size.width_in for name, size in SIZES.items()}
+    assert widths["icml-column"] == 3.25 and widths["neurips"] == 5.5
+    assert widths["icml-page"] == 6.75
+    assert 8 <= theme.TEXT_PT <= theme.TITLE_PT <= 9
+    sizes = [t.properties.get("size") for t in theme.paper_theme().themeables.values()
+             if hasattr(t, "properties") and t.properties.get("size") is not None
+             and type(t).__name__ in ("axis_text", "axis_title", "legend_text", "strip_text",
+                                       "plot_caption", "plot_title")]
+    assert sizes and all(8 <= s <= 9 for s in sizes)
+
+
+def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys, low_dpi):
     run = tmp_path / "run"
     run_sweep(estimators="reinforce,gumbel_softmax", problems="bernoulli_toy",
               samples=[2, 4], repeats=20, bootstrap=10, settings={"tau": [0.5, 1.0]},
@@ -149,7 +319,7 @@ def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys):
                        "--size", "single"]) == 0
     assert {p.name for p in out.iterdir()} == {
         f"{name}.{fmt}" for name in ("variance_vs_samples", "tau_tradeoff", "efficiency",
-                                     "overview") for fmt in ("png", "pdf")
+                                     "efficiency_evals", "overview") for fmt in ("png", "pdf")
     }
     assert bench_main(["figures", str(run), "--format", "gif"]) == 2
     assert bench_main(["figures", str(tmp_path / "absent")]) == 2
@@ -161,15 +331,20 @@ def test_figures_of_a_real_tiny_run_through_the_cli(tmp_path, capsys):
 def test_paper_runs_and_draws_with_a_tiny_configuration(tmp_path, monkeypatch):
     tiny = replace(paper_cli.DEFAULT, problems="bernoulli_toy", samples=(2, 4), repeats=20,
                    bootstrap=10, taus=(0.5, 1.0), tau_samples=2, train_steps=2, eval_every=1,
-                   variance_repeats=2)
+                   variance_repeats=2, train_seeds=2)
     monkeypatch.setattr(paper_cli, "DEFAULT", tiny)
+    monkeypatch.setattr(theme, "DPI", 40)
     out = tmp_path / "paper"
-    assert bench_main(["paper", "--out", str(out), "--format", "png", "--no-progress"]) == 0
+    assert bench_main(["paper", "--out", str(out), "--format", "png", "--no-progress",
+                       "--estimators", "reinforce_loo,gumbel_softmax", "--threads", "1"]) == 0
     drawn = {p.stem for p in (out / "figures").iterdir()}
-    assert {"variance_vs_samples", "tau_tradeoff", "efficiency", "overview"} <= drawn
+    assert {"variance_vs_samples", "tau_tradeoff", "efficiency", "overview", "training"} <= drawn
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert set(cells["estimator"]) == {"reinforce_loo", "gumbel_softmax"}
+    assert set(pd.read_parquet(out / "train.parquet")["seed"]) == {0, 1}
 
 
-def test_training_tables_of_several_problems_give_one_file_each(tables, tmp_path):
+def test_training_tables_of_several_problems_give_one_file_each(tables, tmp_path, low_dpi):
     other = tables["train"].assign(problem="categorical_vae")
     train = pd.concat([tables["train"], other])
     written, _ = make_figures({"train": train}, tmp_path, ["png"])
@@ -185,3 +360,24 @@ def test_a_run_without_ok_cells_skips_every_figure_with_a_note(tables, tmp_path)
     written, notes = make_figures({"cells": failed}, tmp_path, ["png"])
     assert written == []
     assert {n.split(":")[0] for n in notes} == set(FIGURES)
+
+
+def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeypatch):
+    curated = paper_cli.select_estimators("curated")
+    assert curated == [n for n in paper_cli.CURATED if n in ESTIMATORS]
+    assert {"reinforce", "reinforce_loo", "gumbel_softmax"} <= set(curated)
+    assert paper_cli.select_estimators("all") == list(ESTIMATORS)
+    assert paper_cli.select_estimators("reparam, reinforce") == ["reparam", "reinforce"]
+    with pytest.raises(ValueError, match="unknown nope; valid: curated, all"):
+        paper_cli.select_estimators("reinforce,nope")
+
+    class UnbiasedWithTau(ESTIMATORS["gumbel_softmax"]):  # e.g. REBAR: tau, but unbiased
+        unbiased = True
+
+    registry = {**ESTIMATORS, "unbiased_tau": UnbiasedWithTau}
+    monkeypatch.setattr(paper_cli, "ESTIMATORS", registry)
+    assert paper_cli.tau_estimators(list(registry)) == [
+        n for n in ESTIMATORS if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased
+    ]
+    groups = paper_cli.by_samples(["reinforce", "reinforce_loo"], (1, 2, 4))
+    assert groups == {(1, 2, 4): ["reinforce"], (2, 4): ["reinforce_loo"]}

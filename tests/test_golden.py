@@ -16,7 +16,9 @@ def assert_same(name: str, got: dict[str, list[float]]) -> None:
             if exact:
                 assert a == b or (math.isnan(a) and math.isnan(b)), f"{name}: {key}: {a} != {b}"
             else:
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), f"{key}"
+                # float32 reductions vectorize differently on other CPUs (AVX2 vs AVX-512):
+                # statistics move by ~1e-9 relative across machines, real changes far more
+                assert a == pytest.approx(b, rel=1e-6, abs=1e-12, nan_ok=True), f"{key}"
 
 
 def test_estimates_match_the_golden_record():

@@ -16,25 +16,38 @@ from bench.verify import verify_one
 from estimators import ESTIMATORS, Estimator, Surrogate
 from estimators.discrete import mean_of
 from problems.base import Capability
+from tests.examples import ESTIMATOR_EXAMPLES
 
 #: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected
 FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3}
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estimator.py"
 
 
+#: declared biased, but exact in mean on the quick settings' quadratic toys and within a few
+#: percent on their linear VAEs (ZGR, and ReinMax at its default tau = 1, which is ZGR): their
+#: bias shows at full power, on the mlp VAE and gan_discrete
+BIASED_BEYOND_QUICK = {"zgr", "reinmax"}
+
+
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_every_builtin_estimator_verifies(name):
-    report = verify_one(name, **FAST)
+    # at the test example's options: a learned control variate's warm-up shortened (its
+    # default is checked at full power below)
+    report = verify_one(name, ESTIMATOR_EXAMPLES[name].get("options"), **FAST)
     report.assert_ok()
     assert report.cells, "no cell ran"
-    if not report.declared_unbiased:  # the biased ones are shown biased somewhere
+    if not report.declared_unbiased and name not in BIASED_BEYOND_QUICK:
+        # the biased ones are shown biased somewhere
         assert any(c.verdict == "biased (declared)" for c in report.cells)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_every_builtin_estimator_verifies_at_full_power(name):
-    verify_one(name).assert_ok()
+    report = verify_one(name)
+    report.assert_ok()
+    if not report.declared_unbiased:
+        assert any(c.verdict == "biased (declared)" for c in report.cells)
 
 
 class Score(Estimator):

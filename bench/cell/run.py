@@ -1,6 +1,8 @@
 """Measure one cell: an estimator on a problem against the truth.
 
-A cell draws R independent gradient estimates with K samples each (batched and chunked,
+A cell takes its problem, evaluation point and truth from the sweep's shared instance
+(``bench.cell.shared``: built once per process, the same for every estimator), draws R
+independent gradient estimates with K samples each from its own seed (batched and chunked,
 see ``bench.cell.estimate``), summarises them against the truth (``bench.cell.metrics``),
 times one estimate as a training step would take it and measures its peak memory
 (``bench.cell.timing``). ``measure_s`` (and ``estimates_per_s``) time the R estimates
@@ -21,10 +23,9 @@ import torch
 from bench import env as environment
 from bench.cell.estimate import estimate_chunks, one_estimate, prepare
 from bench.cell.metrics import Accumulator
+from bench.cell.shared import shared_problem
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes, synchronize, time_call
-from bench.cell.truth import cell_truth
-from bench.config import DTYPES
 from bench.schema import DIAGNOSTICS
 from estimators import ESTIMATORS, Estimator, get_estimator
 from problems import get_problem
@@ -89,7 +90,7 @@ def run_cell(
         row |= {"status": "skipped", "reason": reason}
     else:
         try:
-            measured, coords = _measure(spec, problem_cls, estimator_cls)
+            measured, coords = _measure(spec, estimator_cls)
             row |= measured
         except Exception as err:  # one bad cell must not stop the sweep
             row |= {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
@@ -99,17 +100,15 @@ def run_cell(
 
 
 def _measure(
-    spec: CellSpec, problem_cls: type[Problem], estimator_cls: type[Estimator]
+    spec: CellSpec, estimator_cls: type[Estimator]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     device = torch.device(spec.device)
-    # seed before construction too: a problem may draw its data or weights from torch's
-    # global generator, and a cell must not depend on what ran before it in the process
-    torch.manual_seed(spec.cell_seed)
-    problem = problem_cls(dict(spec.problem_options), device=device, dtype=DTYPES[spec.dtype])
+    # the problem, its point and its truth are the sweep's, not the cell's (bench.cell.shared)
+    shared = shared_problem(spec)
+    problem, truth = shared.problem, shared.truth(spec.n_samples)
+    point = {k: v.clone() for k, v in shared.point.items()}
     estimator = estimator_cls(dict(spec.estimator_options))
     torch.manual_seed(spec.cell_seed)
-    point = {k: v.detach() for k, v in problem.init_params().items()}
-    truth = cell_truth(problem, point, spec.cell_seed, spec.n_samples)
     state, own_loss = prepare(problem, estimator, point, spec.n_samples)
     dim = sum(v.numel() for v in point.values())
     accumulator = Accumulator(

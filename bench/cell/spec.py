@@ -1,8 +1,14 @@
 """A cell's specification: one fully resolved, frozen configuration with a stable key.
 
 A cell's key is a hash of its full configuration (options with defaults filled in), so the
-same cell gets the same key, and the same random seed, in every run. Sweeps make cells
-(``bench.sweep.spec.expand``); ``bench.cell.run.run_cell`` measures one.
+same cell gets the same key in every run. Its random seed is a hash of what defines the
+measurement, the configuration less ``n_bootstrap``: the estimates depend on the problem,
+the estimator, their options, K, R, device, dtype and base seed, never on how many bootstrap
+replicates summarise them, so a cell of ``bench paper`` draws the same estimates as the
+same cell of ``bench run``. The problem itself (instance, evaluation point, truth) is a
+function of ``problem_config`` alone and is shared by every cell of a sweep
+(``bench.cell.shared``). Sweeps make cells (``bench.sweep.spec.expand``);
+``bench.cell.run.run_cell`` measures one.
 """
 
 from __future__ import annotations
@@ -58,11 +64,31 @@ class CellSpec:
         """Stable 16-hex-digit identifier of the cell."""
         return self.digest[:16]
 
+    def measurement_config(self) -> dict[str, Any]:
+        """What defines the estimates: ``config()`` less ``n_bootstrap``."""
+        return {k: v for k, v in self.config().items() if k != "n_bootstrap"}
+
+    def problem_config(self) -> dict[str, Any]:
+        """What defines the problem's instance, evaluation point and truth."""
+        return {k: self.config()[k] for k in ("problem", "problem_options", "device", "dtype")}
+
     @property
     def cell_seed(self) -> int:
-        """The random seed of this cell, derived from the base seed through the key."""
-        return int(self.digest[16:32], 16) % 2**63
+        """The random seed of the estimates, from the base seed and ``measurement_config``."""
+        return _seed(self.measurement_config())
+
+    @property
+    def problem_seed(self) -> int:
+        """The random seed of the problem's construction, point and reference truth, from
+        ``problem_config``: the same for every estimator, K, R and base seed."""
+        return _seed(self.problem_config())
 
     def label(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.estimator_options)
         return f"{self.problem}/{self.estimator}{f'[{opts}]' if opts else ''} K={self.n_samples}"
+
+
+def _seed(config: dict[str, Any]) -> int:
+    """A 63-bit seed hashed from a canonical JSON configuration."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return int(hashlib.sha256(text.encode()).hexdigest()[16:32], 16) % 2**63

@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "bench.cli.run",
     "bench.cli.train",
     "bench.cli.figures",
+    "bench.cli.table",
     "bench.cli.paper",
     "bench.cli.verify",
 )

@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
         needs = ", ".join(sorted(est.requires)) or "nothing"
         bias = "unbiased" if est.unbiased else "biased"
         multi = "; multi-sample objectives too" if est.supports_multi_sample else ""
-        print(f"  {name}: {est.description} [{bias}; requires {needs}; K >= {est.min_samples}; "
+        print(f"  {name}: {est.description} [{bias}; requires {needs}; {est.samples_text()}; "
               f"cost {est.cost_formula} evaluations per estimate{multi}; {est.reference()}]")
         print(_options_text(est.options))
     print("\nProblems")
@@ -35,6 +35,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {name}: {prob.description} [{prob.latent.value}; truth {prob.truth_kind}; "
               f"provides {gives}]")
         print(_options_text(prob.options))
+    print("\nEstimators at a glance (cost: evaluations of the cost per estimate, the cells' "
+          "cost_evals)")
+    rows = [("estimator", "unbiased", "K >=", "cost", "reference")] + [
+        (name, "yes" if e.unbiased else "no", str(e.min_samples), e.cost_formula, e.reference())
+        for name, e in ESTIMATORS.items()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+              + "  " + row[4])
     print("\nApplicable pairs (x) and skipped ones (.)")
     matrix = pd.DataFrame(
         {e: ["x" if est.incompatibility(p) is None else "." for p in PROBLEMS.values()]

@@ -2,9 +2,17 @@
 
 It regenerates the paper's figures from nothing: it runs the sweeps they need with
 ``bench.sweep.run.run_sweep`` and a training run with ``bench.training`` into one run
-directory, then draws every figure of ``bench.report.figures`` from it. The default
-configuration takes a few minutes on two CPU cores; ``--full`` is the one of the paper
-(hours). A re-run resumes the sweeps: finished cells are not recomputed.
+directory, then draws every figure of ``bench.report.figures`` from it. ``--full`` is the
+configuration of the paper (hours). A re-run resumes the sweeps: finished cells are not
+recomputed.
+
+Estimators: by default a curated subset, ``CURATED`` (the classic baselines and one or two
+representatives of each family, those of them that are registered), because with every
+registered estimator the run takes hours and no figure can be read; ``--estimators all``
+runs every one, ``--estimators a,b`` the named ones. The temperature sweep runs only the
+selected estimators that have a ``tau`` option and are biased (the relaxations whose bias
+the temperature trades against variance; an unbiased estimator with a temperature, such as
+REBAR, is not part of that trade-off).
 """
 
 from __future__ import annotations
@@ -12,12 +20,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+
+from bench.cli import integer
 from bench.cli.figures import add_drawing_options, read_tables, report_written
+from bench.config import check_range
 from bench.files import check_output_dir
 from bench.report.figures import make_figures, parse_formats
+from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 
@@ -33,10 +46,12 @@ class PaperConfig:
         bootstrap: Poisson-bootstrap replicates of the 95% intervals.
         taus: temperatures of the relaxed estimators' sweep, at K = ``tau_samples``.
         train_problem: the problem trained for the training-curve figure.
-        train_steps, eval_every, train_lr, train_samples, variance_repeats: the training run.
+        train_steps, eval_every, train_lr, train_samples, variance_repeats, train_seeds: the
+            training run (``train_seeds`` seeds per estimator: the figure's bands).
     """
 
     problems: str
+    train_seeds: int
     samples: tuple[int, ...]
     repeats: int
     bootstrap: int
@@ -50,24 +65,70 @@ class PaperConfig:
     variance_repeats: int
 
 
-#: a few minutes on two CPU cores
+#: the estimators of the default figures, in the order of the paper's legend: the classic
+#: baselines, then one or two of each family; those not registered are left out
+CURATED: tuple[str, ...] = (
+    "reinforce", "reinforce_loo", "reparam", "gumbel_softmax", "st_gumbel_softmax",
+    "straight_through", "disarm", "rebar", "relax", "reinmax", "gumbel_rao", "vimco", "nvil",
+    "mvd",
+)
+#: minutes on one CPU core (README: measured)
 DEFAULT = PaperConfig(
-    problems="all", samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
+    problems="all", train_seeds=3, samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
     taus=(0.1, 0.2, 0.5, 1.0, 2.0), tau_samples=8,
     train_problem="bernoulli_vae", train_steps=400, eval_every=20, train_lr=3e-3,
     train_samples=2, variance_repeats=200,
 )
 #: the paper's figures
 FULL = PaperConfig(
-    problems="all", samples=(1, 2, 4, 8, 16, 32, 64, 128), repeats=10000, bootstrap=1000,
+    problems="all", train_seeds=5, samples=(1, 2, 4, 8, 16, 32, 64, 128), repeats=10000,
+    bootstrap=1000,
     taus=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0), tau_samples=8,
     train_problem="bernoulli_vae", train_steps=5000, eval_every=100, train_lr=1e-3,
     train_samples=2, variance_repeats=1000,
 )
 
 
-def run_training(config: PaperConfig, out: Path, progress: bool) -> str | None:
-    """Write ``out/train.parquet`` for the training figure; return why not, if it cannot."""
+def select_estimators(text: str) -> list[str]:
+    """``curated`` (the registered names of ``CURATED``), ``all``, or comma-separated names.
+
+    Raises:
+        ValueError: an unknown name, naming the valid ones.
+    """
+    if text == "curated":
+        return [name for name in CURATED if name in ESTIMATORS]
+    if text == "all":
+        return list(ESTIMATORS)
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown or not names:
+        raise ValueError(f"invalid --estimators {text!r}: unknown {', '.join(unknown) or '(none)'}"
+                         f"; valid: curated, all, or names of {', '.join(ESTIMATORS)}")
+    return names
+
+
+def by_samples(names: list[str], samples: tuple[int, ...]) -> dict[tuple[int, ...], list[str]]:
+    """The estimators grouped by the K of ``samples`` they take (``sample_rule``: e.g.
+    leave-one-out needs K >= 2), one sweep per group; an estimator that takes none is left
+    out."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name in names:
+        ks = tuple(k for k in samples if ESTIMATORS[name].sample_rule(k) is None)
+        if ks:
+            groups.setdefault(ks, []).append(name)
+    return groups
+
+
+def tau_estimators(names: list[str]) -> list[str]:
+    """The estimators of the temperature sweep: those of ``names`` with a ``tau`` option
+    that are biased."""
+    return [n for n in names if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased]
+
+
+def run_training(config: PaperConfig, out: Path, progress: bool,
+                 estimators: list[str] | None = None) -> str | None:
+    """Write ``out/train.parquet`` for the training figure with those of ``estimators``
+    (default all) that apply; return why not, if it cannot."""
     if config.train_problem not in PROBLEMS:
         return f"training: skipped, problem {config.train_problem!r} is not registered"
     try:
@@ -78,8 +139,13 @@ def run_training(config: PaperConfig, out: Path, progress: bool) -> str | None:
     spec = make_spec(
         config.train_problem, "all", steps=config.train_steps, eval_every=config.eval_every,
         lr=config.train_lr, n_samples=config.train_samples,
-        variance_repeats=config.variance_repeats,
+        variance_repeats=config.variance_repeats, seeds=config.train_seeds,
     )
+    if estimators is not None:
+        chosen = tuple((n, o) for n, o in spec.estimators if n in estimators)
+        if not chosen:
+            return f"training: skipped, none of {', '.join(estimators)} applies"
+        spec = replace(spec, estimators=chosen)
     train(spec, out, progress=progress)
     return None
 
@@ -91,25 +157,35 @@ def main(args: argparse.Namespace) -> int:
     config = FULL if args.full else DEFAULT
     out = Path(args.out or ("results/paper-full" if args.full else "results/paper"))
     formats = parse_formats(args.format)
+    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
+    estimators = select_estimators(args.estimators)
     check_output_dir(out)
     progress = not args.no_progress
     print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
+    print(f"estimators ({args.estimators}): {', '.join(estimators)}")
+    threads = args.threads or None
+    if threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
-    run_sweep(problems=config.problems, samples=config.samples, repeats=config.repeats,
-              bootstrap=config.bootstrap, out=out, progress=progress, command=sys.argv,
-              allow_code_change=args.allow_code_change, plugins=args.plugin)
-    relaxed = [name for name, cls in ESTIMATORS.items() if "tau" in cls.options]
+    for samples, group in by_samples(estimators, config.samples).items():
+        run_sweep(estimators=group, problems=config.problems, samples=samples,
+                  repeats=config.repeats, bootstrap=config.bootstrap, out=out,
+                  progress=progress, command=sys.argv, allow_code_change=args.allow_code_change,
+                  plugins=args.plugin, threads=threads)
+    relaxed = by_samples(tau_estimators(estimators), (config.tau_samples,)).get(
+        (config.tau_samples,), [])
     if relaxed:
         run_sweep(estimators=relaxed, problems=config.problems, samples=[config.tau_samples],
                   repeats=config.repeats, bootstrap=config.bootstrap,
                   settings={"tau": list(config.taus)}, out=out, progress=progress,
                   command=sys.argv, allow_code_change=args.allow_code_change,
-                  plugins=args.plugin)
-    note = run_training(config, out, progress)
+                  plugins=args.plugin, threads=threads)
+    swept = time.perf_counter() - started
+    note = run_training(config, out, progress, estimators)
     measured = time.perf_counter() - started
     written, notes = make_figures(read_tables(out), out / "figures", formats, args.size)
     drawn = time.perf_counter() - started - measured
-    print(f"measured in {measured:.0f} s, drawn in {drawn:.0f} s")
+    print(f"swept in {swept:.0f} s, trained in {measured - swept:.0f} s, drawn in {drawn:.0f} s")
     return report_written(written, [note, *notes] if note else notes)
 
 
@@ -118,10 +194,18 @@ def add_parser(subparsers) -> None:
         "paper",
         help="regenerate the paper's figures from scratch",
         description="Run the sweeps and the training run behind the paper's figures, then "
-        "draw them into OUT/figures. Default: a few minutes on 2 CPU cores; --full: the "
-        "paper's configuration (hours). Re-running resumes the sweeps.",
+        "draw them into OUT/figures. Default: a curated subset of the estimators (README: "
+        "measured time); --full: the paper's configuration (hours). Re-running resumes the "
+        "sweeps.",
     )
     paper.add_argument("--full", action="store_true", help="the paper's full configuration")
+    paper.add_argument("--estimators", default="curated", metavar="curated|all|A,B",
+                       help="curated (default: "
+                       f"{', '.join(n for n in CURATED if n in ESTIMATORS)}), all registered "
+                       "estimators, or a comma-separated list")
+    paper.add_argument("--threads", type=integer, default=0,
+                       help="torch CPU threads per cell and for training (0: the sweeps' "
+                       "policy, one thread per cell)")
     paper.add_argument("--out", default=None, metavar="DIR",
                        help="run directory (default results/paper or results/paper-full)")
     paper.add_argument("--allow-code-change", action="store_true",

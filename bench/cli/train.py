@@ -19,6 +19,8 @@ from bench.training.train import make_spec, run_training
 MAX_STEPS = 2**40
 #: the largest --lr: Adam moves each parameter by about lr per step
 MAX_LR = 1e3
+#: the most seeds of --seeds N: each is a full training run of every estimator
+MAX_SEEDS = 10_000
 
 
 def add_parser(subparsers) -> None:
@@ -42,7 +44,11 @@ def add_parser(subparsers) -> None:
                        help="set a problem or estimator option (repeatable)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--seed", type=integer, default=0)
+    train.add_argument("--seed", type=integer, default=0, help="the first seed (default 0)")
+    train.add_argument("--seeds", type=seeds_option, default=1, metavar="N|S1,S2,...",
+                       help="train every estimator with N seeds (--seed, --seed + 1, ...) or "
+                       "with the listed seeds; the training figure draws their mean and a "
+                       "95%% band (default 1)")
     train.add_argument("--threads", type=integer, default=0,
                        help="torch CPU threads (0: torch's default); recorded in the table")
     train.add_argument("--out", default=None, help="run directory (default results/train-<time>)")
@@ -50,11 +56,24 @@ def add_parser(subparsers) -> None:
     train.set_defaults(handler=main)
 
 
+def seeds_option(text: str) -> int | list[int]:
+    """``--seeds``: a count (``5``) or a comma-separated list of seeds (``0,3,7``)."""
+    if "," in text:
+        return [integer(part) for part in text.split(",") if part.strip()]
+    return integer(text)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``bench train``; invalid input raises ValueError before any work starts."""
     check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
     check_range("--steps", args.steps, 1, MAX_STEPS)
     check_range("--seed", args.seed, -INT64_MAX - 1, INT64_MAX)
+    if isinstance(args.seeds, int):
+        check_range("--seeds", args.seeds, 1, MAX_SEEDS)
+        check_range("--seed", args.seed + args.seeds - 1, -INT64_MAX - 1, INT64_MAX)
+    else:
+        for seed in args.seeds:
+            check_range("--seeds", seed, -INT64_MAX - 1, INT64_MAX)
     check_range("--samples", args.samples, 1, MAX_STEPS)
     check_range("--variance-repeats", args.variance_repeats, 2, MAX_STEPS)
     if not 0 < args.lr <= MAX_LR:
@@ -70,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
         n_samples=args.samples,
         variance_repeats=args.variance_repeats,
         seed=args.seed,
+        seeds=args.seeds,
         device=args.device,
         dtype=args.dtype,
     )
@@ -82,8 +102,9 @@ def main(args: argparse.Namespace) -> int:
     table = run_training(spec, out, progress=not args.no_progress)
     last = table[table["step"] == table["step"].max()]
     summary = last.pivot_table(index="estimator", columns="metric", values="value")
-    summary["wall_s"] = last.groupby("estimator")["wall_s"].first()
-    print(f"at step {spec.steps}:")
+    summary["wall_s"] = last.groupby("estimator")["wall_s"].mean()
+    seeds = f" (mean over {len(spec.seeds)} seeds)" if len(spec.seeds) > 1 else ""
+    print(f"at step {spec.steps}{seeds}:")
     print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"\nwrote {out}/train.parquet ({len(table)} rows)")
     return 0

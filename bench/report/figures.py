@@ -6,22 +6,30 @@ function that draws it. Every figure uses the theme, size presets and fixed esti
 colours of ``bench.report.theme``.
 
 1. ``variance_vs_samples``: trace of the gradient covariance against the number of samples K
-   per estimator and problem, log-log, with the 95% bootstrap band of each point. An
-   estimator whose samples are independent has variance proportional to 1/K (slope -1).
+   per estimator and problem, log-log, with the 95% bootstrap band of each point, a tick at
+   every measured K and a 1/K guide (slope -1: an estimator whose samples are independent
+   has variance proportional to 1/K). Series are spread slightly around each K so that none
+   hides another; a variance of exactly 0 is drawn hollow on the panel's bottom edge.
 2. ``tau_tradeoff``: bias ||E[g] - grad L|| and variance against the temperature tau of the
    relaxed estimators: the bias-variance trade-off of Jang et al. (2017) and Maddison et al.
-   (2017). Dashed: the bias noise floor sqrt(variance / R), below which bias is not resolved.
-3. ``efficiency``: variance against wall-clock time per estimate, one point per K: the
-   efficiency frontier; the lower left wins (variance x time per estimate is the cost of a
-   given accuracy: Glynn & Whitt 1992, "The Asymptotic Efficiency of Simulation
+   (2017). Dashed: the bias noise floor sqrt(variance / R). A bias whose 95% interval reaches
+   down to the floor is not resolved (the measured norm is mostly the noise of the mean):
+   drawn hollow and never joined into a curve.
+3. ``efficiency`` and ``efficiency_evals``: mean squared error ||g - grad L||^2 (bias
+   included, so that a biased estimator is not rewarded for a low variance) against the
+   cost of an estimate, one point per K: the median wall-clock time with its interquartile
+   range, or the evaluations of the cost. The lower left wins (MSE x cost per estimate is the
+   cost of a given accuracy: Glynn & Whitt 1992, "The Asymptotic Efficiency of Simulation
    Estimators", Operations Research 40(3)).
-4. ``training``: training curves of ``bench train``: the objective (the test negative ELBO of
-   a VAE, the energy distance or total variation of a GAN's samples to the data, else the
-   training loss) against step and against wall-clock seconds, and the gradient variance
+4. ``training``: training curves of ``bench train``: (a) the objective (the test negative ELBO
+   of a VAE, the energy distance or total variation of a GAN's samples to the data, else the
+   training loss) against step, (b) against training time, and (c) the gradient variance
    along training on a log scale (DisARM, Dong et al. 2020, Figure 2; RELAX, Grathwohl et
-   al. 2018, Figure 4).
-5. ``overview``: per problem, estimators ranked by mean squared error ||g - grad L||^2 at the
-   largest K of that problem, with 95% intervals; hollow markers are biased estimators.
+   al. 2018, Figure 4); with several seeds, their mean and a 95% band. Training time is the
+   step times the median seconds per step, which stalls of the machine cannot bend.
+5. ``overview``: per problem, estimators ranked by mean squared error at the largest K of
+   that problem, with 95% intervals; hollow markers are biased estimators; a problem whose
+   truth is itself an estimate (``truth == "reference"``) says so.
 
 Figures 1, 3 and 5 show each estimator at its default options when the table has them
 (e.g. tau = 1), else every variant, labelled with its options.
@@ -42,15 +50,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from plotnine import (
     aes,
     coord_flip,
     facet_wrap,
+    geom_errorbar,
     geom_line,
     geom_linerange,
     geom_path,
     geom_point,
     geom_ribbon,
+    geom_segment,
     ggplot,
     guide_legend,
     guides,
@@ -103,6 +114,7 @@ class Drawn:
     rows: int
     tweaks: theme | None = None
     height_in: float | None = None  # overrides the preset's height for ``rows``
+    caption: str | None = None  # of composed panels, under the last one
 
 
 @dataclass(frozen=True)
@@ -225,14 +237,17 @@ def _wrap(table: pd.DataFrame, max_cols: int) -> tuple[object, int]:
 
 
 def _log_labels(values: Sequence[float]) -> list[str]:
-    """Short tick labels for log axes: 0.3, 30, 3e-05 -> "3e-5"."""
+    """Short tick labels for log axes, exact to the digits a break has: 0.3, 30,
+    3e-05 -> "3e-5", 6.5e-04 -> "6.5e-4" (so that neighbouring breaks never share a label)."""
     labels = []
-    for v in values:
-        if 1e-3 <= abs(v) < 1e4:
+    for v in (float(x) for x in values):
+        if 1e-3 <= abs(v) < 1e4 or v == 0 or not np.isfinite(v):
             labels.append(f"{v:g}")
-        else:
-            mantissa, exponent = f"{v:.0e}".split("e")
-            labels.append(f"{mantissa}e{int(exponent)}")
+            continue
+        digits = next((d for d in range(15) if abs(float(f"{v:.{d}e}") - v) <= 1e-9 * abs(v)),
+                      15)
+        mantissa, exponent = f"{v:.{digits}e}".split("e")
+        labels.append(f"{mantissa}e{int(exponent)}")
     return labels
 
 
@@ -277,30 +292,101 @@ def _positive(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 # the figures ----------------------------------------------------------------------------------
 
 
+def _k_breaks(values: Sequence[float]) -> Callable[[Sequence[float]], list[float]]:
+    """Breaks at every measured K inside a panel's limits (K = 1, 2, 4, ... all ticked)."""
+    ks = sorted({float(v) for v in values})
+
+    def breaks(limits: Sequence[float]) -> list[float]:
+        low, high = (float(v) for v in limits)
+        inside = [k for k in ks if low * 0.999 <= k <= high * 1.001]
+        return inside[:: int(np.ceil(len(inside) / 8))] if inside else inside
+
+    return breaks
+
+
+def _dodge(table: pd.DataFrame, x: str, spread: float = 0.4) -> pd.DataFrame:
+    """Add ``x_dodged``: ``x`` times a factor per variant of a panel, so that series that
+    coincide stay visible on a log axis; the factors span at most ``1 + spread``."""
+    out = []
+    for _, rows in table.groupby("panel", observed=True, sort=False):
+        variants = list(dict.fromkeys(rows.sort_values("estimator")["variant"]))
+        m = len(variants)
+        step = min(0.07, np.log1p(spread) / max(m - 1, 1))
+        offset = {v: step * (j - (m - 1) / 2) for j, v in enumerate(variants)}
+        out.append(rows.assign(x_dodged=rows[x] * np.exp(rows["variant"].map(offset))))
+    return pd.concat(out) if out else table.assign(x_dodged=table[x])
+
+
+def _biased(table: pd.DataFrame) -> pd.Series:
+    """Whether each row's estimator is biased (its class says so); unknown: unbiased."""
+    if "unbiased" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return ~table["unbiased"].fillna(True).astype(bool)
+
+
 def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
-    table = _positive(_ok(cells), ["variance_trace", "n_samples"])
+    table = _ok(cells)
+    variance = pd.to_numeric(table["variance_trace"], errors="coerce")
+    table = table[np.isfinite(variance) & (variance >= 0) & (table["n_samples"] > 0)]
     table = _variants(_panels(table), default_only=True)
     sweeps = table.groupby(["panel", "variant"], observed=True)["n_samples"].nunique()
     table = table.set_index(["panel", "variant"]).loc[sweeps[sweeps > 1].index].reset_index()
     if table.empty:
         raise NotApplicable("no estimator was measured at more than one K")
-    table = table.sort_values("n_samples")
-    band = _positive(table, ["variance_trace_ci_low", "variance_trace_ci_high"])
+    table = _dodge(table.sort_values("n_samples"), "n_samples")
+    positive = table[table["variance_trace"] > 0]
+    # exactly zero variance has no place on a log axis: drawn hollow on the panel's floor
+    floors = positive.groupby("panel", observed=True)["variance_trace"].min() / 3
+    zero = table[table["variance_trace"] == 0]
+    zero = zero.assign(at_floor=zero["panel"].map(floors).astype(float).fillna(1e-12))
+    band = _positive(positive, ["variance_trace_ci_low", "variance_trace_ci_high"])
+    # the 1/K guide of each panel passes through the median variance at its smallest K
+    guides_ = []
+    for panel, rows in positive.groupby("panel", observed=True):
+        k0 = rows["n_samples"].min()
+        v0 = float(np.median(rows.loc[rows["n_samples"] == k0, "variance_trace"]))
+        ks = np.geomspace(k0, rows["n_samples"].max(), 20)
+        guides_.append(pd.DataFrame({"panel": panel, "n_samples": ks, "guide": v0 * k0 / ks}))
+    guide = pd.concat(guides_) if guides_ else pd.DataFrame(columns=["panel", "n_samples",
+                                                                     "guide"])
+    guide["panel"] = pd.Categorical(guide["panel"], categories=table["panel"].cat.categories)
     facet, rows = _wrap(table, size.max_cols)
+    caption = "grey dashed: ∝ 1/K; bands: 95% intervals; points spread around each K"
+    if not zero.empty:
+        caption += "\nhollow on the bottom edge: variance exactly 0 (" + ", ".join(
+            dict.fromkeys(zero["variant"].astype(str))) + ")"
     plot = (
-        ggplot(table, aes("n_samples", "variance_trace", color="estimator", group="variant"))
+        ggplot(positive, aes("x_dodged", "variance_trace", color="estimator", group="variant"))
+        + geom_line(aes("n_samples", "guide"), data=guide, inherit_aes=False,
+                    linetype="dashed", color="#999999", size=0.5)
         + geom_ribbon(
             aes(ymin="variance_trace_ci_low", ymax="variance_trace_ci_high", fill="estimator"),
-            data=band, alpha=0.2, color="none",
+            data=band, alpha=0.15, color="none",
         )
         + geom_line(size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
-        + _log10(x=True, y=True)
+        + geom_point(aes("x_dodged", "at_floor", shape="estimator"), data=zero, size=2.0,
+                     fill="white", stroke=0.4, show_legend=False)
+        + scale_x_log10(breaks=_k_breaks(table["n_samples"]), labels=lambda v: [
+            f"{x:g}" for x in v], minor_breaks=[])
+        + _log10(y=True)
         + facet
-        + labs(x="samples per estimate K", y="gradient variance (trace of covariance)")
+        + labs(x="samples per estimate K", y="gradient variance (trace)",
+               caption=caption)
         + _estimator_scales(table, fill=True)
     )
     return Drawn(plot, rows)
+
+
+def _runs(flags: Sequence[bool]) -> list[int]:
+    """Label consecutive True entries with a run number (False entries get -1)."""
+    labels, run, previous = [], -1, False
+    for flag in flags:
+        if flag and not previous:
+            run += 1
+        labels.append(run if flag else -1)
+        previous = flag
+    return labels
 
 
 def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
@@ -313,7 +399,14 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         raise NotApplicable("no relaxed estimator was measured at more than one tau")
     counts = table.groupby("n_samples").size()
     k = int(counts[counts == counts.max()].index.max())
-    table = _order_estimators(_panels(table[table["n_samples"] == k]))
+    table = _order_estimators(_panels(table[table["n_samples"] == k])).sort_values("tau")
+    # a bias whose 95% interval reaches down to the noise floor is not resolved: the
+    # measured norm is then mostly the noise of the mean, not bias
+    resolved = (table["bias_l2_ci_low"] > table["bias_l2_noise_floor"]).to_numpy()
+    table = table.assign(resolved=resolved)
+    table["run"] = 0
+    for _, rows in table.groupby(["panel", "estimator"], observed=True):
+        table.loc[rows.index, "run"] = _runs(rows["resolved"].tolist())
     long = pd.concat([
         table.assign(
             quantity="bias ||E[g] − ∇L||", value=table["bias_l2"],
@@ -323,13 +416,17 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         table.assign(
             quantity="variance (trace)", value=table["variance_trace"],
             low=table["variance_trace_ci_low"], high=table["variance_trace_ci_high"],
-            floor=np.nan,
+            floor=np.nan, resolved=True, run=0,
         ),
     ])
     long["quantity"] = pd.Categorical(long["quantity"], categories=list(
         dict.fromkeys(long["quantity"])))
-    long = _positive(long.sort_values("tau"), ["value"])
-    band = _positive(long, ["low", "high"])
+    long = _positive(long, ["value"])
+    long["series"] = (long["estimator"].astype(str) + "/" + long["quantity"].astype(str)
+                      + "/" + long["run"].astype(str))
+    shown = long[long["resolved"].astype(bool)]
+    hidden = long[~long["resolved"].astype(bool)]
+    band = _positive(shown, ["low", "high"])
     floor = _positive(long, ["floor"])
     # a y axis for every panel: bias and variance differ by orders of magnitude by problem.
     # Bias above variance with a column per problem if the problems fit in a row, else a
@@ -341,41 +438,85 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         cols = 2 * max(1, size.max_cols // 2)
         facet = facet_wrap(["panel", "quantity"], ncol=cols, scales="free")
         rows = int(np.ceil(2 * n / cols))
+    caption = (f"K = {k} samples per estimate; bands: 95% intervals\n"
+               "dashed: bias noise floor sqrt(variance / R)")
+    if not hidden.empty:
+        caption += "\nhollow: not resolved (bias interval reaches the noise floor)"
     plot = (
-        ggplot(long, aes("tau", "value", color="estimator"))
-        + geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), data=band, alpha=0.2,
-                      color="none")
-        + geom_line(aes(y="floor"), data=floor, linetype="dashed", size=0.4, alpha=0.8)
-        + geom_line(size=0.5)
+        ggplot(shown, aes("tau", "value", color="estimator"))
+        + geom_ribbon(aes(ymin="low", ymax="high", fill="estimator", group="series"),
+                      data=band, alpha=0.2, color="none")
+        + geom_line(aes(y="floor", group="estimator"), data=floor, linetype="dashed",
+                    size=0.4, alpha=0.8)
+        + geom_line(aes(group="series"), size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
+        + geom_point(aes(shape="estimator"), data=hidden, size=1.4, fill="white", stroke=0.4,
+                     show_legend=False)
         + _log10(x=True, y=True)
         + facet
-        + labs(x="temperature τ", y="", caption=f"K = {k} samples per estimate\n"
-               "dashed: bias noise floor sqrt(variance / R)")
+        + labs(x="temperature τ", y="", caption=caption)
         + _estimator_scales(long, fill=True)
     )
     return Drawn(plot, rows)
 
 
-def efficiency(cells: pd.DataFrame, size: Size) -> Drawn:
-    table = _positive(_ok(cells), ["variance_trace", "time_per_estimate_s"])
+def _efficiency(cells: pd.DataFrame, size: Size, by: str) -> Drawn:
+    """MSE against the cost of an estimate: ``by`` = ``time`` (median wall-clock time, with
+    its interquartile range) or ``evals`` (evaluations of the cost)."""
+    x = "time_per_estimate_s" if by == "time" else "cost_evals"
+    table = _positive(_ok(cells), ["mse", x])
     table = _variants(_panels(table), default_only=True)
     if table.empty:
-        raise NotApplicable("no cell has a positive variance and time")
-    table = table.assign(time_ms=table["time_per_estimate_s"] * 1e3).sort_values("n_samples")
+        raise NotApplicable(f"no cell has a mean squared error and a positive {x}")
+    table = table.sort_values("n_samples")
+    if by == "time":
+        table = table.assign(cost=table[x] * 1e3)
+        iqr = table["time_iqr_s"].fillna(0) * 1e3 if "time_iqr_s" in table.columns else 0
+        table = table.assign(cost_low=(table["cost"] - iqr / 2).clip(lower=table["cost"] / 10),
+                             cost_high=table["cost"] + iqr / 2)
+        xlab = "wall-clock time per estimate (ms)"
+        bars = "bars: 95% interval of the MSE; interquartile range of the time"
+    else:
+        table = _dodge(table.assign(cost=table[x].astype(float)), "cost", spread=0.15)
+        xlab = "cost evaluations per estimate"
+        bars = "bars: 95% interval of the MSE; points spread around each count"
+    xcol = "cost" if by == "time" else "x_dodged"
+    table = table.assign(
+        xpos=table[xcol],
+        low=table["mse_ci_low"].where(table["mse_ci_low"] > 0, table["mse"]),
+        high=table["mse_ci_high"].where(table["mse_ci_high"] > 0, table["mse"]),
+        biased=_biased(table),
+    )
     joined = table.groupby(["panel", "variant"], observed=True)["n_samples"].transform("size")
     facet, rows = _wrap(table, size.max_cols)
+    layers = [geom_linerange(aes(ymin="low", ymax="high"), size=0.4, alpha=0.8)]
+    if (joined > 1).any():
+        layers.append(geom_path(data=table[joined > 1], size=0.4, alpha=0.7))
+    if by == "time":
+        layers.append(geom_segment(aes(x="cost_low", xend="cost_high", yend="mse"), size=0.4,
+                                   alpha=0.8))
     plot = (
-        ggplot(table, aes("time_ms", "variance_trace", color="estimator", group="variant"))
-        + geom_path(data=table[joined > 1], size=0.4, alpha=0.7)
-        + geom_point(aes(shape="estimator"), size=1.4)
+        ggplot(table, aes("xpos", "mse", color="estimator", group="variant"))
+        + layers
+        + geom_point(aes(shape="estimator"), data=table[~table["biased"]], size=1.4)
+        + geom_point(aes(shape="estimator"), data=table[table["biased"]], size=1.4,
+                     fill="white", stroke=0.4, show_legend=False)
         + _log10(x=True, y=True)
         + facet
-        + labs(x="wall-clock time per estimate (ms)", y="gradient variance (trace)",
-               caption="one point per K, joined in order of K; lower left is better")
+        + labs(x=xlab, y="MSE ||g − ∇L||²",
+               caption=f"one point per K, joined in order of K; lower left is better\n{bars}"
+               "; hollow: biased estimator")
         + _estimator_scales(table)
     )
     return Drawn(plot, rows)
+
+
+def efficiency(cells: pd.DataFrame, size: Size) -> Drawn:
+    return _efficiency(cells, size, "time")
+
+
+def efficiency_evals(cells: pd.DataFrame, size: Size) -> Drawn:
+    return _efficiency(cells, size, "evals")
 
 
 def _ordered_within(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -385,20 +526,29 @@ def _ordered_within(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return table.assign(within=pd.Categorical(key, categories=list(dict.fromkeys(key))))
 
 
+def _label_estimated_truth(table: pd.DataFrame) -> pd.DataFrame:
+    """Append "truth estimated" to the panel of problems whose truth is itself an estimate
+    (``truth == "reference"``: a large-sample estimate of the harness, not exact)."""
+    if "truth" not in table.columns:
+        return table
+    estimated = set(table.loc[table["truth"] == "reference", "panel"].astype(str))
+    if not estimated:
+        return table
+    names = {p: f"{p}\n(truth estimated)" if p in estimated else p
+             for p in table["panel"].cat.categories}
+    return table.assign(panel=table["panel"].cat.rename_categories(names))
+
+
 def overview(cells: pd.DataFrame, size: Size) -> Drawn:
     table = _positive(_ok(cells), ["mse"])
     table = _variants(_panels(table), default_only=True)
     if table.empty:
         raise NotApplicable("no cell has a truth to measure the mean squared error against")
     largest = table.groupby("panel", observed=True)["n_samples"].transform("max")
-    table = table[table["n_samples"] == largest]
+    table = _label_estimated_truth(table[table["n_samples"] == largest])
     sizes = sorted(set(table["n_samples"]))
     at = f"K = {sizes[0]}" if len(sizes) == 1 else "the largest K of each problem"
-    table = table.assign(
-        bias=np.where(table["unbiased"].astype(bool), "unbiased", "biased")
-        if "unbiased" in table.columns else "unbiased",
-    )
-    table = _ordered_within(table, "mse")
+    table = _ordered_within(table.assign(biased=_biased(table)), "mse")
     interval = table.assign(
         low=table["mse_ci_low"].where(table["mse_ci_low"] > 0, table["mse"]),
         high=table["mse_ci_high"].where(table["mse_ci_high"] > 0, table["mse"]),
@@ -407,17 +557,20 @@ def overview(cells: pd.DataFrame, size: Size) -> Drawn:
     facet, rows = _wrap(interval, max(1, size.max_cols // 2))
     per_row = OVERVIEW_ROW_IN * interval.groupby("panel", observed=True).size().max()
     height = round(rows * (per_row + OVERVIEW_STRIP_IN) + size.extra_in, 2)
+    caption = f"at {at}; bars: 95% intervals (drawn over the marker)\nhollow: biased estimator"
+    if table["panel"].astype(str).str.contains("truth estimated").any():
+        caption += ("\ntruth estimated: measured against a large-sample reference estimate, "
+                    "not an exact gradient")
     plot = (
         ggplot(interval, aes("within", "mse", color="estimator"))
-        + geom_linerange(aes(ymin="low", ymax="high"), size=0.5)
-        + geom_point(data=interval[interval["bias"] == "unbiased"], size=1.8)
-        + geom_point(data=interval[interval["bias"] == "biased"], size=1.8, fill="white")
+        + geom_point(data=interval[~interval["biased"]], size=1.6)
+        + geom_point(data=interval[interval["biased"]], size=1.6, fill="white")
+        + geom_errorbar(aes(ymin="low", ymax="high"), width=0.6, size=0.5)
         + scale_x_discrete(labels=lambda keys: [k.split(_WITHIN, 1)[1] for k in keys])
         + _log10(y=True)
         + coord_flip()
         + facet
-        + labs(x="", y="mean squared error ||g − ∇L||²",
-               caption=f"at {at}; 95% intervals\nhollow: biased estimator")
+        + labs(x="", y="MSE ||g − ∇L||²", caption=caption)
         + _estimator_scales(interval, shape=False)
     )
     return Drawn(plot, rows, theme(legend_position="none"), height)
@@ -432,6 +585,35 @@ def _training_objective(train: pd.DataFrame) -> str:
     )
 
 
+def _across_seeds(rows: pd.DataFrame, log: bool = False) -> pd.DataFrame:
+    """Mean and 95% interval of the mean (Student t) of ``value`` over seeds, per variant
+    and step; on log10 values with ``log`` (a geometric mean)."""
+    values = np.log10(rows["value"]) if log else rows["value"]
+    grouped = rows.assign(v=values).groupby(["estimator", "variant", "step"], observed=True)
+    stats = grouped["v"].agg(["mean", "std", "count"]).reset_index()
+    half = (stats["std"].fillna(0) / np.sqrt(stats["count"])
+            * scipy.stats.t.ppf(0.975, np.maximum(stats["count"] - 1, 1)))
+    half = half.where(stats["count"] > 1, 0.0)
+    mean, low, high = stats["mean"], stats["mean"] - half, stats["mean"] + half
+    if log:
+        mean, low, high = 10**mean, 10**low, 10**high
+    return stats.assign(value=mean, low=low, high=high)
+
+
+def _median_pace(curve: pd.DataFrame) -> pd.Series:
+    """Seconds per training step of each variant: the median over seeds and recording
+    intervals of (wall-clock seconds / steps), which a stall of the machine cannot move."""
+    paces = {}
+    for variant, rows in curve.groupby("variant", observed=True):
+        per = []
+        for _, run in rows.groupby("seed" if "seed" in rows.columns else "variant"):
+            run = run.sort_values("step")
+            steps, wall = run["step"].diff(), run["wall_s"].diff()
+            per.extend((wall / steps)[steps > 0].tolist())
+        paces[variant] = float(np.median(per)) if per else np.nan
+    return pd.Series(paces)
+
+
 def training(train: pd.DataFrame, size: Size) -> Drawn:
     if train.empty:
         raise NotApplicable("the train table is empty")
@@ -442,32 +624,44 @@ def training(train: pd.DataFrame, size: Size) -> Drawn:
             "figure 'training' draws one problem; the train table has "
             f"{', '.join(table['panel'].cat.categories)} (make_figures draws one file each)"
         )
-    curve = table[table["metric"] == objective]
+    seeds = table["seed"].nunique() if "seed" in table.columns else 1
+    raw = table[table["metric"] == objective]
+    curve = _across_seeds(raw)
+    curve = curve.assign(time=curve["step"] * curve["variant"].map(_median_pace(raw)))
     variance = _positive(table[table["metric"] == "variance_trace"], ["value"])
     name = OBJECTIVES[objective]
-    scales = _estimator_scales(table, shape=False)
+    scales = _estimator_scales(table, fill=True, shape=False)
+    band = "" if seeds == 1 else "; bands: 95% intervals of the mean"
+    line = [geom_line(size=0.5)]
+    if seeds > 1:
+        line.insert(0, geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), alpha=0.2,
+                                   color="none"))
     by_step = (
-        ggplot(curve, aes("step", "value", color="estimator", group="variant"))
-        + geom_line(size=0.5) + labs(x="training step", y=name) + scales
+        ggplot(curve, aes("step", "value", color="estimator", group="variant")) + line
+        + labs(title="a", x="training step", y=name) + scales
     )
     by_time = (
-        ggplot(curve, aes("wall_s", "value", color="estimator", group="variant"))
-        + geom_line(size=0.5) + labs(x="wall-clock time (s)", y=name) + scales
+        ggplot(curve, aes("time", "value", color="estimator", group="variant")) + line
+        + labs(title="b", x="training time (s)", y=name) + scales
     )
     panels: list[ggplot] = [by_step, by_time]
     if not variance.empty:
+        spread = _across_seeds(variance, log=True)
         panels.append(
-            ggplot(variance, aes("step", "value", color="estimator", group="variant"))
-            + geom_line(size=0.5) + _log10(y=True)
-            + labs(x="training step", y="gradient variance (trace)") + scales
+            ggplot(spread, aes("step", "value", color="estimator", group="variant")) + line
+            + _log10(y=True)
+            + labs(title="c", x="training step", y="gradient variance (trace)") + scales
         )
     beside = size.max_cols >= len(panels)
-    return Drawn(panels, 1 if beside else len(panels))
+    caption = ("training time: step x the median seconds per step (robust to stalls)\n"
+               f"{'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}{band}")
+    return Drawn(panels, 1 if beside else len(panels), caption=caption)
 
 
 FIGURES: dict[str, Figure] = {
     "variance_vs_samples": Figure(
-        "variance_vs_samples", "variance against K, log-log, with 95% bands", "cells",
+        "variance_vs_samples", "variance against K, log-log, with 95% bands and a 1/K guide",
+        "cells",
         ("status", "problem", "problem_options", "estimator", "estimator_options", "n_samples",
          "variance_trace", "variance_trace_ci_low", "variance_trace_ci_high"),
         variance_vs_samples,
@@ -480,14 +674,21 @@ FIGURES: dict[str, Figure] = {
         tau_tradeoff,
     ),
     "efficiency": Figure(
-        "efficiency", "variance against time per estimate (efficiency frontier)", "cells",
+        "efficiency", "mean squared error against wall-clock time per estimate", "cells",
         ("status", "problem", "problem_options", "estimator", "estimator_options", "n_samples",
-         "variance_trace", "time_per_estimate_s"),
+         "mse", "mse_ci_low", "mse_ci_high", "time_per_estimate_s", "time_iqr_s"),
         efficiency,
     ),
+    "efficiency_evals": Figure(
+        "efficiency_evals", "mean squared error against cost evaluations per estimate",
+        "cells",
+        ("status", "problem", "problem_options", "estimator", "estimator_options", "n_samples",
+         "mse", "mse_ci_low", "mse_ci_high", "cost_evals"),
+        efficiency_evals,
+    ),
     "training": Figure(
-        "training", "objective against step and wall-clock; gradient variance along training",
-        "train",
+        "training", "objective against step and training time; gradient variance along "
+        "training; mean and bands over seeds", "train",
         ("problem", "problem_options", "estimator", "estimator_options", "step", "wall_s",
          "metric", "value"),
         training,
@@ -540,6 +741,8 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
             color=guide_legend(ncol=1))
     else:
         panels[-1] = panels[-1] + theme(legend_position="bottom")
+    if drawn.caption:
+        panels[-1] = panels[-1] + labs(caption=drawn.caption)
     composed = functools.reduce(operator.or_ if beside else operator.truediv, panels)
     return composed & theme(figure_size=(width, height)), width, height
 
@@ -629,6 +832,11 @@ def make_figures(
             notes.append(f"{name}: skipped, no {figure.table}.parquet")
             continue
         for stem, table in _split(figure, tables[figure.table]):
+            missing = [c for c in figure.columns if c not in table.columns]
+            if missing and names is None:
+                notes.append(f"{stem}: skipped, the {figure.table} table lacks {missing} "
+                             "(made by an older version)")
+                continue
             try:
                 plot, width, height = draw(name, table, size)
             except NotApplicable as reason:

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
+
+from bench.report.tables import varying
+
+
+def _options(ok: pd.DataFrame) -> pd.Series:
+    """Per row, ``name:value`` of the problem options that vary between the cells of its
+    problem, then of every estimator option, so that no two rows look alike."""
+    shown = pd.Series("", index=ok.index)
+    for _, group in ok.groupby("problem", sort=False):
+        names = varying(group, "problem_options")
+        if names:
+            shown[group.index] = [
+                ",".join(f"{n}:{json.loads(text)[n]}" for n in names)
+                for text in group["problem_options"]
+            ]
+    estimator = ok["estimator_options"].str.replace(r'[{}"\s]', "", regex=True)
+    both = (shown != "") & (estimator != "")
+    return shown + both.map({True: ",", False: ""}) + estimator
 
 
 def summary_table(cells: pd.DataFrame) -> str:
-    """A readable summary of the measured cells of a sweep."""
+    """A readable summary of the measured cells of a sweep: one row per cell, with the
+    options that tell its row apart (``_options``)."""
     ok = cells[cells["status"] == "ok"]
     lines = []
     if len(ok):
         table = pd.DataFrame({
             "problem": ok["problem"],
             "estimator": ok["estimator"],
-            "options": ok["estimator_options"].str.replace(r'[{}"\s]', "", regex=True),
+            "options": _options(ok),
             "K": ok["n_samples"],
             "truth": ok["truth"],
             "bias_l2": ok["bias_l2"],

@@ -42,11 +42,15 @@ POLL_S = 0.5
 
 
 def check_constructible(cells: Sequence[CellSpec]) -> None:
-    """Construct every distinct problem of a sweep once, on the CPU, before any work starts.
+    """Construct every distinct problem of a sweep once, on the CPU, before any work starts,
+    without its expensive work (``Problem.validation_options``: no pretraining; a GAN's
+    critic is trained on first use anyway).
 
     Options are checked one by one when the sweep is expanded; what only construction can
     check (a data file that is missing or malformed, options that contradict each other)
-    is checked here, so that bad input is refused before anything is written.
+    is checked here, so that bad input is refused before anything is written. The problem
+    a cell measures is built again inside the cell (``bench.cell.shared``), under its
+    timeout.
 
     Raises:
         ValueError: naming the problem, with the first line of the problem's own message
@@ -59,14 +63,28 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
             continue
         seen.add(ident)
         try:
-            get_problem(spec.problem)(
-                dict(spec.problem_options), device="cpu", dtype=DTYPES[spec.dtype]
-            )
+            cls = get_problem(spec.problem)
+            cls(cls.validation_options(dict(spec.problem_options)), device="cpu",
+                dtype=DTYPES[spec.dtype])
         except (ValueError, OSError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(f"problem {spec.problem!r}: {first}") from None
         except Exception:  # not bad input but a broken problem: its cells fail with the reason
             continue
+
+
+def by_problem(cells: Sequence[CellSpec]) -> list[CellSpec]:
+    """``cells`` with those of one problem configuration together, problems in order of first
+    appearance, so that a process builds each problem once (``bench.cell.shared`` keeps a
+    few at a time)."""
+    first: dict[tuple, int] = {}
+    for spec in cells:
+        first.setdefault(_problem_ident(spec), len(first))
+    return sorted(cells, key=lambda spec: first[_problem_ident(spec)])
+
+
+def _problem_ident(spec: CellSpec) -> tuple:
+    return spec.problem, spec.problem_options, spec.device, spec.dtype
 
 
 def code_version(env: dict[str, Any], problem: str, estimator: str) -> dict[str, Any]:
@@ -261,10 +279,10 @@ def run_sweep(
     stored, damaged = store.stored()
     env = environment.environment(device if executor != "ray" else "cpu")
     check_resume(store.root, cells, stored, env, allow_code_change)
-    todo = [
+    todo = by_problem([
         c for c in cells
         if c.key not in stored or (retry_failed and stored[c.key].status == "failed")
-    ]
+    ])
     planned = {c.key for c in cells}
     notes = [
         f"cell {key}: {reason}; "

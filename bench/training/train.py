@@ -1,12 +1,18 @@
 """Training runs: train a problem's model with each estimator and record learning curves.
 
 Every estimator starts from the same initialization (``Problem.train_params``) and sees the
-same minibatch order: the problem is built once, copied for each estimator, and its
-``next_batch`` hook draws from a generator seeded with ``seed``; the estimator's own
-sampling uses the global torch RNG, seeded with ``seed`` at the start of each estimator.
+same minibatch order: the problem is built once, copied for each estimator and seed, and its
+``next_batch`` hook draws from a generator seeded with the seed; the estimator's own
+sampling uses the global torch RNG, seeded with the seed at the start of each run. With
+several ``seeds`` every estimator is trained once per seed: the seeds vary the minibatch
+order and the estimators' noise, while the problem instance (data split, initialization,
+pretraining) is the one its own ``seed`` option makes, so that the figure's bands show the
+spread that the estimator's randomness causes (``--set seed=S`` varies the instance).
 A step is: ``next_batch``, ``before_step`` (e.g. GAN critic updates), one estimate of the
 gradient of all trained tensors from ``n_samples`` samples (one surrogate, one backward),
-and one Adam step. See ``problems.base`` for the hooks.
+and one Adam step. An estimator with parameters of its own (a learned control variate,
+``estimators.base``) is set up once and takes one step of its own loss at every estimate
+(``Estimator.backward``). See ``problems.base`` for the hooks.
 
 Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estimator:
 
@@ -15,8 +21,17 @@ Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, per estima
 * ``variance_trace``: the estimator's gradient variance (trace of the covariance of the
   estimated parameters' gradient) at the current parameters on the problem's fixed
   evaluation minibatch, from ``variance_repeats`` independent estimates of ``n_samples``
-  samples with the estimator's current state (``bench.cell.estimate.gradient_variance``), as
-  in the DisARM and RELAX papers;
+  samples (``bench.cell.estimate.gradient_variance``), as in the DisARM and RELAX papers,
+  with the estimator's state as it would be at that step on the evaluated minibatch: a copy
+  of the estimator, starting from its training state, runs its ``warmup_steps()`` warm-up
+  steps at the current parameters on that minibatch (state carried, own parameters
+  trained, exactly as a ``bench run`` cell warms up, but from the training state instead of
+  a cold one), and the variance is measured with the state it reaches. Without this, a
+  state learned on the random training minibatches (a moving-average baseline of their
+  cost) is measured on another minibatch, whose cost it does not track: the variance then
+  mostly measures the mismatch (``reinforce_ema`` read 100 times that of leave-one-out
+  instead of the 5 times of ``bench run``). Estimators without state are unaffected, and the
+  training run itself never sees the copy;
 * the problem's ``train_metrics`` (e.g. ``test_nelbo``).
 
 ``wall_s`` is the training time since the start of that estimator's run: time spent in the
@@ -25,7 +40,8 @@ construction (data loading, pretraining) and writing the table; on a GPU the dev
 synchronized before the clock is read. Evaluations run under a forked RNG, so they do not
 change the training trajectory.
 
-Output: ``<out>/train.parquet``, one row per estimator, step and metric (``bench.schema.TRAIN``).
+Output: ``<out>/train.parquet``, one row per seed, estimator, step and metric
+(``bench.schema.TRAIN``).
 
 References: Dong, Mnih, Tucker (2020), "DisARM: An Antithetic Gradient Estimator for Binary
 Latent Variables", NeurIPS, Section 6; Grathwohl et al. (2018), "Backpropagation through
@@ -56,7 +72,7 @@ from bench.schema import TRAIN
 from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, State
 from problems import get_problem
-from problems.base import Params, Problem
+from problems.base import Params, Problem, repeat_params
 from problems.options import OptionValue, resolve_options
 
 
@@ -78,10 +94,15 @@ class TrainSpec:
     lr: float = 1e-3
     n_samples: int = 2
     variance_repeats: int = 1000
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
     dtype: str = "float32"
     skipped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def seed(self) -> int:
+        """The first seed."""
+        return self.seeds[0]
 
 
 def make_spec(
@@ -95,10 +116,14 @@ def make_spec(
     n_samples: int = 2,
     variance_repeats: int = 1000,
     seed: int = 0,
+    seeds: int | Sequence[int] = 1,
     device: str = "cpu",
     dtype: str = "float32",
 ) -> TrainSpec:
     """Validate names, ``NAME=VALUE`` settings and numbers into a ``TrainSpec``.
+
+    ``seeds``: a number of seeds (``seed``, ``seed + 1``, ...) or the list of seeds; each
+    estimator is trained once per seed.
 
     A setting goes to the problem if it declares the option, else to every selected
     estimator that declares it. With ``all``, estimators that do not apply to the problem or
@@ -122,6 +147,7 @@ def make_spec(
             raise ValueError(f"invalid {name} {value}: expected {rule}")
     if dtype not in DTYPES:
         raise ValueError(f"invalid --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    chosen_seeds = _seed_list(seed, seeds)
     env.check_device(device)
     given: dict[str, str] = {}
     for text in settings:
@@ -162,9 +188,23 @@ def make_spec(
     return TrainSpec(
         problem=problem, problem_options=problem_options, estimators=tuple(runs),
         steps=steps, eval_every=eval_every, lr=lr, n_samples=n_samples,
-        variance_repeats=variance_repeats, seed=seed, device=device, dtype=dtype,
+        variance_repeats=variance_repeats, seeds=chosen_seeds, device=device, dtype=dtype,
         skipped=tuple(skipped),
     )
+
+
+def _seed_list(seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
+    """``seeds`` consecutive seeds from ``seed``, or the given list (distinct)."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"invalid --seeds {seeds}: expected a number of seeds >= 1 or a "
+                             "comma-separated list of seeds")
+        return tuple(range(seed, seed + seeds))
+    chosen = tuple(int(s) for s in seeds)
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"invalid --seeds {','.join(map(str, chosen)) or '(empty)'}: expected "
+                         "distinct seeds")
+    return chosen
 
 
 def eval_steps(steps: int, eval_every: int) -> list[int]:
@@ -204,13 +244,35 @@ def _evaluate(
     with torch.random.fork_rng(devices=devices):
         problem.reset_batch()
         point = problem.load_train_params(current)
+        evaluator = copy.deepcopy(estimator)
+        warmed = warm_from(problem, evaluator, point, spec.n_samples, state)
         metrics = {
             "variance_trace": gradient_variance(
-                problem, estimator, point, spec.n_samples, spec.variance_repeats, state
+                problem, evaluator, point, spec.n_samples, spec.variance_repeats, warmed
             )
         }
         metrics.update(problem.train_metrics(current))
     return metrics
+
+
+def warm_from(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, state: State
+) -> State:
+    """The state ``[1, ...]`` after ``estimator.warmup_steps()`` warm-up steps at ``point``
+    (no repeat dimension) on the problem's current minibatch, starting from ``state``: the
+    per-repeat state carried from step to step and the estimator's own parameters trained,
+    as ``Estimator.warm_up`` does from a cold state (see the module docstring). Modifies
+    ``estimator``'s own parameters: pass a copy."""
+    trainable = bool(estimator.parameters())
+    params = repeat_params(point, 1, requires_grad=False)
+    for _ in range(estimator.warmup_steps()):
+        if trainable:
+            state = estimator.step(problem, repeat_params(point, 1), n_samples, state).state
+        else:
+            with torch.no_grad():
+                state = estimator.surrogate(problem, params, n_samples, state).state
+    estimator.freeze()
+    return {k: v.detach() for k, v in state.items()}
 
 
 def train_one(
@@ -219,20 +281,24 @@ def train_one(
     options: Mapping[str, OptionValue],
     spec: TrainSpec,
     progress: bool = True,
+    seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``problem`` (a fresh copy, left modified) with one estimator.
+    """Train ``problem`` (a fresh copy, left modified) with one estimator and one seed
+    (default: the spec's first).
 
     Returns:
-        rows ``{estimator, step, wall_s, metric, value}`` in step order.
+        rows ``{estimator, seed, step, wall_s, metric, value}`` in step order.
     """
+    seed = spec.seed if seed is None else seed
     estimator = get_estimator(name)(dict(options))
-    torch.manual_seed(spec.seed)
-    generator = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     train = {
         k: v.detach().unsqueeze(0).clone().requires_grad_(True)
         for k, v in problem.train_params().items()
     }  # [1, *shape]: one repeat
     optimizer = torch.optim.Adam(train.values(), lr=spec.lr)
+    estimator.setup(problem, problem.init_params())  # its own parameters, if any (seeded)
     state = estimator.init_state(train)
     clock = _Clock(problem.device)
     records = eval_steps(spec.steps, spec.eval_every)
@@ -240,14 +306,15 @@ def train_one(
 
     def record(step: int, metrics: dict[str, float]) -> None:
         rows.extend(
-            {"estimator": name, "step": step, "wall_s": clock.total, "metric": m, "value": v}
+            {"estimator": name, "seed": seed, "step": step, "wall_s": clock.total, "metric": m,
+             "value": v}
             for m, v in metrics.items()
         )
 
     record(0, _evaluate(problem, estimator, train, state, spec))
     losses: list[float] = []
-    bar = tqdm(range(1, spec.steps + 1), desc=name, disable=not progress, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(range(1, spec.steps + 1), desc=f"{name} seed {seed}", disable=not progress,
+               leave=False, dynamic_ncols=True)
     for step in bar:
         clock.start()
         problem.next_batch(step, generator)
@@ -256,7 +323,12 @@ def train_one(
         with torch.no_grad():
             losses.append(problem.cost(out.samples, train).mean().item())
         optimizer.zero_grad(set_to_none=True)
-        out.loss.sum().backward()
+        if estimator.parameters():  # its own parameters take one step on this estimate too
+            grads = estimator.backward(out, train).grads
+            for tensor, grad in zip(train.values(), grads.values(), strict=True):
+                tensor.grad = grad
+        else:
+            out.loss.sum().backward()
         optimizer.step()
         state = {k: v.detach() for k, v in out.state.items()}
         clock.stop()
@@ -290,13 +362,14 @@ def run_training(
         "created_utc": env.utc_now(),
         "device": spec.device,
         "dtype": spec.dtype,
-        "seed": spec.seed,
         **{k: environment[k] for k in environment if k in TRAIN.names},
     }
     rows = []
-    for name, options in spec.estimators:
-        for row in train_one(copy.deepcopy(template), name, options, spec, progress):
-            rows.append(identity | {"estimator_options": json.dumps(options, sort_keys=True)} | row)
+    for seed in spec.seeds:
+        for name, options in spec.estimators:
+            for row in train_one(copy.deepcopy(template), name, options, spec, progress, seed):
+                rows.append(identity | {"estimator_options": json.dumps(options, sort_keys=True)}
+                            | row)
     table = pa.Table.from_pylist(rows, schema=TRAIN)
     write_table(out / "train.parquet", table)
     return table.to_pandas()

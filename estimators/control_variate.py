@@ -1,0 +1,460 @@
+"""Control variates for discrete latents: MuProp, REBAR and RELAX.
+
+All three subtract a control variate c from the learning signal of the score function and
+add back its expectation's gradient, so that they stay unbiased for any c:
+
+    g = [f(b) - c] d/dtheta log q(b) + (a term whose mean is E[c d log q(b)]) + d_theta f(b),
+
+where the last term is the cost's direct dependence on theta (a VAE's log q). They differ in
+what c is and how its correction is computed.
+
+MuProp (Gu et al. 2016): c is the first-order Taylor expansion of f around the mean
+mu = E_q[b] (the probabilities), c(b) = f(mu) + f'(mu) . (b - mu). Its correction is
+analytic, E[c(b) d log q(b)] = f'(mu) . d mu / d theta (since E[d log q(b)] = 0 and
+E[b d log q(b)] = d mu / d theta), so
+
+    g = [f(b) - f(mu) - f'(mu) . (b - mu)] d log q(b) + stopgrad(f'(mu)) . d mu / d theta
+        + d_theta f(b).
+
+It needs the cost at relaxed inputs and its gradient there (``DIFFERENTIABLE_COST``). Gu et
+al. ran it with learned parts as well: scalings of the Taylor terms and NVIL's input-dependent
+baseline with variance normalization (Section 4 of the paper; the REBAR authors' code does the
+same); ``muprop`` here has no learned parts, so it measures the Taylor control variate alone.
+
+REBAR (Tucker et al. 2017): c = eta f(sigma_tau(z~)), the cost at a continuous relaxation of
+a conditional reparameterization. For a bit with logit l and p = sigmoid(l),
+z = l + log u - log(1 - u) (u ~ U(0, 1)) is Logistic(l), b = H(z) = 1[z > 0] ~ Bernoulli(p)
+and sigma_tau(z) = sigmoid(z / tau) its binary Concrete relaxation. Given b, the uniform is
+uniform on (1 - p, 1) (b = 1) or (0, 1 - p) (b = 0); with a fresh v ~ U(0, 1),
+u' = 1 - p + v p or u' = v (1 - p), and z~ = l + logit(u') has the law of z given b, as a
+differentiable function of l:
+
+    b = 1:  z~ = log(1 + v e^l) - log(1 - v),
+    b = 0:  z~ = l + log v - log(1 - v + e^l)
+
+(algebra: logit(1 - p + v p) = log((1 - p + v p) / ((1 - v) p)) and p / (1 - p) = e^l; the
+paper's appendix writes the b = 0 case with 1 - v in place of v, the same law). The
+estimator is
+
+    g = [f(b) - eta f(sigma_tau(z~))] d log q(b) + eta d f(sigma_tau(z)) - eta d f(sigma_tau(z~))
+        + d_theta f(b),
+
+where d is the total derivative w.r.t. theta (through z, z~ and the cost's own dependence), and
+the coefficient f(sigma_tau(z~)) of the score is cut from theta's graph. It is unbiased for
+any eta and tau: (b, z~) and (b, z) have the same joint law, so
+E[c(z~) d log q(b)] + E[d c(z~)] = d E[c(z~)] = d E[c(z)] = E[d c(z)].
+For a one-hot categorical with logits l and theta_c = softmax(l)_c, z = log theta + G with
+Gumbels G, b = onehot(argmax z), sigma_tau(z) = softmax(z / tau), and given b (class k) the
+conditional Gumbels are, with exponentials E_c = -log v_c (Tucker et al., Appendix C; the
+top-down construction of Maddison et al. 2014): z~_k = -log E_k (the maximum of Gumbels with
+locations log theta is a standard Gumbel, independent of the argmax) and
+z~_c = -log(E_c / theta_c + E_k) for c != k (a Gumbel with location log theta_c truncated
+below z~_k).
+
+The noise v of z~ is drawn two ways (option ``coupling``):
+
+* ``independent``: a fresh v, as in the paper's algorithm;
+* ``common``: common random numbers, v computed from u so that z~ = z in value (bits:
+  v = u / (1 - p) or (u - (1 - p)) / p; categorical: E_k = e^{-z_k},
+  E_c = theta_c (e^{-z_c} - e^{-z_k})) while its derivative still goes through the
+  conditional construction, as in the authors' code. v is uniform and independent of b, so
+  the estimator stays unbiased; the difference of the two pathwise terms then only carries
+  the difference of the derivatives.
+
+With ``tune``, eta and log tau are learned during the warm-up by minimizing the estimate's
+squared norm (the variance objective of Section 3.3 of the REBAR paper, as in the authors'
+"dynamic REBAR", estimators.base), then frozen. The authors' experiments also subtracted NVIL's
+learned baseline from f(b); ``rebar`` has none, so it measures the relaxation's control
+variate alone.
+
+RELAX (Grathwohl et al. 2018): c_phi(z) = eta f(sigma_tau(z)) + r_phi(sigma_tau(z)) with a
+small network r_phi (one tanh hidden layer of ``width`` units) on the relaxed sample and, where
+the problem has ``Capability.CONTEXT``, the example's features; the estimator is REBAR's with
+c_phi in place of eta f(sigma_tau(.)). eta, log tau and phi are trained during the ``warmup``
+steps by the variance objective (the gradient of the squared estimate w.r.t. them, Section
+3.3), then frozen. r_phi's output layer starts at zero, so that before training RELAX is
+REBAR at the same eta and tau.
+
+Per-example signals. On a problem with factors (minibatch examples, ``problems.base``), every
+control variate is per factor: factor i's score d log q(b_i) is multiplied by
+f_i(b) - c_i(z~_i), c_i its own term (MuProp's Taylor expansion of f_i, REBAR's eta f_i, RELAX's
+network on example i's relaxed latent and context), so each example's signal is centred by
+its own control variate. The pathwise corrections are the gradients of sum_i c_i.
+
+Cost. ``muprop`` evaluates f at K hard samples and once at mu (with its gradient):
+K + 1; ``rebar`` and ``relax`` at K hard samples and 2K relaxed ones: 3K.
+
+References: Gu, Levine, Sutskever, Mnih (2016), "MuProp: Unbiased Backpropagation for
+Stochastic Neural Networks", ICLR; Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein (2017),
+"REBAR: Low-variance, unbiased gradient estimates for discrete latent variable models",
+NeurIPS; Grathwohl, Choi, Wu, Roeder, Duvenaud (2018), "Backpropagation through the Void:
+Optimizing control variates for black-box gradient estimation", ICLR; Maddison, Tarlow,
+Minka (2014), "A* Sampling", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from estimators.base import Estimator, State, Surrogate
+from estimators.discrete import is_binary, logits_of, mean_of
+from problems.base import Capability, Params, Problem, repeat_params
+from problems.options import Option
+
+DISCRETE_DIFFERENTIABLE = frozenset({Capability.DISCRETE, Capability.DIFFERENTIABLE_COST})
+COUPLINGS = ("common", "independent")
+
+
+def per_factor(problem: Problem, units: Tensor) -> Tensor:
+    """Sum per-unit values over each factor's units: ``[K, R, *event]`` -> ``[K, R, F]``."""
+    return units.reshape(*units.shape[:2], problem.n_factors, -1).sum(-1)
+
+
+def detached(params: Params) -> Params:
+    """The parameters cut from the graph (for coefficients of the score)."""
+    return {name: value.detach() for name, value in params.items()}
+
+
+def open_unit(shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
+    """Uniforms on the open interval (0, 1), shaped ``shape``, dtype and device of ``like``."""
+    u = torch.rand(shape, dtype=like.dtype, device=like.device)
+    return u.clamp(torch.finfo(like.dtype).tiny, 1 - torch.finfo(like.dtype).eps)
+
+
+# bits: logistic noise and its conditional given the bit ---------------------------------------
+
+
+def binary_logistic(logits: Tensor, u: Tensor) -> Tensor:
+    """z = l + log u - log(1 - u) ~ Logistic(l): ``u`` ``[K, R, *event]``."""
+    return logits + torch.log(u) - torch.log1p(-u)
+
+
+def binary_conditional(logits: Tensor, b: Tensor, v: Tensor) -> Tensor:
+    """z~ with the law of z given H(z) = b, differentiable in the logits (module docstring):
+    log(1 + v e^l) - log(1 - v) for b = 1, l + log v - log(1 - v + e^l) for b = 0."""
+    log_v, log_rest = torch.log(v), torch.log1p(-v)
+    one = F.softplus(logits + log_v) - log_rest
+    zero = logits + log_v - torch.logaddexp(log_rest, logits.expand_as(v))
+    return torch.where(b > 0.5, one, zero)
+
+
+def binary_tied(logits: Tensor, u: Tensor, b: Tensor) -> Tensor:
+    """Common random numbers: the v for which ``binary_conditional`` gives back z = l + logit(u)
+    (v = (u - (1 - p)) / p for b = 1, u / (1 - p) for b = 0); uniform and independent of b."""
+    with torch.no_grad():
+        q = torch.sigmoid(-logits.detach())  # 1 - p
+        v = torch.where(b > 0.5, (u - q) / (1 - q), u / q)
+        return v.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
+
+
+# one-hot categoricals: Gumbels and their conditional given the argmax -------------------------
+
+
+def categorical_gumbel(log_probs: Tensor, u: Tensor) -> Tensor:
+    """z = log theta + G with Gumbels G = -log(-log u): ``u`` ``[K, R, *groups, C]``."""
+    return log_probs - torch.log(-torch.log(u))
+
+
+def categorical_conditional(log_probs: Tensor, b: Tensor, log_e: Tensor) -> Tensor:
+    """z~ with the law of z given onehot(argmax z) = b, from log-exponentials log E:
+    z~_k = -log E_k for the chosen class k, z~_c = -log(E_c / theta_c + E_k) for the others."""
+    log_top = (log_e * b).sum(-1, keepdim=True)  # [K, R, *groups, 1]
+    others = -torch.logaddexp(log_e - log_probs, log_top)
+    return torch.where(b > 0.5, -log_top.expand_as(others), others)
+
+
+def categorical_tied(log_probs: Tensor, z: Tensor, b: Tensor) -> Tensor:
+    """Common random numbers: the log-exponentials for which ``categorical_conditional`` gives
+    back z: log E_k = -z_k, log E_c = log theta_c + log(e^{-z_c} - e^{-z_k})."""
+    with torch.no_grad():
+        z = z.detach()
+        top = (z * b).sum(-1, keepdim=True)
+        gap = torch.log(-torch.expm1((z - top).clamp_max(-torch.finfo(z.dtype).tiny)))
+        log_e = log_probs.detach() - z + gap
+        return torch.where(b > 0.5, -top.expand_as(z), log_e)
+
+
+class MuProp(Estimator):
+    """MuProp: the first-order Taylor expansion of f at the mean as control variate.
+
+    g = [f(b) - f(mu) - f'(mu) . (b - mu)] d log q(b) + stopgrad(f'(mu)) . d mu / d theta
+    + d_theta f(b), per factor on problems with factors; no learned parts (the paper's
+    experiments added learned scalings and an NVIL baseline: module docstring).
+
+    References: Gu, Levine, Sutskever, Mnih (2016), "MuProp", ICLR.
+    """
+
+    name = "muprop"
+    description = "score function with MuProp's Taylor control variate at the mean"
+    requires = DISCRETE_DIFFERENTIABLE
+    unbiased = True
+    cost_formula = "K + 1"
+
+    def cost_evals(self, n_samples: int, problem: Problem) -> int:
+        return n_samples + 1
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        b = problem.distribution(params).sample((n_samples,))  # [K, R, *event]
+        return self.surrogate_from_samples(problem, params, b)
+
+    def surrogate_from_samples(self, problem: Problem, params: Params, b: Tensor) -> Surrogate:
+        """The surrogate at given hard samples ``b`` ``[K, R, *event]`` (tests replay it)."""
+        dist = problem.distribution(params)
+        mu = mean_of(dist)  # [R, *event]
+        with torch.enable_grad():
+            at = mu.detach().unsqueeze(0).requires_grad_()  # [1, R, *event]
+            at_mean = problem.cost_terms(at, detached(params))  # [1, R, F]
+            (slope,) = torch.autograd.grad(at_mean.sum(), at)
+        taylor = at_mean.detach() + per_factor(problem, slope * (b - at.detach()))  # [K, R, F]
+        cost = problem.cost_terms(b, params)  # [K, R, F]
+        signal = problem.signals(self.centre(cost.detach(), taylor))
+        log_q = problem.signals(problem.log_prob_terms(dist, b))
+        analytic = (slope[0] * mu).flatten(1).sum(-1)  # [R]
+        loss = ((signal * log_q).sum(-1) + cost.sum(-1)).mean(0) + analytic
+        return Surrogate(loss=loss, samples=b)
+
+    def centre(self, cost: Tensor, control: Tensor) -> Tensor:
+        """The learning signal: the cost minus the control variate."""
+        return cost - control
+
+
+class ConditionalRelaxation(Estimator):
+    """Shared machinery of REBAR and RELAX (module docstring): noise, hard samples,
+    conditional relaxations and the surrogate; subclasses give the control variate."""
+
+    requires = DISCRETE_DIFFERENTIABLE
+    unbiased = True
+    trains_on_variance = True
+    cost_formula = "3K (K hard, 2K relaxed)"
+
+    def cost_evals(self, n_samples: int, problem: Problem) -> int:
+        return 3 * n_samples
+
+    # learned or fixed eta and temperature ---------------------------------------------------
+
+    def scalars(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(eta, tau) as tensors like ``like``: the learned ones after ``setup``, else the
+        options' values."""
+        learned = getattr(self, "learned", None)
+        if learned is not None:
+            return learned["eta"], learned["log_tau"].exp()
+        return like.new_tensor(self.opts["eta"]), like.new_tensor(self.opts["tau"])
+
+    def build_scalars(self, problem: Problem) -> dict[str, Tensor]:
+        """eta and log tau as trainable leaves, from the options."""
+        return {
+            "eta": problem.tensor(self.opts["eta"]).clone().requires_grad_(),
+            "log_tau": problem.tensor(math.log(self.opts["tau"])).clone().requires_grad_(),
+        }
+
+    def tracking(self) -> bool:
+        """Whether the own parameters are being trained (their graph must be kept)."""
+        return any(t.requires_grad for t in self.parameters())
+
+    # the control variate: subclasses -------------------------------------------------------
+
+    def control_variate(self, problem: Problem, z: Tensor, params: Params, binary: bool) -> Tensor:
+        """c per factor at the relaxation of ``z`` ``[K, R, *event]``: ``[K, R, F]``."""
+        eta, tau = self.scalars(z)
+        relaxed = relaxation(z, tau, binary)
+        return eta * problem.cost_terms(relaxed, params)
+
+    # one estimate --------------------------------------------------------------------------
+
+    def draw_noise(self, logits: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
+        """u of the hard samples and v of the conditional ones, each ``[K, *logits.shape]``
+        (for categoricals v gives the exponentials E = -log v)."""
+        shape = (n_samples, *logits.shape)
+        return open_unit(shape, logits), open_unit(shape, logits)
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        u, v = self.draw_noise(logits_of(problem.distribution(params)).detach(), n_samples)
+        return self.surrogate_from_noise(problem, params, u, v)
+
+    def conditional(
+        self, logits: Tensor, z: Tensor, b: Tensor, u: Tensor, v: Tensor, binary: bool
+    ) -> Tensor:
+        """z~ given b, from a fresh v or tied to u by the ``coupling`` option."""
+        common = self.opts["coupling"] == "common"
+        if binary:
+            return binary_conditional(logits, b, binary_tied(logits, u, b) if common else v)
+        log_probs = torch.log_softmax(logits, -1)
+        log_e = categorical_tied(log_probs, z, b) if common else torch.log(-torch.log(v))
+        return categorical_conditional(log_probs, b, log_e)
+
+    def surrogate_from_noise(
+        self, problem: Problem, params: Params, u: Tensor, v: Tensor
+    ) -> Surrogate:
+        """The surrogate from given uniforms ``u`` (hard samples) and ``v`` (conditional
+        samples), each ``[K, R, *event]`` (tests replay an estimate from them)."""
+        dist = problem.distribution(params)
+        binary = is_binary(dist)
+        logits = logits_of(dist)  # [R, *event]
+        if binary:
+            z = binary_logistic(logits, u)  # [K, R, *event]
+            b = (z.detach() > 0).to(z.dtype)
+        else:
+            z = categorical_gumbel(torch.log_softmax(logits, -1), u)
+            b = F.one_hot(z.detach().argmax(-1), z.shape[-1]).to(z.dtype)
+        z_cond = self.conditional(logits, z, b, u, v, binary)
+        cost = problem.cost_terms(b, params)  # [K, R, F]: the direct term's graph
+        at_z = self.control_variate(problem, z, params, binary)
+        at_cond = self.control_variate(problem, self.pathwise(z_cond), params, binary)
+        if self.tracking():  # the score's coefficient keeps the graph of eta, tau, phi only
+            free = self.control_variate(problem, z_cond.detach(), detached(params), binary)
+        else:
+            free = at_cond.detach()
+        signal = problem.signals(self.centre(cost.detach(), free))
+        log_q = problem.signals(problem.log_prob_terms(dist, b))
+        loss = ((signal * log_q).sum(-1) + (cost + at_z - at_cond).sum(-1)).mean(0)
+        _, tau = self.scalars(z)
+        return Surrogate(loss=loss, samples=b, relaxed=relaxation(z, tau, binary).detach())
+
+    def pathwise(self, z_cond: Tensor) -> Tensor:
+        """z~ as the pathwise correction sees it (its derivative w.r.t. theta kept)."""
+        return z_cond
+
+    def centre(self, cost: Tensor, control: Tensor) -> Tensor:
+        """The learning signal: the cost minus the control variate."""
+        return cost - control
+
+
+def relaxation(z: Tensor, tau: Tensor, binary: bool) -> Tensor:
+    """sigma_tau(z): sigmoid(z / tau) for bits, softmax(z / tau) over the classes."""
+    return torch.sigmoid(z / tau) if binary else torch.softmax(z / tau, -1)
+
+
+TAU = Option(
+    0.5,
+    "temperature of the relaxation (initial value with tune or relax)",
+    minimum=0,
+    exclusive=True,
+)
+ETA = Option(1.0, "scale of the relaxed cost in the control variate (initial value when learned)")
+COUPLING = Option(
+    "common",
+    "noise of the conditional sample: common (tied to the hard "
+    "sample's, as the authors' code) or independent (fresh, as the paper's "
+    "algorithm)",
+    choices=COUPLINGS,
+)
+
+
+class Rebar(ConditionalRelaxation):
+    """REBAR: the relaxed cost at the conditional sample, eta f(sigma_tau(z~)), as control
+    variate, with its pathwise correction eta [d f(sigma_tau(z)) - d f(sigma_tau(z~))]; for
+    Bernoulli and one-hot categorical latents (module docstring). With ``tune``, eta and
+    log tau are learned in the warm-up by the variance objective, then frozen.
+
+    References: Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein (2017), "REBAR", NeurIPS.
+    """
+
+    name = "rebar"
+    description = "REBAR: conditional Concrete relaxation as control variate"
+    options: ClassVar[dict[str, Option]] = {
+        "tau": TAU,
+        "eta": ETA,
+        "coupling": COUPLING,
+        "tune": Option(False, "learn eta and log tau in the warm-up (variance objective)"),
+        "warmup": Option(
+            100,
+            "steps that tune eta and tau before measuring",
+            minimum=0,
+            applies=("tune", (True,)),
+        ),
+        "lr": Option(
+            0.01,
+            "Adam learning rate of the tuning",
+            minimum=0,
+            exclusive=True,
+            applies=("tune", (True,)),
+        ),
+    }
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.learned: dict[str, Tensor] | None = None
+
+    def warmup_steps(self) -> int:
+        return int(self.opts["warmup"]) if self.opts["tune"] else 0
+
+    def setup(self, problem: Problem, point: Params) -> None:
+        if not self.opts["tune"]:
+            return
+        self.learned = self.build_scalars(problem)
+        self.optimizer = torch.optim.Adam(self.learned.values(), lr=self.opts["lr"])
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.learned.values()) if self.learned is not None else []
+
+
+class Relax(ConditionalRelaxation):
+    """RELAX: c_phi(z) = eta f(sigma_tau(z)) + r_phi(sigma_tau(z) [, context]) in REBAR's
+    estimator; eta, log tau and the network phi trained in the warm-up by the variance
+    objective, then frozen (module docstring).
+
+    References: Grathwohl, Choi, Wu, Roeder, Duvenaud (2018), "Backpropagation through the
+    Void", ICLR.
+    """
+
+    name = "relax"
+    description = "RELAX: learned control variate (relaxed cost + network), variance-trained"
+    options: ClassVar[dict[str, Option]] = {
+        "tau": TAU,
+        "eta": ETA,
+        "coupling": COUPLING,
+        "width": Option(32, "hidden units of the control variate's network", minimum=1),
+        "warmup": Option(200, "training steps of the control variate before measuring", minimum=0),
+        "lr": Option(0.01, "Adam learning rate of the control variate", minimum=0, exclusive=True),
+    }
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.learned: dict[str, Tensor] | None = None
+        self.network: dict[str, Tensor] | None = None
+        self.with_context = False
+
+    def setup(self, problem: Problem, point: Params) -> None:
+        logits = logits_of(problem.distribution(repeat_params(point, 1, requires_grad=False)))
+        unit = logits[0].numel() // problem.n_factors
+        self.with_context = Capability.CONTEXT in problem.provided
+        n_in = unit + (problem.context().shape[-1] if self.with_context else 0)
+        width = self.opts["width"]
+        bound = 1 / math.sqrt(n_in)
+        self.learned = self.build_scalars(problem)
+        self.network = {
+            "weight": problem.tensor((torch.rand(n_in, width) * 2 - 1) * bound),
+            "bias": problem.tensor(torch.zeros(width)),
+            "out": problem.tensor(torch.zeros(width)),  # r_phi = 0 at the start: REBAR
+            "out_bias": problem.tensor(0.0),
+        }
+        for tensor in self.network.values():
+            tensor.requires_grad_()
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.opts["lr"])
+
+    def parameters(self) -> list[Tensor]:
+        if self.learned is None or self.network is None:
+            return []
+        return [*self.learned.values(), *self.network.values()]
+
+    def control_variate(self, problem: Problem, z: Tensor, params: Params, binary: bool) -> Tensor:
+        if self.network is None:
+            raise RuntimeError(
+                "relax: call setup(problem, point) before estimating (the "
+                "control variate's network is sized for the problem)"
+            )
+        eta, tau = self.scalars(z)
+        relaxed = relaxation(z, tau, binary)
+        features = (2 * relaxed - 1).reshape(*z.shape[:2], problem.n_factors, -1)  # [K, R, F, U]
+        if self.with_context:
+            context = 2 * problem.context().to(z) - 1  # [F, C]
+            features = torch.cat([features, context.expand(*z.shape[:2], *context.shape)], -1)
+        net = self.network
+        hidden = torch.tanh(features @ net["weight"] + net["bias"])
+        learned = (hidden @ net["out"] + net["out_bias"]) * problem.factor_scale  # [K, R, F]
+        return eta * problem.cost_terms(relaxed, params) + learned

@@ -1,0 +1,156 @@
+"""Analysis ergonomics: ``bench.load`` (every option its own column), ``bench table`` (the
+paper's summary tables) and ``bench list``'s cost and reference per estimator."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import bench
+from bench.cli import main
+from bench.report.tables import measure, option_columns, paper_table
+from estimators import ESTIMATORS
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables") / "run"
+    bench.run_sweep(
+        "reinforce,gumbel_softmax",
+        "bernoulli_toy,gaussian_quadratic",
+        samples=[2],
+        repeats=60,
+        settings={"tau": [0.5, 1.0]},
+        bootstrap=20,
+        out=out,
+        progress=False,
+    )
+    return out
+
+
+def test_load_gives_every_option_its_own_column_next_to_its_json(run_dir):
+    cells = bench.load(run_dir)
+    columns = list(cells.columns)
+    at = columns.index("estimator_options")
+    assert columns[at + 1] == "tau"
+    assert set(columns[columns.index("problem_options") + 1 : at - 1]) == {
+        "theta",
+        "t",
+        "d",
+        "mu",
+        "sigma",
+        "k",
+    }
+    gumbel = cells[cells["estimator"] == "gumbel_softmax"]
+    assert sorted(gumbel["tau"].dropna().unique()) == [0.5, 1.0]
+    assert cells.loc[cells["estimator"] == "reinforce", "tau"].isna().all()
+    rows = gumbel[gumbel["problem"] == "bernoulli_toy"][["estimator", "tau", "n_samples"]]
+    assert not rows.duplicated().any()  # rows are told apart by their own columns
+    for text, tau in zip(gumbel["estimator_options"], gumbel["tau"], strict=True):
+        assert json.loads(text)["tau"] == tau
+
+
+def test_option_names_that_collide_get_a_prefix():
+    cells = pd.DataFrame(
+        {
+            "problem_options": [json.dumps({"seed": 3, "beta": 1.0})],
+            "estimator_options": [json.dumps({"beta": 0.5, "tau": 2.0})],
+            "seed": [0],
+        }
+    )
+    table = option_columns(cells)
+    assert list(table.columns) == [
+        "problem_options",
+        "problem_seed",
+        "problem_beta",
+        "estimator_options",
+        "estimator_beta",
+        "tau",
+        "seed",
+    ]
+    assert table.loc[0, "problem_seed"] == 3 and table.loc[0, "estimator_beta"] == 0.5
+
+
+def test_load_of_a_directory_without_cells_says_why(tmp_path):
+    with pytest.raises(ValueError, match=r"no cells\.parquet"):
+        bench.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        ((0.5, 0.4, 0.6, 3, "markdown"), "0.500 [0.400, 0.600]"),
+        ((9.996e-5, 9.0e-5, 1.1e-4, 3, "markdown"), "1.00 [0.90, 1.10] ×10^-4"),
+        ((123456.0, 100000.0, 150000.0, 2, "markdown"), "1.2 [1.0, 1.5] ×10^5"),
+        ((2.5e-4, 2.0e-4, 3.0e-4, 2, "latex"), "$2.5 [2.0, 3.0] \\times 10^{-4}$"),
+        ((0.0123, float("nan"), float("nan"), 3, "markdown"), "0.0123"),
+        ((float("nan"), None, None, 3, "markdown"), "–"),
+    ],
+)
+def test_a_number_and_its_interval_share_digits_and_power(args, text):
+    assert measure(*args) == text
+
+
+def test_paper_table_has_a_block_per_problem_and_a_row_per_cell(run_dir):
+    cells = bench.load(run_dir)
+    text = paper_table(cells, "markdown")
+    assert text.count("### ") == 2 and "### bernoulli_toy" in text
+    rows = [line for line in text.splitlines() if line.startswith("| gumbel_softmax (tau=")]
+    assert len(rows) == 2  # one per tau, on bernoulli_toy only
+    latex = paper_table(cells, "latex", digits=2)
+    assert latex.count("\\midrule") == 2 and "gumbel\\_softmax (tau=0.5)" in latex
+    assert latex.rstrip().endswith("\\end{tabular}")
+
+
+def test_bench_table_command(run_dir, capsys, tmp_path):
+    assert main(["table", str(run_dir), "--format", "latex", "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "\\toprule" in out and out.count(" & 2 & ") == 4
+    target = tmp_path / "t" / "table.md"
+    assert (
+        main(["table", str(run_dir), "--problem", "gaussian_quadratic", "--out", str(target)]) == 0
+    )
+    assert "### gaussian_quadratic" in target.read_text()
+    assert "bernoulli_toy" not in target.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "html"], "invalid choice"),
+        (["--problem", "nope"], "invalid --problem nope"),
+        (["--digits", "0"], "invalid --digits 0"),
+        (["--samples", "7"], "no measured cell"),
+    ],
+)
+def test_bench_table_refuses_bad_input_in_one_line(run_dir, capsys, args, message):
+    assert main(["table", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_list_shows_cost_and_reference_of_every_estimator(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    glance = out[out.index("Estimators at a glance") : out.index("Applicable pairs")]
+    for name, est in ESTIMATORS.items():
+        line = next(line for line in glance.splitlines() if line.split()[:1] == [name])
+        assert est.cost_formula in line and est.reference() in line
+
+
+def test_summary_rows_show_the_problem_options_that_vary():
+    from bench.report.summary import summary_table
+
+    base = {"status": "ok", "problem": "bernoulli_toy", "estimator": "gumbel_softmax",
+            "n_samples": 2, "truth": "closed_form", "bias_l2": 0.1, "bias_p_value": 0.5,
+            "bias_l2_noise_floor": 0.1, "variance_trace": 1.0, "mse": 1.0, "cosine": 0.5,
+            "time_per_estimate_s": 1e-3}
+    rows = [base | {"problem_options": json.dumps({"d": d, "t": 0.45}),
+                    "estimator_options": json.dumps({"tau": 1.0})} for d in (1, 2)]
+    rows.append(base | {"problem": "gaussian_quadratic", "estimator": "reinforce",
+                        "problem_options": json.dumps({"d": 1}), "estimator_options": "{}"})
+    lines = summary_table(pd.DataFrame(rows)).splitlines()
+    assert "d:1,tau:1.0" in lines[1] and "d:2,tau:1.0" in lines[2]
+    assert "d:" not in lines[3]  # one gaussian_quadratic configuration: nothing to tell apart
