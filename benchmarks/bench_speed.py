@@ -1,4 +1,5 @@
-"""Speed and peak memory of gradient estimation, per estimator and problem.
+"""Speed and peak memory of gradient estimation, per estimator and problem, and of the
+harness's statistics.
 
 ``time_`` benchmarks read the wall clock (``time.perf_counter``; asv's default timer counts
 process time, which misses GPU work and waits) and synchronise CUDA before returning, so a
@@ -8,19 +9,30 @@ of the process during the call (the baseline includes the imported libraries).
 
 from __future__ import annotations
 
+import inspect
 import time
+
+import torch
 
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
     PROBLEM_NAMES,
     VARIANCE_REPEATS,
+    bench_module,
     device,
     estimate,
     make_pair,
     synchronize,
 )
+from estimators import ESTIMATORS
+from problems import PROBLEMS
 from problems.base import repeat_params
+
+metrics = bench_module("metrics")
+
+#: the configuration of issue 14's throughput target: bernoulli_toy d = 200, reinforce_loo
+THROUGHPUT_D, THROUGHPUT_K, THROUGHPUT_R = 200, 2, 20_000
 
 
 class OneEstimate:
@@ -74,3 +86,57 @@ class VarianceMeasurement:
 
     def peakmem_variance(self, estimator: str, problem: str) -> None:
         self._measure()
+
+
+class CellThroughput:
+    """A cell's measurement as ``bench run`` makes it: R = 20000 estimates of reinforce_loo
+    with K = 2 on bernoulli_toy d = 200, in chunks, with their statistics (accumulation,
+    ``--bootstrap`` replicates, intervals). ``time_`` is the whole; ``track_statistics_share``
+    is the statistics' time over the estimation's, a ratio that other load on the machine
+    changes less than either time."""
+
+    params = ([0, 1000],)
+    param_names = ("bootstrap",)
+    timer = time.perf_counter
+    number = 1
+    repeat = (1, 5, 20.0)
+    unit = "statistics s / estimation s"
+
+    def setup(self, bootstrap: int) -> None:
+        self.device = device()
+        self.problem = PROBLEMS["bernoulli_toy"]({"d": THROUGHPUT_D}, device=self.device)
+        self.estimator = ESTIMATORS["reinforce_loo"]()
+        self.point = {k: v.detach() for k, v in self.problem.init_params().items()}
+        self.state = estimate.warmed_state(self.problem, self.estimator, self.point, THROUGHPUT_K)
+        truth = self.problem.truth(self.point).grad
+        self.truth = torch.cat([t.reshape(-1) for t in truth.values()])
+
+    def _measure(self, bootstrap: int) -> tuple[float, float]:
+        options = {}
+        if "n_repeats" in inspect.signature(metrics.Accumulator).parameters:
+            options["n_repeats"] = THROUGHPUT_R
+        accumulator = metrics.Accumulator(THROUGHPUT_D, self.truth, None, bootstrap, 0, **options)
+        chunks = estimate.estimate_chunks(
+            self.problem, self.estimator, self.point, THROUGHPUT_K, THROUGHPUT_R, self.state
+        )
+        estimation = statistics = 0.0
+        while True:
+            start = time.perf_counter()
+            chunk = next(chunks, None)
+            synchronize(self.device)
+            middle = time.perf_counter()
+            estimation += middle - start
+            if chunk is None:
+                break
+            accumulator.add(chunk)
+            statistics += time.perf_counter() - middle
+        start = time.perf_counter()
+        accumulator.summary()
+        return estimation, statistics + time.perf_counter() - start
+
+    def time_estimates_with_statistics(self, bootstrap: int) -> None:
+        self._measure(bootstrap)
+
+    def track_statistics_share(self, bootstrap: int) -> float:
+        shares = sorted(s / e for e, s in (self._measure(bootstrap) for _ in range(3)))
+        return shares[1]

@@ -38,6 +38,8 @@ def test_asv_discovers_the_suites():
         "bench_speed.OneEstimate.peakmem_estimate",
         "bench_speed.VarianceMeasurement.time_variance",
         "bench_speed.VarianceMeasurement.peakmem_variance",
+        "bench_speed.CellThroughput.time_estimates_with_statistics",
+        "bench_speed.CellThroughput.track_statistics_share",
         "bench_quality.Quality.track_variance_trace",
         "bench_quality.Quality.track_bias_l2",
         "bench_quality.Training.track_final_test_nelbo",
@@ -86,6 +88,15 @@ def test_an_inapplicable_pair_is_skipped():
     quality = bench_quality.Quality()
     with pytest.raises(NotImplementedError):
         quality.setup({}, "reparam", "bernoulli_toy")
+
+
+def test_cell_throughput_runs_with_and_without_bootstrap(monkeypatch):
+    monkeypatch.setattr(bench_speed, "THROUGHPUT_R", 500)
+    suite = bench_speed.CellThroughput()
+    for bootstrap in bench_speed.CellThroughput.params[0]:
+        suite.setup(bootstrap)
+        suite.time_estimates_with_statistics(bootstrap)
+        assert 0 < suite.track_statistics_share(bootstrap) < 100
 
 
 def test_setup_builds_everything_the_timed_call_needs(monkeypatch):

@@ -39,7 +39,7 @@ PLUGIN = "tests.sweep_plugin"
 CIRCUMSTANCES = {
     "run_id", "created_utc", "git_commit", "code_hash", "package_version", "torch_version",
     "python_version", "device_name", "threads", "omp_wait_policy", "hostname",
-    "time_per_estimate_s", "time_iqr_s", "time_n", "estimates_per_s", "measure_s",
+    "time_per_estimate_s", "time_iqr_s", "time_n", "estimates_per_s", "measure_s", "stats_s",
     "peak_memory_bytes", "cell_s",
 }
 

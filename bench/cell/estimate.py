@@ -17,18 +17,21 @@ from torch import Tensor
 from estimators.base import Estimator, State
 from problems.base import Params, Problem, repeat_params
 
-#: tensor elements one chunk of repeats may allocate (256 MiB of float32)
-CHUNK_ELEMENTS = 2**26
+#: bytes one chunk of repeats may allocate (256 MiB)
+CHUNK_BYTES = 2**28
 
 
 def default_chunk_size(problem: Problem, point: Params, n_samples: int, n_repeats: int) -> int:
-    """Repeats per chunk: as many as fit ``CHUNK_ELEMENTS``, counting per repeat a parameter
-    copy with its gradient (and slack) plus ``n_samples`` samples of
-    ``problem.sample_elements()`` each. Depends only on the configuration, so chunking, and
-    with it the random stream, is the same in every run."""
+    """Repeats per chunk: as many as fit ``CHUNK_BYTES``, counting per repeat a parameter
+    copy with its gradient, the chunk's row of estimates and slack (4 elements per
+    parameter) plus ``n_samples`` samples of ``problem.sample_elements()`` each (which grows
+    with the problem's size), in elements of the parameters' dtype. The statistics take
+    their own bounded memory (``bench.cell.metrics``), whatever the chunk. Depends only on
+    the configuration, so chunking, and with it the random stream, is the same in every run."""
     n_params = sum(v.numel() for v in point.values())
-    per_repeat = 4 * n_params + n_samples * problem.sample_elements()
-    return max(1, min(n_repeats, CHUNK_ELEMENTS // per_repeat))
+    itemsize = max((v.element_size() for v in point.values()), default=4)
+    per_repeat = itemsize * (4 * n_params + n_samples * problem.sample_elements())
+    return max(1, min(n_repeats, CHUNK_BYTES // per_repeat))
 
 
 def flatten(grads: Params) -> Tensor:

@@ -5,8 +5,10 @@ A cell takes its problem, evaluation point and truth from the sweep's shared ins
 independent gradient estimates with K samples each from its own seed (batched and chunked,
 see ``bench.cell.estimate``), summarises them against the truth (``bench.cell.metrics``),
 times one estimate as a training step would take it and measures its peak memory
-(``bench.cell.timing``). A pair that does not fit is a ``skipped`` row with the reason; an
-exception or a non-finite estimate is a ``failed`` row with the reason, so that the sweep
+(``bench.cell.timing``). ``measure_s`` (and ``estimates_per_s``) time the R estimates
+alone; ``stats_s`` is the time spent on their statistics (accumulation, bootstrap,
+intervals). A pair that does not fit is a ``skipped`` row with the reason; an exception
+or a non-finite estimate is a ``failed`` row with the reason, so that the sweep
 (``bench.sweep``) goes on.
 """
 
@@ -115,13 +117,25 @@ def _measure(
         truth_se=None if truth is None or truth.se is None else _flat(truth.se),
         n_bootstrap=spec.n_bootstrap,
         seed=spec.cell_seed,
+        n_repeats=spec.n_repeats,
     )
-    synchronize(device)
-    start = time.perf_counter()
-    for chunk in estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state):
+    # estimation and statistics are timed apart: estimates_per_s is the estimation alone
+    measure_s = stats_s = 0.0
+    chunks = estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state)
+    while True:
+        synchronize(device)
+        start = time.perf_counter()
+        chunk = next(chunks, None)
+        synchronize(device)
+        middle = time.perf_counter()
+        measure_s += middle - start
+        if chunk is None:
+            break
         accumulator.add(chunk)
-    synchronize(device)
-    measure_s = time.perf_counter() - start
+        stats_s += time.perf_counter() - middle
+    start = time.perf_counter()
+    accumulator.close()
+    stats_s += time.perf_counter() - start
     result: dict[str, Any] = {
         "truth": "none" if truth is None else truth.kind,
         "grad_dim": dim,
@@ -136,8 +150,12 @@ def _measure(
         raise FloatingPointError(
             f"non-finite gradient estimate in {accumulator.n_nonfinite} of {spec.n_repeats} repeats"
         )
+    start = time.perf_counter()
     summary = accumulator.summary()
-    result |= summary.scalars | {"n_bootstrap": accumulator.n_bootstrap, "status": "ok"}
+    stats_s += time.perf_counter() - start
+    result |= summary.scalars | {
+        "n_bootstrap": accumulator.n_bootstrap, "stats_s": stats_s, "status": "ok"
+    }
 
     params = repeat_params(point, 1)
     step_state = dict(state)
