@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(problem: str = "bernoulli_toy", estimator: str = "reinforce",
-         samples: str = "2") -> list[str]:
+         samples: str = "2", repeats: int = 20) -> list[str]:
     """The options of a small, quick sweep."""
     return ["--problem", problem, "--estimator", estimator, "--samples", samples,
-            "--repeats", "20", "--bootstrap", "0", "--no-progress"]
+            "--repeats", str(repeats), "--bootstrap", "0", "--no-progress"]
 
 
 #: the smallest sweep: one cheap cell
@@ -465,10 +465,13 @@ def test_a_figure_with_many_panels_is_capped_not_refused(tmp_path):
 
 def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path):
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *TINY,
+    # a sweep of several seconds, so that a fast machine cannot finish it before the signal
+    # (a TINY run once ended with exit 0 within the second)
+    slow = tiny(samples="2,4,8,16,32,64", repeats=100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *slow,
                              "--out", str(tmp_path / "run")],
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # inside `import torch` on any machine this suite runs on
+    time.sleep(1.0)  # inside `import torch` or the first cells
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     # 130; or death by SIGINT, which a shell reports as 130 too: Python ends that way when
