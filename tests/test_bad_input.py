@@ -470,7 +470,10 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path):
     slow = tiny(samples="2,4,8,16,32,64", repeats=100_000)
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *slow,
                              "--out", str(tmp_path / "run")],
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                            # a job started in the background by a script inherits SIGINT
+                            # ignored, and Python keeps it so: give the child the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(1.0)  # inside `import torch` or the first cells
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
