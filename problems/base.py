@@ -88,8 +88,9 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Distribution, Independent
+from torch.distributions import Bernoulli, Distribution, Independent
 
 from problems.options import Option, OptionValue, resolve_options
 
@@ -261,12 +262,18 @@ class Problem(ABC):
         return -self.factor_scale * (torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
 
     def log_prob_terms(self, dist: Distribution, z: Tensor) -> Tensor:
-        """Per-factor log q_theta(z_i | x_i): ``[K, R, *event]`` -> ``[K, R, F]``."""
-        if self.n_factors == 1:
-            return dist.log_prob(z).unsqueeze(-1)
-        base = dist
+        """Per-factor log q_theta(z_i | x_i): ``[K, R, *event]`` -> ``[K, R, F]``. Bernoulli
+        latents take ``bernoulli_log_mass`` (the same values, K times less work)."""
+        base, summed = dist, 0
         while isinstance(base, Independent):
+            summed += base.reinterpreted_batch_ndims
             base = base.base_dist
+        if self.n_factors == 1:
+            if isinstance(base, Bernoulli):
+                return bernoulli_log_mass(base.logits, z, summed).unsqueeze(-1)
+            return dist.log_prob(z).unsqueeze(-1)
+        if isinstance(base, Bernoulli):
+            return bernoulli_log_mass(base.logits, z, z.dim() - 3)
         per_unit = base.log_prob(z)  # [K, R, F, ...]: the units not already summed by base
         return per_unit.flatten(3).sum(-1) if per_unit.dim() > 3 else per_unit
 
@@ -313,10 +320,27 @@ class Problem(ABC):
         return {}
 
 
+def bernoulli_log_mass(logits: Tensor, z: Tensor, n_dims: int) -> Tensor:
+    """log Bernoulli(z; sigmoid(logits)) = z logits - softplus(logits), summed over the last
+    ``n_dims`` dimensions: ``z [K, R, ...]`` against ``logits [R, ...]`` -> ``[K, R, ...]``.
+
+    Equal to torch's ``Bernoulli.log_prob`` (to rounding), which broadcasts the logits to the
+    K samples and evaluates a log-sigmoid per sample and bit: here the softplus and its
+    gradient are evaluated once per repeat and summed before broadcasting, so K samples
+    cost one multiply-add per bit (a third less time per REINFORCE estimate on
+    bernoulli_toy, docs/sweeps.md)."""
+    dims = tuple(range(-n_dims, 0))
+    if not dims:
+        return z * logits - F.softplus(logits)
+    return (z * logits).sum(dims) - F.softplus(logits).sum(dims)
+
+
 def repeat_params(params: Params, n_repeats: int, requires_grad: bool = True) -> Params:
     """Give each of ``n_repeats`` repeats its own leaf copy: ``[*shape]`` -> ``[R, *shape]``."""
     return {
-        name: value.detach().unsqueeze(0).repeat(n_repeats, *([1] * value.dim()))
+        name: value.detach()
+        .unsqueeze(0)
+        .repeat(n_repeats, *([1] * value.dim()))
         .requires_grad_(requires_grad)
         for name, value in params.items()
     }

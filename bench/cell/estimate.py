@@ -35,8 +35,10 @@ def default_chunk_size(problem: Problem, point: Params, n_samples: int, n_repeat
 
 
 def flatten(grads: Params) -> Tensor:
-    """``{name: [R, *shape]}`` -> ``[R, D]``, parameters in insertion order."""
-    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1)
+    """``{name: [R, *shape]}`` -> ``[R, D]``, parameters in insertion order (a view, not a
+    copy, of a single parameter's gradient)."""
+    flat = [g.reshape(g.shape[0], -1) for g in grads.values()]
+    return flat[0] if len(flat) == 1 else torch.cat(flat, 1)
 
 
 def expand_state(state: State, n_repeats: int) -> State:
