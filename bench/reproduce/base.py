@@ -196,6 +196,39 @@ class Reproduction(ABC):
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
         """Run the reproduction; report progress on stderr when ``progress``."""
 
+    def scaled(self, scale: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a mode's scale (``steps``, ``every``, ...) with ``--steps`` applied:
+        records are then at most ``steps`` apart."""
+        scale = dict(scale)
+        if self.steps is not None:
+            scale["steps"] = self.steps
+            if "every" in scale:
+                scale["every"] = max(1, min(scale["every"], self.steps))
+        return scale
+
+    def scale_note(self, mode: Mode, steps: int, full_steps: int, detail: str = "") -> list[str]:
+        """The note that a run is scaled down (the short version or ``--steps``), or none."""
+        if mode == "full" and self.steps is None:
+            return []
+        return [f"scaled down: {steps} steps (full version: {full_steps}{detail})"]
+
+    def outcome(
+        self,
+        mode: Mode,
+        data: pd.DataFrame,
+        comparison: list[dict[str, Any]] | pd.DataFrame,
+        claims: list[Claim],
+        notes: list[str],
+        figure: Any,
+        errors: list[str],
+    ) -> Outcome:
+        """The run's ``Outcome``: ``comparison`` as rows of ``comparison_row``, and a waiting
+        line for every needed estimator that is not registered."""
+        waiting = [waiting_line(n) for n in self.missing()]
+        return Outcome(
+            self.name, mode, data, pd.DataFrame(comparison), claims, waiting, notes, figure, errors
+        )
+
 
 def variance_with_se(estimates: Tensor) -> tuple[Tensor, Tensor]:
     """Per-coordinate unbiased variance of ``[R, D]`` estimates and its standard error.

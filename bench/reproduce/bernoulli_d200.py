@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import pandas as pd
 import torch
 
 from bench.reproduce.base import (
@@ -31,7 +30,6 @@ from bench.reproduce.base import (
     Reference,
     Reproduction,
     comparison_row,
-    waiting_line,
 )
 from bench.reproduce.curves import curve_figure, last, mean_log10, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
@@ -58,16 +56,8 @@ class BernoulliD200(Reproduction):
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
-        scale = dict(SCALE[mode])
-        if self.steps is not None:
-            scale["steps"] = self.steps
-        train = TrainSettings(
-            steps=scale["steps"],
-            lr=LR,
-            n_samples=K,
-            every=scale["every"],
-            variance_repeats=scale["variance_repeats"],
-        )
+        scale = self.scaled(SCALE[mode])
+        train = TrainSettings.from_scale(scale, LR, K)
         setting = f"d={D}, t={T}"
         data, errors = run_curves(
             self.name,
@@ -119,10 +109,7 @@ class BernoulliD200(Reproduction):
             f"{D} coordinates of the variance of {scale['variance_repeats']} estimates at "
             "the estimator's own current theta",
         ]
-        if mode == "short" or self.steps is not None:
-            notes.append(
-                f"scaled down: {scale['steps']} steps (full version: {SCALE['full']['steps']})"
-            )
+        notes += self.scale_note(mode, scale["steps"], SCALE["full"]["steps"])
         figure = curve_figure(
             data,
             {"variance": "log10 gradient variance", "loss": "exact loss"},
@@ -130,14 +117,4 @@ class BernoulliD200(Reproduction):
             "(curves only)",
             width=6.0,
         )
-        return Outcome(
-            self.name,
-            mode,
-            data,
-            pd.DataFrame(rows),
-            claims,
-            [waiting_line(n) for n in self.missing()],
-            notes,
-            figure,
-            errors=errors,
-        )
+        return self.outcome(mode, data, rows, claims, notes, figure, errors)

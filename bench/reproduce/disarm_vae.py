@@ -29,15 +29,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import pandas as pd
-
 from bench.reproduce.base import (
     Mode,
     Outcome,
     Reference,
     Reproduction,
     comparison_row,
-    waiting_line,
 )
 from bench.reproduce.curves import curve_figure, last, mean_log10, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
@@ -105,10 +102,7 @@ class DisarmVAE(Reproduction):
             key = "paper"
         else:
             key = mode
-        scale = dict(SCALES[key])
-        if self.steps is not None:
-            scale["steps"] = self.steps
-            scale["every"] = max(1, min(scale["every"], self.steps))
+        scale = self.scaled(SCALES[key])
         return key, scale
 
     def _problem(self, arch: str, scale: dict[str, Any]) -> BernoulliVAE:
@@ -131,14 +125,8 @@ class DisarmVAE(Reproduction):
             (
                 name,
                 {},
-                TrainSettings(
-                    steps=scale["steps"],
-                    lr=scale["lr"],
-                    n_samples=SAMPLES[name],
-                    every=scale["every"],
-                    variance_repeats=scale["variance_repeats"],
-                    train_loss=True,
-                    metrics=True,
+                TrainSettings.from_scale(
+                    scale, scale["lr"], SAMPLES[name], train_loss=True, metrics=True
                 ),
             )
             for name in self.estimators
@@ -214,17 +202,7 @@ class DisarmVAE(Reproduction):
             },
             f"ours, {key} scale. Published: {SOURCE} (curves only)",
         )
-        return Outcome(
-            self.name,
-            mode,
-            data,
-            pd.DataFrame(rows),
-            claims,
-            [waiting_line(n) for n in self.missing()],
-            notes,
-            figure,
-            errors=errors,
-        )
+        return self.outcome(mode, data, rows, claims, notes, figure, errors)
 
 
 def _neg(value: float | None) -> float | None:

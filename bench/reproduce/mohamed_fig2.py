@@ -67,7 +67,6 @@ from bench.reproduce.base import (
     derive_seed,
     not_checked,
     variance_with_se,
-    waiting_line,
     z_agreement,
 )
 from estimators import ESTIMATORS, get_estimator
@@ -146,7 +145,6 @@ class MohamedFig2(Reproduction):
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
         settings = SETTINGS[mode]
         series, notes = self._series()
-        waiting = [waiting_line(n) for n in self.missing()]
         rows, errors = [], []
         jobs = [(s, float(k)) for s in series for k in settings["k"]]
         for (label, name, options), k in tqdm(
@@ -196,17 +194,8 @@ class MohamedFig2(Reproduction):
                 f"{settings['repeats']} estimates per point (full: "
                 f"{len(SETTINGS['full']['k'])} and {SETTINGS['full']['repeats']})"
             )
-        return Outcome(
-            self.name,
-            mode,
-            data,
-            comparison,
-            claims,
-            waiting,
-            notes,
-            self._figure(data) if not data.empty else None,
-            errors=errors,
-        )
+        figure = self._figure(data) if not data.empty else None
+        return self.outcome(mode, data, comparison, claims, notes, figure, errors)
 
     def _comparison(self, data: pd.DataFrame) -> pd.DataFrame:
         rows = []

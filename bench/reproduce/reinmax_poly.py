@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -40,7 +39,6 @@ from bench.reproduce.base import (
     Reference,
     Reproduction,
     comparison_row,
-    waiting_line,
 )
 from bench.reproduce.curves import curve_figure, last, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
@@ -108,10 +106,8 @@ class ReinmaxPoly(Reproduction):
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
-        scale = dict(SCALE[mode])
-        if self.steps is not None:
-            scale["steps"] = self.steps
-        train = TrainSettings(steps=scale["steps"], lr=LR, n_samples=K, every=scale["every"])
+        scale = self.scaled(SCALE[mode])
+        train = TrainSettings.from_scale(scale, LR, K)
         settings = [
             (
                 f"p={p:g}",
@@ -158,24 +154,12 @@ class ReinmaxPoly(Reproduction):
             f"per bit (= the authors' 1e-3 on two logits), temperature {TAU} where an "
             "estimator has one; loss: exact E[f] at the final theta",
         ]
-        if mode == "short" or self.steps is not None:
-            notes.append(
-                f"scaled down: {scale['steps']} steps (full version: "
-                f"{SCALE['full']['steps']}, the authors' 40 epochs x 200 steps)"
-            )
+        notes += self.scale_note(
+            mode, scale["steps"], SCALE["full"]["steps"], ", the authors' 40 epochs x 200 steps"
+        )
         figure = curve_figure(
             data,
             {"loss": "exact loss"},
             f"ours, {mode} version. Published: Liu et al. (2023), NeurIPS (curves only)",
         )
-        return Outcome(
-            self.name,
-            mode,
-            data,
-            pd.DataFrame(rows),
-            claims,
-            [waiting_line(n) for n in self.missing()],
-            notes,
-            figure,
-            errors=errors,
-        )
+        return self.outcome(mode, data, rows, claims, notes, figure, errors)

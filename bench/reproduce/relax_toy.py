@@ -36,7 +36,6 @@ from bench.reproduce.base import (
     Reference,
     Reproduction,
     comparison_row,
-    waiting_line,
 )
 from bench.reproduce.curves import curve_figure, last, mean_log10, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
@@ -73,16 +72,8 @@ class RelaxToy(Reproduction):
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
-        scale = dict(SCALE[mode])
-        if self.steps is not None:
-            scale["steps"] = self.steps
-        train = TrainSettings(
-            steps=scale["steps"],
-            lr=LR,
-            n_samples=1,
-            every=scale["every"],
-            variance_repeats=scale["variance_repeats"],
-        )
+        scale = self.scaled(SCALE[mode])
+        train = TrainSettings.from_scale(scale, LR, 1)
         settings = [
             (
                 f"t={t}",
@@ -100,26 +91,13 @@ class RelaxToy(Reproduction):
             "script); variance: mean over the recorded steps of log10 of the variance of "
             f"{scale['variance_repeats']} estimates at the current theta",
         ]
-        if mode == "short" or self.steps is not None:
-            notes.append(
-                f"scaled down: {scale['steps']} steps (full version: {SCALE['full']['steps']})"
-            )
+        notes += self.scale_note(mode, scale["steps"], SCALE["full"]["steps"])
         figure = curve_figure(
             data,
             {"loss": "exact loss", "variance": "log10 gradient variance"},
             f"ours, {mode} version. Published: {SOURCE} (curves only)",
         )
-        return Outcome(
-            self.name,
-            mode,
-            data,
-            comparison,
-            claims,
-            [waiting_line(n) for n in self.missing()],
-            notes,
-            figure,
-            errors=errors,
-        )
+        return self.outcome(mode, data, comparison, claims, notes, figure, errors)
 
     def _compare(self, data: pd.DataFrame) -> tuple[pd.DataFrame, list[Claim]]:
         rows = []

@@ -51,6 +51,21 @@ class TrainSettings:
     train_loss: bool = False
     metrics: bool = False
 
+    @classmethod
+    def from_scale(
+        cls, scale: dict[str, Any], lr: float, n_samples: int, **options: bool
+    ) -> TrainSettings:
+        """Settings from a reproduction's scale (``steps``, ``every`` and optionally
+        ``variance_repeats``)."""
+        return cls(
+            steps=scale["steps"],
+            lr=lr,
+            n_samples=n_samples,
+            every=scale["every"],
+            variance_repeats=scale.get("variance_repeats", 0),
+            **options,
+        )
+
 
 def record_steps(steps: int, every: int) -> list[int]:
     return sorted({*range(0, steps + 1, every), steps})
