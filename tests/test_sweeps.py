@@ -345,6 +345,30 @@ def test_allow_code_change_adds_cells_made_by_this_code(existing, tmp_path):
     assert len(cells) == 2 and cells["git_commit"].nunique() == 2
 
 
+def test_a_dirty_tree_at_the_same_commit_resumes(existing, tmp_path):
+    """A cell recorded as ``+dirty`` (a README edited mid-run) against a clean checkout of the
+    same commit, or the reverse, with the same code_hash: the run resumes without
+    --allow-code-change, keeping the cell."""
+    from bench.env import git_commit
+
+    out = tmp_path / "run"
+    shutil.copytree(existing, out)
+    now = git_commit()
+    other = now.removesuffix("+dirty") if now.endswith("+dirty") else now + "+dirty"
+
+    def toggled(table):
+        column = table.schema.get_field_index("git_commit")
+        return table.set_column(column, "git_commit", [[other]])
+
+    _rewrite_cell(out, toggled)
+    assert main(["run", "--problem", "bernoulli_toy", "--estimator", "reinforce",
+                 "--samples", "2,3", "--repeats", "20", "--bootstrap", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert sorted(cells["n_samples"]) == [2, 3]
+    assert other in set(cells["git_commit"])  # the stored cell was kept, not redone
+
+
 def test_retry_failed_reruns_only_failed_cells(tmp_path):
     sweep = FAILING_SWEEP | {"problems": "misbehaving_toy", "settings": ["mode=ok,raise"],
                              "cell_timeout": None}

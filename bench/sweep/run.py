@@ -130,7 +130,7 @@ def check_resume(
         if now["code_hash"] is None:  # a plugin's cell, the plugin not loaded: not comparable
             now["code_hash"] = dict(old.code)["code_hash"]
         made = dict(old.code)
-        if made != now:
+        if _comparable(made) != _comparable(now):
             differ = [name for name in CODE_COLUMNS if made[name] != now[name]]
             then = ", ".join(f"{k}={made[k]}" for k in differ)
             here = ", ".join(f"{k}={now[k]}" for k in differ)
@@ -140,6 +140,14 @@ def check_resume(
                 "pass --allow-code-change to add cells made by this code (every row records "
                 "its git_commit and code_hash)"
             )
+
+
+def _comparable(code: dict[str, Any]) -> dict[str, Any]:
+    """``code`` without ``+dirty``: a dirty tree at the same commit makes the same numbers
+    unless a source that decides them changed, which ``code_hash`` sees (editing a README
+    mid-run, or a worker started after the edit, must not make the run unresumable)."""
+    commit = code["git_commit"]
+    return code | {"git_commit": commit.removesuffix("+dirty") if commit else commit}
 
 
 class Claimer(Collection):
