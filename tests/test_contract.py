@@ -19,7 +19,7 @@ from estimators import get_estimator
 from estimators.base import Estimator, Surrogate
 from estimators.score_function import score_surrogate
 from problems import get_problem
-from problems.base import Capability, broadcast_factors, repeat_params
+from problems.base import Capability, bernoulli_log_mass, broadcast_factors, repeat_params
 from problems.options import Option
 from tests.stats import compare, draw_estimates, flat_truth, z_threshold
 
@@ -45,6 +45,43 @@ def test_factor_terms_sum_to_the_whole(name):
     whole = get_problem(name)({**VAE[name], "signals": "global"}, dtype=torch.float64)
     assert whole.signals(whole.cost_terms(z, params)).shape == (5, 3, 1)
     assert problem.signals(terms).shape == (5, 3, 4)
+
+
+LOGITS = [-120.0, -30.0, -3.0, -1e-3, 0.0, 0.7, 25.0, 120.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_mass_equals_torch_log_prob_with_its_derivatives(dtype):
+    """``bernoulli_log_mass`` (the softplus once per repeat, its gradient from ``probs``) gives
+    torch's ``Bernoulli.log_prob`` summed over bits: value, gradient and second derivative
+    (RELAX differentiates estimates), at extreme logits too; without ``probs`` in the graph
+    the second derivative is lost, and the test sees it."""
+    logits = torch.tensor([LOGITS, LOGITS[::-1]], dtype=dtype, requires_grad=True)  # [R=2, D]
+    z = torch.bernoulli(torch.full((3, *logits.shape), 0.5, dtype=dtype),
+                        generator=torch.Generator().manual_seed(0))  # [K=3, R, D]
+    weights = torch.randn(3, 2, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+    def grads(log_mass):
+        (first,) = torch.autograd.grad((weights * log_mass).sum(), logits, create_graph=True)
+        if not first.requires_grad:  # nothing of the gradient depends on the logits
+            return log_mass.detach(), first.detach(), torch.zeros_like(first)
+        (second,) = torch.autograd.grad((first**2).sum(), logits)
+        return log_mass.detach(), first.detach(), second
+
+    dist = Bernoulli(logits=logits, validate_args=False)
+    ours = grads(bernoulli_log_mass(logits, z, 1, dist.probs))
+    torch_ = grads(Bernoulli(logits=logits, validate_args=False).log_prob(z).sum(-1))
+    for a, b in zip(ours, torch_, strict=True):
+        torch.testing.assert_close(a, b)
+    assert ours[2].abs().max() > 0.05  # the second derivative is not vacuously zero
+
+    broken = grads(bernoulli_log_mass(logits, z, 1, dist.probs.detach()))
+    torch.testing.assert_close(broken[1], torch_[1])
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(broken[2], torch_[2])
+    # per unit (no dimension summed), as the factored problems use it
+    torch.testing.assert_close(bernoulli_log_mass(logits, z, 0, dist.probs),
+                               dist.log_prob(z))
 
 
 def test_broadcast_factors_gives_each_unit_its_factor():
