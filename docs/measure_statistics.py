@@ -11,7 +11,9 @@ harness's estimation time (``measure_s``), its statistics time (``stats_s``) and
 a *hand-fused* computation of the same R estimates: the same random draws (so the same
 numbers, checked on one chunk) with the score written out by hand, no autograd and no
 statistics. The ratios are estimates per second, harness (estimation + statistics) over
-fused. Run against an older checkout without ``stats_s``, ``measure_s`` includes the statistics.
+fused, each run's against the fused computation timed just before it; their median and
+IQR. Run against an older checkout without ``stats_s``, ``measure_s`` includes the
+statistics.
 
 Memory: each cell runs in a fresh process; the peak resident set size of the process
 (``ru_maxrss``) above the size after imports and problem construction.
@@ -135,6 +137,11 @@ def _spread(values: list[float]) -> str:
     return f"{median:.3f} s (IQR {q3 - q1:.3f})"
 
 
+def _ratio(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return f"{median:.2f} (IQR {q1:.2f} to {q3:.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="runs of each measurement")
@@ -158,7 +165,6 @@ def main() -> None:
             )
         return
     out = _child(["--child", "throughput", "--repeats", str(args.repeats)])
-    fused_s = statistics.median(out["fused"])
     print(
         f"bernoulli_toy d={D} reinforce_loo K={K} R={R}, 1 thread, {args.repeats} runs "
         f"(median, IQR)"
@@ -166,12 +172,14 @@ def main() -> None:
     print(f"  hand-fused estimates: {_spread(out['fused'])}")
     for bootstrap in (1000, 0):
         measure, stats = out[f"measure_{bootstrap}"], out[f"stats_{bootstrap}"]
-        total = [m + s for m, s in zip(measure, stats, strict=True)]
-        ratios = [fused_s / t for t in total]
+        # each run's ratio against the fused computation timed just before it, so that the
+        # load of a shared machine, which drifts between runs, cancels in the ratio
+        ratios = [f / (m + s) for f, m, s in zip(out["fused"], measure, stats, strict=True)]
+        alone = [f / m for f, m in zip(out["fused"], measure, strict=True)]
         print(
             f"  --bootstrap {bootstrap}: estimation {_spread(measure)}, statistics "
-            f"{_spread(stats)}; harness / fused throughput {statistics.median(ratios):.2f} "
-            f"(estimation alone {fused_s / statistics.median(measure):.2f})"
+            f"{_spread(stats)}; harness / fused throughput {_ratio(ratios)} "
+            f"(estimation alone {_ratio(alone)})"
         )
 
 
