@@ -228,6 +228,23 @@ def test_variance_figure_ticks_every_k_guides_1_over_k_and_shows_zero_variance(t
     assert np.allclose(at_4["x_dodged"] / 4, 1, atol=0.2)
 
 
+def test_variance_at_rounding_level_is_drawn_as_zero(tables):
+    """A variance of 1e-20 with an SNR of 1e8 in float32 is rounding (an exact estimator):
+    on the floor, not stretching the axis to 1e-20; a small variance that is resolved
+    (SNR 100), or the same SNR in float64, stays a point of its own."""
+    cells = tables["cells"].copy()
+    plugin = cells["estimator"] == PLUGIN
+    cells.loc[plugin, ["variance_trace", "snr"]] = [1e-20, 1e8]
+    assert set(_layer(draw("variance_vs_samples", cells)[0], "geom_point", "at_floor")
+               ["estimator"]) == {PLUGIN}
+    for column, value in (("snr", 100.0), ("dtype", "float64")):
+        changed = cells.copy()
+        changed.loc[plugin, column] = value
+        plot, _, _ = draw("variance_vs_samples", changed)
+        assert _layer(plot, "geom_point", "at_floor").empty
+        assert (plot.data["estimator"] == PLUGIN).sum() == 3
+
+
 def test_tau_figure_does_not_join_unresolved_bias(tables):
     cells = tables["cells"].copy()
     resolved = (cells["estimator"] == "gumbel_softmax") & cells["estimator_options"].str.contains(

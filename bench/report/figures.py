@@ -9,7 +9,8 @@ colours of ``bench.report.theme``.
    per estimator and problem, log-log, with the 95% bootstrap band of each point, a tick at
    every measured K and a 1/K guide (slope -1: an estimator whose samples are independent
    has variance proportional to 1/K). Series are spread slightly around each K so that none
-   hides another; a variance of exactly 0 is drawn hollow on the panel's bottom edge.
+   hides another; a variance of 0, up to floating-point rounding, is drawn hollow on the
+   panel's bottom edge.
 2. ``tau_tradeoff``: bias ||E[g] - grad L|| and variance against the temperature tau of the
    relaxed estimators: the bias-variance trade-off of Jang et al. (2017) and Maddison et al.
    (2017). Dashed: the bias noise floor sqrt(variance / R). A bias whose 95% interval reaches
@@ -77,6 +78,7 @@ from plotnine import (
 )
 from plotnine.composition import Compose
 
+from bench.cell.metrics import FP_ULPS
 from bench.report.theme import (
     TEXT_PT,
     Size,
@@ -326,6 +328,18 @@ def _biased(table: pd.DataFrame) -> pd.Series:
     return ~table["unbiased"].fillna(True).astype(bool)
 
 
+def _rounding_variance(table: pd.DataFrame) -> pd.Series:
+    """Whether each row's variance is 0 up to floating-point rounding: at most
+    (``FP_ULPS`` eps ||mean||)^2, i.e. an SNR of at least 1 / (``FP_ULPS`` eps) (eps of the
+    cell's dtype). Such a variance (2e-20 for an exact estimator in float32) only measures
+    rounding, and on a log axis it would squash every real variance into the top."""
+    eps = table.get("dtype", pd.Series("float32", index=table.index)).map(
+        {"float64": np.finfo(np.float64).eps}).fillna(np.finfo(np.float32).eps)
+    snr = pd.to_numeric(table.get("snr", pd.Series(np.nan, index=table.index)),
+                        errors="coerce")
+    return (table["variance_trace"] == 0) | (snr >= 1 / (FP_ULPS * eps))
+
+
 def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
     table = _ok(cells)
     variance = pd.to_numeric(table["variance_trace"], errors="coerce")
@@ -336,10 +350,11 @@ def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
     if table.empty:
         raise NotApplicable("no estimator was measured at more than one K")
     table = _dodge(table.sort_values("n_samples"), "n_samples")
-    positive = table[table["variance_trace"] > 0]
-    # exactly zero variance has no place on a log axis: drawn hollow on the panel's floor
+    rounding = _rounding_variance(table)
+    positive = table[~rounding]
+    # zero variance has no place on a log axis: drawn hollow on the panel's floor
     floors = positive.groupby("panel", observed=True)["variance_trace"].min() / 3
-    zero = table[table["variance_trace"] == 0]
+    zero = table[rounding]
     zero = zero.assign(at_floor=zero["panel"].map(floors).astype(float).fillna(1e-12))
     band = _positive(positive, ["variance_trace_ci_low", "variance_trace_ci_high"])
     # the 1/K guide of each panel passes through the median variance at its smallest K
@@ -355,7 +370,7 @@ def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
     facet, rows = _wrap(table, size.max_cols)
     caption = "grey dashed: ∝ 1/K; bands: 95% intervals; points spread around each K"
     if not zero.empty:
-        caption += "\nhollow on the bottom edge: variance exactly 0 (" + ", ".join(
+        caption += "\nhollow on the bottom edge: variance 0 to rounding (" + ", ".join(
             dict.fromkeys(zero["variant"].astype(str))) + ")"
     plot = (
         ggplot(positive, aes("x_dodged", "variance_trace", color="estimator", group="variant"))
