@@ -27,7 +27,9 @@ colours of ``bench.report.theme``.
    training loss) against step, (b) against training time, and (c) the gradient variance
    along training on a log scale (DisARM, Dong et al. 2020, Figure 2; RELAX, Grathwohl et
    al. 2018, Figure 4); with several seeds, their mean and a 95% band. Training time is the
-   step times the median seconds per step, which stalls of the machine cannot bend.
+   step times the median seconds per step, which stalls of the machine cannot bend. Each
+   curve carries its estimator's marker at about six records, so that estimators sharing a
+   colour stay apart.
 5. ``overview``: per problem, estimators ranked by mean squared error at the largest K of
    that problem, with 95% intervals; hollow markers are biased estimators; a problem whose
    truth is itself an estimate (``truth == "reference"``) says so.
@@ -631,6 +633,14 @@ def _median_pace(curve: pd.DataFrame) -> pd.Series:
     return pd.Series(paces)
 
 
+def _marks(curve: pd.DataFrame, per_curve: int = 6) -> pd.DataFrame:
+    """About ``per_curve`` evenly spaced records of each curve, to carry the estimators'
+    markers: estimators that share a colour stay apart in a figure of lines."""
+    steps = np.sort(curve["step"].unique())
+    every = max(1, int(np.ceil(len(steps) / per_curve)))
+    return curve[curve["step"].isin(steps[::every])]
+
+
 def training(train: pd.DataFrame, size: Size) -> Drawn:
     if train.empty:
         raise NotApplicable("the train table is empty")
@@ -647,25 +657,31 @@ def training(train: pd.DataFrame, size: Size) -> Drawn:
     curve = curve.assign(time=curve["step"] * curve["variant"].map(_median_pace(raw)))
     variance = _positive(table[table["metric"] == "variance_trace"], ["value"])
     name = OBJECTIVES[objective]
-    scales = _estimator_scales(table, fill=True, shape=False)
+    scales = _estimator_scales(table, fill=True)
     band = "" if seeds == 1 else "; bands: 95% intervals of the mean"
-    line = [geom_line(size=0.5)]
-    if seeds > 1:
-        line.insert(0, geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"), alpha=0.2,
-                                   color="none"))
+
+    def line(data: pd.DataFrame) -> list:
+        layers = [geom_line(size=0.5), geom_point(aes(shape="estimator"), data=_marks(data),
+                                                  size=1.3)]
+        if seeds > 1:
+            layers.insert(0, geom_ribbon(aes(ymin="low", ymax="high", fill="estimator"),
+                                         alpha=0.2, color="none"))
+        return layers
+
     by_step = (
-        ggplot(curve, aes("step", "value", color="estimator", group="variant")) + line
+        ggplot(curve, aes("step", "value", color="estimator", group="variant")) + line(curve)
         + labs(title="a", x="training step", y=name) + scales
     )
     by_time = (
-        ggplot(curve, aes("time", "value", color="estimator", group="variant")) + line
+        ggplot(curve, aes("time", "value", color="estimator", group="variant")) + line(curve)
         + labs(title="b", x="training time (s)", y=name) + scales
     )
     panels: list[ggplot] = [by_step, by_time]
     if not variance.empty:
         spread = _across_seeds(variance, log=True)
         panels.append(
-            ggplot(spread, aes("step", "value", color="estimator", group="variant")) + line
+            ggplot(spread, aes("step", "value", color="estimator", group="variant"))
+            + line(spread)
             + _log10(y=True)
             + labs(title="c", x="training step", y="gradient variance (trace)") + scales
         )

@@ -73,7 +73,7 @@ PINNED: dict[str, tuple[int, int]] = {
     "unordered_set": (1, 2),
     "arsm": (2, 7),
     # learned, multi-sample and continuous estimators (issue 13)
-    "nvil": (3, 0),
+    "nvil": (9, 0),  # olive: (3, 0) shared reparam's and gumbel_rao's colour in bench paper
     "vimco": (4, 1),
     "mvd": (5, 2),
     "delta_cv": (6, 3),
