@@ -1,6 +1,7 @@
 """The estimator registry. Keys are permanent: they are written into result files."""
 
 from estimators.antithetic import ARM, ARMS, DisARM
+from estimators.arsm import ARSM
 from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
@@ -31,6 +32,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "arm": ARM,
     "disarm": DisARM,
     "arms": ARMS,
+    "arsm": ARSM,
     "muprop": MuProp,
     "rebar": Rebar,
     "relax": Relax,

@@ -18,6 +18,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "reinforce_exact_baseline": {"n_samples": 4},
     "arm": {"n_samples": 4},
     "disarm": {"n_samples": 4},
+    "arsm": {"n_samples": 2},
     "arms": {"n_samples": 4},
     "muprop": {"n_samples": 4},
     "rebar": {"n_samples": 4},

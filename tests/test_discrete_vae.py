@@ -124,6 +124,7 @@ NEARLY_EXACT = ("zgr", "reinmax")
 #: checked against the VAEs' enumeration truth in their family's own test file
 TESTED_ELSEWHERE = {
     "arm": "test_antithetic", "disarm": "test_antithetic", "arms": "test_antithetic",
+    "arsm": "test_arsm",
     "reinforce_exact_baseline": "test_antithetic",
     "muprop": "test_control_variates", "rebar": "test_control_variates",
     "relax": "test_control_variates",
