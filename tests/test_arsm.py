@@ -155,3 +155,19 @@ def test_on_bits_it_is_arm_sample_for_sample():
         grads.append(torch.autograd.grad(out.loss.sum(), [params["theta"]])[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-15)
     assert grads[0].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("theta", [0.0, 1.3, -2.0])
+def test_one_bit_variance_closed_form(theta):
+    """On one bit g = (f(b) - f(b')) (1/2 - u) (above): with a = |p - 1/2|, the pair differs
+    when u < 1/2 - a or u > 1/2 + a, so E[g^2] = Delta^2 2 int_a^{1/2} s^2 ds
+    = Delta^2 (2/3)(1/8 - a^3) and Var g = that - (Delta p (1 - p))^2, Delta = 1 - 2t."""
+    from tests.test_statistics import sample_variance_check
+
+    t = 0.45
+    problem = get_problem("bernoulli_toy")({"d": 1, "theta": theta, "t": t}, dtype=F64)
+    p = 1 / (1 + np.exp(-theta))
+    a, delta = abs(p - 0.5), 1 - 2 * t
+    exact = delta**2 * (2 / 3) * (1 / 8 - a**3) - (delta * p * (1 - p)) ** 2
+    torch.manual_seed(3)
+    sample_variance_check(draw_estimates(problem, ARSM(), 1, 20_000), np.array([exact]))
