@@ -132,13 +132,17 @@ def _child(args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _quartiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+
+
 def _spread(values: list[float]) -> str:
-    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    q1, median, q3 = _quartiles(values)
     return f"{median:.3f} s (IQR {q3 - q1:.3f})"
 
 
 def _ratio(values: list[float]) -> str:
-    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    q1, median, q3 = _quartiles(values)
     return f"{median:.2f} (IQR {q1:.2f} to {q3:.2f})"
 
 

@@ -98,3 +98,21 @@ def flat_truth(problem: Problem, n_samples: int = 1) -> np.ndarray:
     truth = problem.truth(problem.init_params(), n_samples)
     assert truth is not None, f"{problem.name} has no exact gradient at these options"
     return torch.cat([g.reshape(-1) for g in truth.grad.values()]).double().numpy()
+
+
+def variance_consistent(estimates: np.ndarray, exact: np.ndarray | float) -> bool:
+    """Whether the sample variance of ``estimates`` ``[R, D]`` matches ``exact`` per
+    coordinate, within a Bonferroni z times its standard error from the fourth moment; fails
+    unless the test has power (tolerance below half the exact variance)."""
+    centred = estimates - estimates.mean(0)
+    variance = centred.var(0, ddof=1)
+    se = np.sqrt((np.mean(centred**4, 0) - variance**2) / estimates.shape[0])
+    z = z_threshold(variance.size)
+    assert np.all(z * se < 0.5 * exact), "variance test too weak"
+    return bool(np.all(np.abs(variance - exact) <= z * se))
+
+
+def sample_variance_check(estimates: np.ndarray, exact: np.ndarray) -> None:
+    """Assert ``variance_consistent``, naming both variances."""
+    assert variance_consistent(estimates, exact), (
+        f"{estimates.var(0, ddof=1)} vs exact {exact}")

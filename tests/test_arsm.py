@@ -16,7 +16,7 @@ from estimators.arsm import ARSM, swap_actions
 from problems import get_problem
 from problems.base import repeat_params
 from tests.examples import PROBLEM_EXAMPLES
-from tests.stats import compare, draw_estimates, flat_truth
+from tests.stats import compare, draw_estimates, flat_truth, sample_variance_check
 
 F64 = torch.float64
 
@@ -162,8 +162,6 @@ def test_one_bit_variance_closed_form(theta):
     """On one bit g = (f(b) - f(b')) (1/2 - u) (above): with a = |p - 1/2|, the pair differs
     when u < 1/2 - a or u > 1/2 + a, so E[g^2] = Delta^2 2 int_a^{1/2} s^2 ds
     = Delta^2 (2/3)(1/8 - a^3) and Var g = that - (Delta p (1 - p))^2, Delta = 1 - 2t."""
-    from tests.test_statistics import sample_variance_check
-
     t = 0.45
     problem = get_problem("bernoulli_toy")({"d": 1, "theta": theta, "t": t}, dtype=F64)
     p = 1 / (1 + np.exp(-theta))

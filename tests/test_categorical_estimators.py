@@ -35,8 +35,7 @@ from estimators.without_replacement import UnorderedSet, leave_out_ratios
 from problems import get_problem
 from problems.base import repeat_params
 from tests.examples import PROBLEM_EXAMPLES
-from tests.stats import compare, draw_estimates, flat_truth
-from tests.test_statistics import sample_variance_check
+from tests.stats import compare, draw_estimates, flat_truth, sample_variance_check
 
 F64 = torch.float64
 K, R = 3, 5  # per-sample checks

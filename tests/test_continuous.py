@@ -24,8 +24,7 @@ from estimators.measure_valued import MeasureValued
 from estimators.reparam import DReG
 from problems import get_problem
 from problems.base import repeat_params
-from tests.stats import compare, draw_estimates, flat_truth, z_threshold
-from tests.test_statistics import sample_variance_check
+from tests.stats import compare, draw_estimates, flat_truth, sample_variance_check, z_threshold
 
 R = 20_000
 QUADRATIC = {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2}

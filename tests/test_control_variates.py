@@ -35,7 +35,13 @@ from estimators.discrete import logits_of
 from estimators.score_function import Reinforce
 from problems import get_problem
 from problems.base import repeat_params
-from tests.stats import ALPHA, compare, draw_estimates, flat_truth, z_threshold
+from tests.stats import (
+    ALPHA,
+    compare,
+    draw_estimates,
+    flat_truth,
+    sample_variance_check,
+)
 
 T = 0.45  # the toy's target
 R = 20_000
@@ -389,16 +395,6 @@ def test_means_match_enumeration_on_the_vaes_and_the_categorical_toy(config):
 # ----------------------------------------------------------------------------------------------
 # variances against closed forms and quadrature
 # ----------------------------------------------------------------------------------------------
-
-
-def sample_variance_check(estimates: np.ndarray, exact: np.ndarray) -> None:
-    """Sample variance vs exact variance per coordinate, tolerance from the fourth moment."""
-    centred = estimates - estimates.mean(0)
-    variance = centred.var(0, ddof=1)
-    se = np.sqrt((np.mean(centred**4, 0) - variance**2) / estimates.shape[0])
-    z = z_threshold(exact.size)
-    assert np.all(z * se < 0.5 * exact), "variance test too weak"
-    assert np.all(np.abs(variance - exact) <= z * se), f"{variance} vs exact {exact}"
 
 
 @pytest.mark.parametrize("theta", [0.0, 1.0, -1.5])

@@ -14,7 +14,13 @@ from estimators.score_function import Reinforce
 from problems import PROBLEMS, get_problem
 from problems.base import LatentKind
 from tests.examples import ESTIMATOR_EXAMPLES, EXACT_IN_MEAN, PROBLEM_EXAMPLES
-from tests.stats import compare, draw_estimates, flat_truth, z_threshold
+from tests.stats import (
+    compare,
+    draw_estimates,
+    flat_truth,
+    sample_variance_check,
+    z_threshold,
+)
 
 R = 20_000
 TOY_PROBLEMS = [
@@ -92,16 +98,6 @@ def test_relaxation_bias_shrinks_at_low_temperature():
         se[tau] = estimates.std(0, ddof=1).max() / math.sqrt(R)
     margin = z_threshold(1) * math.hypot(se[0.5], se[0.05])
     assert bias[0.5] - bias[0.05] > margin
-
-
-def sample_variance_check(estimates: np.ndarray, exact: np.ndarray) -> None:
-    """Sample variance vs exact variance per coordinate, tolerance from the fourth moment."""
-    centred = estimates - estimates.mean(0)
-    variance = centred.var(0, ddof=1)
-    se = np.sqrt((np.mean(centred**4, 0) - variance**2) / estimates.shape[0])
-    z = z_threshold(exact.size)
-    assert np.all(z * se < 0.5 * exact), "variance test too weak"
-    assert np.all(np.abs(variance - exact) <= z * se), f"{variance} vs exact {exact}"
 
 
 def test_reparam_variance_closed_form():
