@@ -20,8 +20,6 @@ import math
 import tempfile
 from typing import Any
 
-import torch
-
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
@@ -47,10 +45,6 @@ TRAIN_METRIC = "test_nelbo"
 SETUP_CACHE_TIMEOUT = 3600
 
 
-def _flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors.values()])
-
-
 def measure_quality(estimator: str, problem: str) -> dict[str, float]:
     """``variance_trace`` and ``bias_l2`` of one pair at seed ``SEED``.
 
@@ -62,9 +56,10 @@ def measure_quality(estimator: str, problem: str) -> dict[str, float]:
     if truth is None:
         raise NotImplementedError(f"{problem} has no truth at its benchmarked options")
     dim = sum(v.numel() for v in pair.point.values())
-    truth_se = None if truth.se is None else _flat(truth.se)
+    truth_se = None if truth.se is None else estimate.flatten(truth.se, repeated=False)
     accumulator = bench_module("metrics").Accumulator(
-        dim, truth=_flat(truth.grad), truth_se=truth_se, n_bootstrap=0, seed=SEED
+        dim, truth=estimate.flatten(truth.grad, repeated=False), truth_se=truth_se,
+        n_bootstrap=0, seed=SEED,
     )
     for chunk in estimate.estimate_chunks(
         pair.problem, pair.estimator, pair.point, N_SAMPLES, QUALITY_REPEATS, pair.state

@@ -12,8 +12,6 @@ from __future__ import annotations
 import inspect
 import time
 
-import torch
-
 from benchmarks.common import (
     ESTIMATOR_NAMES,
     N_SAMPLES,
@@ -109,30 +107,24 @@ class CellThroughput:
         self.point = {k: v.detach() for k, v in self.problem.init_params().items()}
         self.state = estimate.warmed_state(self.problem, self.estimator, self.point, THROUGHPUT_K)
         truth = self.problem.truth(self.point).grad
-        self.truth = torch.cat([t.reshape(-1) for t in truth.values()])
+        self.truth = estimate.flatten(truth, repeated=False)
 
     def _measure(self, bootstrap: int) -> tuple[float, float]:
         options = {}
         if "n_repeats" in inspect.signature(metrics.Accumulator).parameters:
             options["n_repeats"] = THROUGHPUT_R
         accumulator = metrics.Accumulator(THROUGHPUT_D, self.truth, None, bootstrap, 0, **options)
-        chunks = estimate.estimate_chunks(
+        chunks = estimate.TimedChunks(estimate.estimate_chunks(
             self.problem, self.estimator, self.point, THROUGHPUT_K, THROUGHPUT_R, self.state
-        )
-        estimation = statistics = 0.0
-        while True:
+        ), self.device)
+        statistics = 0.0
+        for chunk in chunks:
             start = time.perf_counter()
-            chunk = next(chunks, None)
-            synchronize(self.device)
-            middle = time.perf_counter()
-            estimation += middle - start
-            if chunk is None:
-                break
             accumulator.add(chunk)
-            statistics += time.perf_counter() - middle
+            statistics += time.perf_counter() - start
         start = time.perf_counter()
         accumulator.summary()
-        return estimation, statistics + time.perf_counter() - start
+        return chunks.seconds, statistics + time.perf_counter() - start
 
     def time_estimates_with_statistics(self, bootstrap: int) -> None:
         self._measure(bootstrap)

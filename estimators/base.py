@@ -228,13 +228,14 @@ class Estimator(ABC):
         )
 
     def warm_up(
-        self, problem: Problem, point: Params, n_samples: int
+        self, problem: Problem, point: Params, n_samples: int, state: State | None = None
     ) -> tuple[State, float | None]:
         """Bring the estimator to where it would be mid-training at ``point`` (no repeat
-        dimension): ``warmup_steps()`` steps on one repeat, carrying the per-repeat state and
-        training the own parameters. Returns the state ``[1, ...]`` and the last own loss."""
+        dimension): ``warmup_steps()`` steps on one repeat from ``state`` (default: a cold
+        ``init_state``; a training state mid-run), carrying the per-repeat state and training
+        the own parameters. Returns the state ``[1, ...]`` and the last own loss."""
         params = repeat_params(point, 1, requires_grad=False)
-        state = self.init_state(params)
+        state = self.init_state(params) if state is None else state
         trainable = bool(self.parameters())
         last = None
         for _ in range(self.warmup_steps()):

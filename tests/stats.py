@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
-from bench.cell.estimate import expand_state, flatten, one_estimate, warmed_state
+from bench.cell import moments
+from bench.cell.estimate import estimate_chunks, flatten, warmed_state
 from estimators.base import Estimator
-from problems.base import Problem, repeat_params
+from problems.base import Problem
 
 ALPHA = 1e-4  # failure rate of a correct estimator per check
 #: relative float64 rounding allowed on top of the statistical tolerance
@@ -29,8 +29,9 @@ ROUNDING = 1e-12
 
 
 def z_threshold(n_checks: int, alpha: float = ALPHA) -> float:
-    """Two-sided Bonferroni z threshold for ``n_checks`` simultaneous checks."""
-    return float(norm.isf(alpha / (2 * n_checks)))
+    """Two-sided Bonferroni z threshold for ``n_checks`` simultaneous checks
+    (``bench.cell.moments.z_threshold`` at the tests' failure rate)."""
+    return moments.z_threshold(n_checks, alpha)
 
 
 @dataclass
@@ -83,13 +84,8 @@ def draw_estimates(
     parameters: ``[R, D]`` (float64), drawn in batches of at most ``chunk`` repeats."""
     point = problem.init_params()
     state = warmed_state(problem, estimator, point, n_samples)
-    parts = []
-    for start in range(0, n_repeats, chunk):
-        size = min(chunk, n_repeats - start)
-        grads, _ = one_estimate(problem, estimator, repeat_params(point, size), n_samples,
-                                expand_state(state, size))
-        parts.append(flatten(grads).double().numpy())
-    return np.concatenate(parts)
+    chunks = estimate_chunks(problem, estimator, point, n_samples, n_repeats, state, chunk)
+    return np.concatenate([part.double().numpy() for part in chunks])
 
 
 def flat_truth(problem: Problem, n_samples: int = 1) -> np.ndarray:
@@ -97,16 +93,15 @@ def flat_truth(problem: Problem, n_samples: int = 1) -> np.ndarray:
     (``n_samples``: the K of a multi-sample objective)."""
     truth = problem.truth(problem.init_params(), n_samples)
     assert truth is not None, f"{problem.name} has no exact gradient at these options"
-    return torch.cat([g.reshape(-1) for g in truth.grad.values()]).double().numpy()
+    return flatten(truth.grad, repeated=False).double().numpy()
 
 
 def variance_consistent(estimates: np.ndarray, exact: np.ndarray | float) -> bool:
     """Whether the sample variance of ``estimates`` ``[R, D]`` matches ``exact`` per
-    coordinate, within a Bonferroni z times its standard error from the fourth moment; fails
+    coordinate, within a Bonferroni z times its standard error from the fourth moment
+    (``bench.cell.moments.variance_with_se``); fails
     unless the test has power (tolerance below half the exact variance)."""
-    centred = estimates - estimates.mean(0)
-    variance = centred.var(0, ddof=1)
-    se = np.sqrt((np.mean(centred**4, 0) - variance**2) / estimates.shape[0])
+    variance, se = (v.numpy() for v in moments.variance_with_se(torch.as_tensor(estimates)))
     z = z_threshold(variance.size)
     assert np.all(z * se < 0.5 * exact), "variance test too weak"
     return bool(np.all(np.abs(variance - exact) <= z * se))

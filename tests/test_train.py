@@ -15,7 +15,8 @@ import torch
 from bench.cli import main as bench_main
 from bench.cli import train as train_cli
 from bench.schema import TRAIN
-from bench.training.train import eval_steps, make_spec, run_training
+from bench.training.loop import eval_steps
+from bench.training.train import make_spec, run_training
 
 OPTIONS = ["latents=4", "batch=32"]
 
@@ -123,7 +124,7 @@ def test_variance_is_measured_with_the_state_warmed_on_the_evaluated_batch() -> 
     import torch
 
     from bench.cell.estimate import gradient_variance
-    from bench.training.train import _evaluate
+    from bench.training.loop import TrainRun
     from estimators import get_estimator
     from problems import get_problem
 
@@ -140,7 +141,9 @@ def test_variance_is_measured_with_the_state_warmed_on_the_evaluated_batch() -> 
     measured = {}
     for name, state in (("good", good), ("stale", stale)):
         torch.manual_seed(1)
-        measured[name] = _evaluate(problem, estimator, train, state, spec)["variance_trace"]
+        run = TrainRun(problem, estimator, spec.n_samples, train,
+                       torch.optim.Adam(train.values()), state, torch.Generator())
+        measured[name] = run.measure(spec.variance_repeats)["variance_trace"]
     torch.manual_seed(1)
     raw = gradient_variance(problem, estimator, point, spec.n_samples, 200, stale)
     assert raw > 100 * measured["good"]  # what the variance curve used to show

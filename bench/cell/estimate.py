@@ -1,19 +1,33 @@
-"""Drawing gradient estimates: one at a time (a training step) or R at once, chunked.
+"""The estimation kernel: every driver prepares, draws and steps an estimator through it.
 
-R independent estimates are computed with batched tensor operations: every repeat gets
-its own leaf copy of the parameters (``problems.base.repeat_params``), the estimator's
-surrogate is evaluated for all of them at once, and one backward pass of the summed
-surrogate yields every repeat's gradient. Chunks of repeats keep memory bounded for any R.
+Cells (``bench.cell.run``), ``bench train`` and the reproductions (``bench.training``),
+``bench verify``, the asv suites (``benchmarks/``) and the statistical test helpers
+(``tests/stats.py``) differ only in what they record:
+
+* ``prepare``: set the estimator up for a problem at a point (its own parameters), warm it up
+  from a cold state or from a training state (``Estimator.warm_up``) and freeze it;
+* ``estimate_chunks``: R independent estimates at a point in bounded chunks ``[c, D]``, each
+  repeat its own leaf copy of the parameters (``problems.base.repeat_params``), one surrogate
+  and one backward pass per chunk; ``timed_chunks`` clocks them (CUDA synchronised), apart
+  from whatever the caller does with each chunk; ``gradient_variance`` is their
+  ``variance_trace``, the trace of the covariance;
+* ``train_step``: one training step, ``next_batch``, ``before_step``, one estimate of every
+  trained tensor and one optimizer step (the estimator's own parameters take theirs too);
+* ``flatten`` / ``unflatten``: a params dict to one vector of coordinates and back.
+
+Chunks of repeats keep memory bounded for any R (``default_chunk_size``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
+from bench.cell.timing import synchronize
 from estimators.base import Estimator, State
 from problems.base import Params, Problem, repeat_params
 
@@ -34,11 +48,24 @@ def default_chunk_size(problem: Problem, point: Params, n_samples: int, n_repeat
     return max(1, min(n_repeats, CHUNK_BYTES // per_repeat))
 
 
-def flatten(grads: Params) -> Tensor:
-    """``{name: [R, *shape]}`` -> ``[R, D]``, parameters in insertion order (a view, not a
-    copy, of a single parameter's gradient)."""
-    flat = [g.reshape(g.shape[0], -1) for g in grads.values()]
+def flatten(tensors: Params, repeated: bool = True) -> Tensor:
+    """``{name: [R, *shape]}`` -> ``[R, D]`` (a view, not a copy, of a single parameter's
+    gradient), or without ``repeated`` ``{name: shape}`` -> ``[D]`` (a copy); parameters in
+    insertion order."""
+    if not repeated:  # a copy: callers keep it past changes of the tensors
+        return torch.cat([t.reshape(-1) for t in tensors.values()])
+    flat = [g.reshape(g.shape[0], -1) for g in tensors.values()]
     return flat[0] if len(flat) == 1 else torch.cat(flat, 1)
+
+
+def unflatten(flat: Tensor, like: Params) -> Params:
+    """``[D]`` -> ``{name: shape}`` with the names and shapes of ``like`` (``flatten``'s
+    inverse)."""
+    out, offset = {}, 0
+    for name, value in like.items():
+        out[name] = flat[offset : offset + value.numel()].reshape(value.shape)
+        offset += value.numel()
+    return out
 
 
 def expand_state(state: State, n_repeats: int) -> State:
@@ -47,18 +74,35 @@ def expand_state(state: State, n_repeats: int) -> State:
 
 
 def prepare(
-    problem: Problem, estimator: Estimator, point: Params, n_samples: int
+    problem: Problem,
+    estimator: Estimator,
+    point: Params,
+    n_samples: int,
+    state: State | None = None,
+    *,
+    setup: bool = True,
 ) -> tuple[State, float | None]:
-    """Set the estimator up for ``problem``, warm it up at ``point`` and freeze it, as a cell
-    is measured (``estimators.base``). Returns its state (one repeat) and its last own loss."""
-    estimator.setup(problem, point)
-    state, own_loss = estimator.warm_up(problem, point, n_samples)
+    """Set the estimator up for ``problem`` at ``point`` (no repeat dimension), warm it up
+    there from ``state`` and freeze it (``estimators.base``).
+
+    Args:
+        state: the state ``[1, ...]`` to warm up from: None for a cold start (a cell), the
+            training state for a measurement mid-run (``bench.training``).
+        setup: build the estimator's own parameters first; False keeps those it has (a copy
+            of a training estimator).
+
+    Returns:
+        its state (one repeat, detached) and its last own loss.
+    """
+    if setup:
+        estimator.setup(problem, point)
+    state, own_loss = estimator.warm_up(problem, point, n_samples, state)
     estimator.freeze()
-    return state, own_loss
+    return {k: v.detach() for k, v in state.items()}, own_loss
 
 
 def warmed_state(problem: Problem, estimator: Estimator, point: Params, n_samples: int) -> State:
-    """The estimator's state after ``prepare`` at ``point`` (one repeat)."""
+    """The estimator's state after ``prepare`` at ``point`` from a cold start (one repeat)."""
     return prepare(problem, estimator, point, n_samples)[0]
 
 
@@ -103,9 +147,65 @@ def gradient_variance(
     n_repeats: int,
     state: State,
 ) -> float:
-    """Trace of the covariance of the estimator at ``point``: sum of per-coordinate variances."""
+    """``variance_trace``: the trace of the covariance of the estimator at ``point``, the sum
+    of the unbiased per-coordinate variances of ``n_repeats`` estimates."""
     if n_repeats < 2:
         raise ValueError(f"n_repeats must be >= 2 to measure a variance, got {n_repeats}")
     total = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
     variance = total.double().var(0, unbiased=True).sum().item()
     return variance if math.isfinite(variance) else math.nan
+
+
+class TimedChunks:
+    """Iterate over chunks of estimates, clocking only the drawing of each (``seconds``):
+    the device is synchronised before and after each draw, so that what the caller does
+    with a chunk (statistics) is not counted."""
+
+    def __init__(self, chunks: Iterable[Tensor], device: torch.device) -> None:
+        self.chunks, self.device, self.seconds = iter(chunks), device, 0.0
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            synchronize(self.device)
+            start = time.perf_counter()
+            chunk = next(self.chunks, None)
+            synchronize(self.device)
+            self.seconds += time.perf_counter() - start
+            if chunk is None:
+                return
+            yield chunk
+
+
+def train_step(
+    problem: Problem,
+    estimator: Estimator,
+    train: Params,
+    optimizer: torch.optim.Optimizer,
+    n_samples: int,
+    state: State,
+    step: int,
+    generator: torch.Generator,
+) -> tuple[State, float]:
+    """One training step of the trained tensors ``train`` (leaves ``[1, *shape]``): the
+    problem's minibatch of ``step`` (``next_batch``, drawn with ``generator``) and its own
+    updates (``before_step``, e.g. a GAN critic's), one estimate from ``n_samples`` samples,
+    one ``optimizer`` step; an estimator with parameters of its own takes one step of its own
+    loss at the same estimate (``Estimator.backward``).
+
+    Returns:
+        the estimator's new state and the mean cost at its (hard) samples.
+    """
+    problem.next_batch(step, generator)
+    problem.before_step({k: v[0].detach() for k, v in train.items()}, step, generator)
+    out = estimator.surrogate(problem, train, n_samples, state)
+    with torch.no_grad():
+        cost = problem.cost(out.samples, train).mean().item()
+    optimizer.zero_grad(set_to_none=True)
+    if estimator.parameters():
+        grads = estimator.backward(out, train).grads
+        for tensor, grad in zip(train.values(), grads.values(), strict=True):
+            tensor.grad = grad
+    else:
+        out.loss.sum().backward()
+    optimizer.step()
+    return {k: v.detach() for k, v in out.state.items()}, cost

@@ -70,8 +70,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import stdtr, stdtrit
+from scipy.special import stdtrit
 from torch import Tensor
+
+from bench.cell.moments import Moments
 
 #: the most blocks the bootstrap resamples (fewer when R is smaller)
 BLOCKS = 500
@@ -134,8 +136,10 @@ class BlockMoments:
     n_blocks: int
 
 
-class Accumulator:
-    """Accumulates chunks of estimates ``[c, D]`` and summarises them.
+class Accumulator(Moments):
+    """Accumulates chunks of estimates ``[c, D]`` and summarises them: the ``Moments`` of
+    ``bench.cell.moments`` (their sums centred on the mean of the first estimates, see
+    ``_start``), kept in blocks for the bootstrap, with the intervals of the module docstring.
 
     Args:
         dim: D, the number of gradient coordinates.
@@ -157,7 +161,7 @@ class Accumulator:
         seed: int,
         n_repeats: int | None = None,
     ) -> None:
-        self.dim = dim
+        super().__init__(dim)
         self.truth_eps = 0.0 if truth is None else _eps(truth.dtype)
         self.truth = None if truth is None else truth.detach().double().reshape(-1).cpu()
         self.truth_se = None if truth_se is None else truth_se.detach().double().reshape(-1).cpu()
@@ -165,13 +169,8 @@ class Accumulator:
         blocks = n_blocks(dim, n_repeats)
         self.block_size = 1 if n_repeats is None else math.ceil(n_repeats / blocks)
         self.generator = torch.Generator().manual_seed(seed)
-        self.shift: Tensor | None = None  # every sum is centred on it (see ``_start``)
         self.shift_products = (0.0, 0.0, 0.0)
         self.estimate_eps = 0.0
-        self.n = 0
-        self.n_nonfinite = 0
-        self.s1 = torch.zeros(dim, dtype=torch.float64)
-        self.s2 = torch.zeros(dim, dtype=torch.float64)
         self.cos_sum = 0.0
         self.r1 = 0.0  # sum of squared distances to the data shift
         self.r2 = 0.0  # sum of their squares
@@ -303,9 +302,8 @@ class Accumulator:
             raise ValueError(f"need at least 2 finite estimates, got {self.n}")
         if self.pending_n:
             self._flush()
-        n, shift = self.n, self.shift
-        mean = shift + self.s1 / n
-        variance = ((self.s2 - self.s1**2 / n) / (n - 1)).clamp_min(0)
+        n = self.n
+        mean, variance = self.mean, self.variance
         trace = float(variance.sum())
         truth_var = 0.0 if self.truth_se is None else float((self.truth_se**2).sum())
         tol = self.tolerance
@@ -325,10 +323,10 @@ class Accumulator:
         }
         bias_z = None
         if bias is not None:
-            se2 = variance / n + (0 if self.truth_se is None else self.truth_se**2) + tol**2
-            se = se2.sqrt()  # 0 only where truth and mean are 0, and with them the bias
-            bias_z = torch.where(se > 0, bias / se, 0.0)
-            max_z = float(bias_z.abs().max())
+            # the standard error is 0 only where truth and mean are 0, and with them the bias
+            test = self.z_test(self.truth, 0.0 if self.truth_se is None else self.truth_se**2,
+                               tol, variance=variance)
+            bias_z, max_z = test.z, test.max_abs_z
             bias_sq = float(bias.norm() ** 2) - trace / n - truth_var
             scalars |= {
                 "bias_l2": float(bias.norm()),
@@ -336,7 +334,7 @@ class Accumulator:
                 "mse": float(bias.norm() ** 2 + (n - 1) / n * trace),
                 "cosine": self.cos_sum / n,
                 "bias_max_abs_z": max_z,
-                "bias_p_value": min(1.0, self.dim * 2 * float(stdtr(n - 1, -max_z))),
+                "bias_p_value": test.p_value,
                 "truth_l2": float(self.truth.norm()),
             }
             low, high = self._bias_sq_interval(bias, variance, bias_sq, blocks, tol)

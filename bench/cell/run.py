@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from bench import env as environment
-from bench.cell.estimate import estimate_chunks, one_estimate, prepare
+from bench.cell.estimate import TimedChunks, estimate_chunks, flatten, one_estimate, prepare
 from bench.cell.metrics import Accumulator
 from bench.cell.shared import shared_problem
 from bench.cell.spec import CellSpec
-from bench.cell.timing import peak_memory_bytes, synchronize, time_call
+from bench.cell.timing import peak_memory_bytes, time_call
 from bench.schema import DIAGNOSTICS
 from estimators import ESTIMATORS, Estimator, get_estimator
 from problems import get_problem
@@ -113,35 +113,23 @@ def _measure(
     dim = sum(v.numel() for v in point.values())
     accumulator = Accumulator(
         dim,
-        truth=None if truth is None else _flat(truth.grad),
-        truth_se=None if truth is None or truth.se is None else _flat(truth.se),
+        truth=None if truth is None else flatten(truth.grad, repeated=False),
+        truth_se=None if truth is None or truth.se is None else flatten(truth.se, repeated=False),
         n_bootstrap=spec.n_bootstrap,
         seed=spec.cell_seed,
         n_repeats=spec.n_repeats,
     )
     # estimation and statistics are timed apart: estimates_per_s is the estimation alone
-    measure_s = stats_s = 0.0
-    chunks = estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state)
-    while True:
-        synchronize(device)
-        start = time.perf_counter()
-        chunk = next(chunks, None)
-        synchronize(device)
-        middle = time.perf_counter()
-        measure_s += middle - start
-        if chunk is None:
-            break
-        accumulator.add(chunk)
-        stats_s += time.perf_counter() - middle
-    start = time.perf_counter()
-    accumulator.close()
-    stats_s += time.perf_counter() - start
+    chunks = TimedChunks(
+        estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state), device
+    )
+    stats_s = _accumulate(accumulator, chunks)
     result: dict[str, Any] = {
         "truth": "none" if truth is None else truth.kind,
         "grad_dim": dim,
         "n_finite": accumulator.n,
-        "measure_s": measure_s,
-        "estimates_per_s": spec.n_repeats / measure_s,
+        "measure_s": chunks.seconds,
+        "estimates_per_s": spec.n_repeats / chunks.seconds,
         "cost_evals": estimator.cost_evals(spec.n_samples, problem),
         "warmup_steps": estimator.warmup_steps(),
         "estimator_loss": own_loss,
@@ -156,36 +144,55 @@ def _measure(
     result |= summary.scalars | {
         "n_bootstrap": accumulator.n_bootstrap, "stats_s": stats_s, "status": "ok"
     }
+    result |= _step_cost(problem, estimator, point, spec.n_samples, state, device)
+    result |= _diagnostics(problem, point)
+    return result, _coordinates(point, truth, summary)
 
+
+def _accumulate(accumulator: Accumulator, chunks: TimedChunks) -> float:
+    """Stream ``chunks`` into ``accumulator``; returns the seconds the statistics took."""
+    stats_s = 0.0
+    for chunk in chunks:
+        start = time.perf_counter()
+        accumulator.add(chunk)
+        stats_s += time.perf_counter() - start
+    start = time.perf_counter()
+    accumulator.close()
+    return stats_s + time.perf_counter() - start
+
+
+def _step_cost(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, state: dict,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Time and peak memory of one estimate, as a training step takes it."""
     params = repeat_params(point, 1)
     step_state = dict(state)
 
     def step() -> None:
         nonlocal step_state
-        _, step_state = one_estimate(problem, estimator, params, spec.n_samples, step_state)
+        _, step_state = one_estimate(problem, estimator, params, n_samples, step_state)
 
     timing = time_call(step, device)
-    result |= {
+    return {
         "time_per_estimate_s": timing.median_s,
         "time_iqr_s": timing.iqr_s,
         "time_n": timing.n,
         "peak_memory_bytes": peak_memory_bytes(step, device),
     }
+
+
+def _diagnostics(problem: Problem, point: Params) -> dict[str, float]:
     diagnostics = problem.diagnostics(point)
     unknown = sorted(set(diagnostics) - {name for name, _ in DIAGNOSTICS})
     if unknown:
         raise KeyError(f"{problem.name} reports diagnostics not in bench.schema: {unknown}")
-    result |= diagnostics
-    return result, _coordinates(point, truth, summary)
-
-
-def _flat(tensors: Params) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors.values()])
+    return diagnostics
 
 
 def _coordinates(point: Params, truth, summary) -> list[dict[str, Any]]:
     rows, offset = [], 0
-    true = None if truth is None else _flat(truth.grad).double().cpu().numpy()
+    true = None if truth is None else flatten(truth.grad, repeated=False).double().cpu().numpy()
     for name, value in point.items():
         for index in range(value.numel()):
             j = offset + index

@@ -21,14 +21,13 @@ happens inside the first cell that needs the problem, so it counts towards that 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
+from bench.cell.seeds import truth_seed
 from bench.cell.spec import CellSpec
 from bench.cell.truth import cell_truth
 from bench.config import DTYPES
@@ -60,12 +59,6 @@ class SharedProblem:
 
 
 _cache: OrderedDict[tuple, SharedProblem] = OrderedDict()
-
-
-def truth_seed(problem_seed: int, n_samples: int | None) -> int:
-    """The seed of a reference truth: the problem's, and K on a multi-sample objective."""
-    text = json.dumps([problem_seed, n_samples])
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 @contextlib.contextmanager

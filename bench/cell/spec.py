@@ -14,10 +14,10 @@ function of ``problem_config`` alone and is shared by every cell of a sweep
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from bench.cell.seeds import canonical, config_seed
 from problems.options import OptionValue
 
 
@@ -53,7 +53,7 @@ class CellSpec:
 
     def config_text(self) -> str:
         """``config()`` as canonical JSON: the text the key hashes, stored with the cell."""
-        return json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return canonical(self.config())
 
     @property
     def digest(self) -> str:
@@ -75,20 +75,15 @@ class CellSpec:
     @property
     def cell_seed(self) -> int:
         """The random seed of the estimates, from the base seed and ``measurement_config``."""
-        return _seed(self.measurement_config())
+        return config_seed(self.measurement_config())
 
     @property
     def problem_seed(self) -> int:
         """The random seed of the problem's construction, point and reference truth, from
         ``problem_config``: the same for every estimator, K, R and base seed."""
-        return _seed(self.problem_config())
+        return config_seed(self.problem_config())
 
     def label(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.estimator_options)
         return f"{self.problem}/{self.estimator}{f'[{opts}]' if opts else ''} K={self.n_samples}"
 
-
-def _seed(config: dict[str, Any]) -> int:
-    """A 63-bit seed hashed from a canonical JSON configuration."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return int(hashlib.sha256(text.encode()).hexdigest()[16:32], 16) % 2**63

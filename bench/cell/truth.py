@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.cell.estimate import estimate_chunks, warmed_state
+from bench.cell.estimate import estimate_chunks, unflatten, warmed_state
 from estimators import get_estimator
 from problems.base import Params, Problem, Truth
 
@@ -43,12 +43,7 @@ def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int =
     flat = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
     flat = flat.double()
     mean, se = flat.mean(0), flat.std(0, unbiased=True) / n_repeats**0.5
-    grad, err, offset = {}, {}, 0
-    for key, value in point.items():
-        size = value.numel()
-        grad[key] = mean[offset : offset + size].reshape(value.shape)
-        err[key] = se[offset : offset + size].reshape(value.shape)
-        offset += size
+    grad, err = unflatten(mean, point), unflatten(se, point)
     return Truth(grad=grad, kind="reference", se=err)
 
 

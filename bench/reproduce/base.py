@@ -18,7 +18,6 @@ What it compares with the paper, it compares honestly:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import pandas as pd
-from torch import Tensor
 
+from bench.cell.moments import z_threshold
 from estimators import ESTIMATORS
 
 Mode = Literal["short", "full"]
@@ -230,22 +229,6 @@ class Reproduction(ABC):
         )
 
 
-def variance_with_se(estimates: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-coordinate unbiased variance of ``[R, D]`` estimates and its standard error.
-
-    The standard error of the sample variance s^2 from R draws is
-    sqrt((m4 - s^4 (R - 3) / (R - 1)) / R), with m4 the fourth central moment (no normality
-    assumed: score-function estimates are heavy-tailed).
-    """
-    x = estimates.double()
-    n = x.shape[0]
-    centred = x - x.mean(0)
-    variance = centred.pow(2).sum(0) / (n - 1)
-    m4 = centred.pow(4).mean(0)
-    se = ((m4 - variance.pow(2) * (n - 3) / (n - 1)).clamp_min(0) / n).sqrt()
-    return variance, se
-
-
 def z_agreement(
     rows: Sequence[tuple[float, float, float]], alpha: float = 1e-3
 ) -> tuple[bool, float, float]:
@@ -257,9 +240,7 @@ def z_agreement(
     Returns:
         (all agree, the largest |z|, the Bonferroni critical z).
     """
-    from scipy.stats import norm
-
-    critical = float(norm.isf(alpha / (2 * max(len(rows), 1))))
+    critical = z_threshold(len(rows), alpha)
 
     def z(measured: float, se: float, exact: float) -> float:
         if abs(measured - exact) <= ROUNDING * max(abs(exact), 1.0):
@@ -274,7 +255,3 @@ def log_mean(values: Sequence[float]) -> float:
     """Mean of log10 of positive values (the scale the papers plot variances on)."""
     return sum(math.log10(v) for v in values) / len(values)
 
-
-def derive_seed(*parts: Any) -> int:
-    """A seed for one piece of a run, derived from its description and the base seed."""
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)

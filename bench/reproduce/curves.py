@@ -18,8 +18,9 @@ from plotnine import (
     theme,
 )
 
+from bench.cell.seeds import derive_seed
 from bench.report.theme import estimator_colours, paper_theme
-from bench.reproduce.base import Claim, derive_seed, not_checked
+from bench.reproduce.base import Claim, not_checked
 from bench.reproduce.training import TrainSettings, train_curve
 from estimators import ESTIMATORS
 from problems.base import Problem
@@ -120,7 +121,7 @@ def curve_figure(
     data: pd.DataFrame,
     metrics: Mapping[str, str],
     caption: str,
-    log_metrics: Sequence[str] = ("variance",),
+    log_metrics: Sequence[str] = ("variance_trace",),
     width: float = 7.0,
 ):
     """Learning curves: one row of panels per metric (``{metric: axis title}``), one column per

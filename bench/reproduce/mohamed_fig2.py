@@ -56,6 +56,8 @@ from plotnine import (
 from tqdm import tqdm
 
 from bench.cell.estimate import estimate_chunks, prepare
+from bench.cell.moments import variance_with_se
+from bench.cell.seeds import derive_seed
 from bench.report.theme import estimator_colours, paper_theme
 from bench.reproduce.base import (
     Claim,
@@ -64,9 +66,7 @@ from bench.reproduce.base import (
     Reference,
     Reproduction,
     comparison_row,
-    derive_seed,
     not_checked,
-    variance_with_se,
     z_agreement,
 )
 from estimators import ESTIMATORS, get_estimator

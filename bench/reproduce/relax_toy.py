@@ -94,7 +94,7 @@ class RelaxToy(Reproduction):
         notes += self.scale_note(mode, scale["steps"], SCALE["full"]["steps"])
         figure = curve_figure(
             data,
-            {"loss": "exact loss", "variance": "log10 gradient variance"},
+            {"loss": "exact loss", "variance_trace": "log10 gradient variance"},
             f"ours, {mode} version. Published: {SOURCE} (curves only)",
         )
         return self.outcome(mode, data, comparison, claims, notes, figure, errors)
@@ -122,12 +122,12 @@ class RelaxToy(Reproduction):
                 rows.append(
                     comparison_row(
                         f"{setting}: mean log10 variance, {name}",
-                        mean_log10(data, setting, name, "variance"),
+                        mean_log10(data, setting, name, "variance_trace"),
                         Reference(f"log-variance {name}", SOURCE, note="curve only"),
                     )
                 )
         setting = "t=0.499"
-        variance = {n: mean_log10(data, setting, n, "variance") for n in self.estimators}
+        variance = {n: mean_log10(data, setting, n, "variance_trace") for n in self.estimators}
         final = {n: last(data, setting, n, "loss") for n in self.estimators}
         claims = [
             ordering_claim(

@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,18 +60,15 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import torch
-from tqdm import tqdm
 
 from bench import env
-from bench.cell.estimate import gradient_variance
 from bench.config import DTYPES, parse_setting, select
 from bench.files import write_table
 from bench.schema import TRAIN
+from bench.training.loop import TrainRun, train_loop
 from estimators import ESTIMATORS, get_estimator
-from estimators.base import Estimator, State
 from problems import get_problem
-from problems.base import Params, Problem, repeat_params
+from problems.base import Problem
 from problems.options import OptionValue, resolve_options
 
 
@@ -207,74 +203,6 @@ def _seed_list(seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
     return chosen
 
 
-def eval_steps(steps: int, eval_every: int) -> list[int]:
-    """Steps at which metrics are recorded: 0, every ``eval_every``, and the last."""
-    return sorted({*range(0, steps + 1, eval_every), steps})
-
-
-class _Clock:
-    """Seconds spent between ``start()`` and ``stop()`` calls, device synchronized."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.total, self._since = device, 0.0, None
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self) -> None:
-        self._sync()
-        self._since = time.perf_counter()
-
-    def stop(self) -> None:
-        self._sync()
-        self.total += time.perf_counter() - self._since
-
-
-def _evaluate(
-    problem: Problem,
-    estimator: Estimator,
-    train: Params,
-    state: State,
-    spec: TrainSpec,
-) -> dict[str, float]:
-    """Metrics at the current trained tensors ``train`` (``[1, ...]``); see module docstring."""
-    current = {k: v[0].detach() for k, v in train.items()}
-    devices = [problem.device] if problem.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        problem.reset_batch()
-        point = problem.load_train_params(current)
-        evaluator = copy.deepcopy(estimator)
-        warmed = warm_from(problem, evaluator, point, spec.n_samples, state)
-        metrics = {
-            "variance_trace": gradient_variance(
-                problem, evaluator, point, spec.n_samples, spec.variance_repeats, warmed
-            )
-        }
-        metrics.update(problem.train_metrics(current))
-    return metrics
-
-
-def warm_from(
-    problem: Problem, estimator: Estimator, point: Params, n_samples: int, state: State
-) -> State:
-    """The state ``[1, ...]`` after ``estimator.warmup_steps()`` warm-up steps at ``point``
-    (no repeat dimension) on the problem's current minibatch, starting from ``state``: the
-    per-repeat state carried from step to step and the estimator's own parameters trained,
-    as ``Estimator.warm_up`` does from a cold state (see the module docstring). Modifies
-    ``estimator``'s own parameters: pass a copy."""
-    trainable = bool(estimator.parameters())
-    params = repeat_params(point, 1, requires_grad=False)
-    for _ in range(estimator.warmup_steps()):
-        if trainable:
-            state = estimator.step(problem, repeat_params(point, 1), n_samples, state).state
-        else:
-            with torch.no_grad():
-                state = estimator.surrogate(problem, params, n_samples, state).state
-    estimator.freeze()
-    return {k: v.detach() for k, v in state.items()}
-
-
 def train_one(
     problem: Problem,
     name: str,
@@ -284,62 +212,22 @@ def train_one(
     seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``problem`` (a fresh copy, left modified) with one estimator and one seed
-    (default: the spec's first).
+    (default: the spec's first), through ``bench.training.loop.train_loop``.
 
     Returns:
         rows ``{estimator, seed, step, wall_s, metric, value}`` in step order.
     """
     seed = spec.seed if seed is None else seed
     estimator = get_estimator(name)(dict(options))
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    train = {
-        k: v.detach().unsqueeze(0).clone().requires_grad_(True)
-        for k, v in problem.train_params().items()
-    }  # [1, *shape]: one repeat
-    optimizer = torch.optim.Adam(train.values(), lr=spec.lr)
-    estimator.setup(problem, problem.init_params())  # its own parameters, if any (seeded)
-    state = estimator.init_state(train)
-    clock = _Clock(problem.device)
-    records = eval_steps(spec.steps, spec.eval_every)
-    rows: list[dict[str, Any]] = []
-
-    def record(step: int, metrics: dict[str, float]) -> None:
-        rows.extend(
-            {"estimator": name, "seed": seed, "step": step, "wall_s": clock.total, "metric": m,
-             "value": v}
-            for m, v in metrics.items()
-        )
-
-    record(0, _evaluate(problem, estimator, train, state, spec))
-    losses: list[float] = []
-    bar = tqdm(range(1, spec.steps + 1), desc=f"{name} seed {seed}", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    for step in bar:
-        clock.start()
-        problem.next_batch(step, generator)
-        problem.before_step({k: v[0].detach() for k, v in train.items()}, step, generator)
-        out = estimator.surrogate(problem, train, spec.n_samples, state)
-        with torch.no_grad():
-            losses.append(problem.cost(out.samples, train).mean().item())
-        optimizer.zero_grad(set_to_none=True)
-        if estimator.parameters():  # its own parameters take one step on this estimate too
-            grads = estimator.backward(out, train).grads
-            for tensor, grad in zip(train.values(), grads.values(), strict=True):
-                tensor.grad = grad
-        else:
-            out.loss.sum().backward()
-        optimizer.step()
-        state = {k: v.detach() for k, v in out.state.items()}
-        clock.stop()
-        if step in records:
-            metrics = {"train_loss": sum(losses) / len(losses)}
-            metrics.update(_evaluate(problem, estimator, train, state, spec))
-            record(step, metrics)
-            bar.set_postfix(loss=f"{metrics['train_loss']:.4g}")
-            losses = []
-    bar.close()
-    return rows
+    run = TrainRun.start(problem, estimator, spec.n_samples, spec.lr, seed)
+    records = train_loop(run, spec.steps, spec.eval_every,
+                         lambda r: r.measure(spec.variance_repeats),
+                         f"{name} seed {seed}", progress)
+    return [
+        {"estimator": name, "seed": seed, "step": step, "wall_s": wall_s, "metric": m,
+         "value": v}
+        for step, wall_s, metrics in records for m, v in metrics.items()
+    ]
 
 
 def run_training(

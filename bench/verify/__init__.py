@@ -18,7 +18,6 @@ From Python (e.g. in your own test suite)::
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.cell.estimate import prepare
+from bench.cell.estimate import flatten, prepare
+from bench.cell.seeds import derive_seed
 from bench.verify.checks import BiasResult, check_bias, deterministic, repeat_leak, variance_of
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
 from estimators import ESTIMATORS, Estimator, get_estimator
@@ -138,14 +138,6 @@ class Report:
         }
 
 
-def _seed(*parts: Any) -> int:
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
-
-
-def _flat(grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([g.reshape(-1) for g in grads.values()]).double().cpu()
-
-
 def plan(estimator: type[Estimator], quick: bool) -> list[tuple[Setting, int]]:
     """The (setting, K) cells of ``estimator``: every registered problem with exact truth it
     applies to (problems without a stress setting at their defaults), at every K it takes."""
@@ -214,7 +206,7 @@ def verify_one(
     for setting, k in tqdm(cells, disable=not progress, unit="cell", desc=cls.name):
         try:
             if setting not in built:
-                torch.manual_seed(_seed("problem", setting, seed))
+                torch.manual_seed(derive_seed("problem", setting, seed))
                 problem = PROBLEMS[setting.problem](dict(setting.options), dtype=torch.float64)
                 built[setting] = (problem, problem.init_params(), False)
             problem, point, checked = built[setting]
@@ -222,7 +214,7 @@ def verify_one(
             if truth is None:
                 report.skipped.append(f"{setting.label} K={k}: no exact truth")
                 continue
-            cell_seed = _seed(cls.name, setting, k, seed)
+            cell_seed = derive_seed(cls.name, setting, k, seed)
             torch.manual_seed(cell_seed)
             estimator = make()
             state, _ = prepare(problem, estimator, point, k)
@@ -233,18 +225,11 @@ def verify_one(
                 determinism_checked = True
                 if not deterministic(problem, make, point, k, cell_seed):
                     report.nondeterministic.append(setting.label)
-            bias = check_bias(problem, estimator, state, point, _flat(truth.grad), k,
+            truth_flat = flatten(truth.grad, repeated=False).double().cpu()
+            bias = check_bias(problem, estimator, state, point, truth_flat, k,
                               cell_seed + 1, alpha_cell, power_bias, max_repeats)
-            reference, ratio = None, None
-            variances = {
-                name: variance_of(problem, get_estimator(name)(), point, k,
-                                  min(bias.n_repeats, 20_000), cell_seed + 2)
-                for name in _references(problem, k, cls.name)[: 1 if quick else 2]
-            }
-            if variances:
-                reference = min(variances, key=variances.get)
-                ref = variances[reference]
-                ratio = bias.variance / ref if ref > 0 else math.inf
+            reference, ratio = _variance_ratio(problem, cls.name, point, k, bias, cell_seed + 2,
+                                               1 if quick else 2)
             report.cells.append(Cell(setting, k, _verdict(cls.unbiased, bias, alpha_cell,
                                                           power_bias), bias, reference, ratio,
                                      _note(bias)))
@@ -252,6 +237,24 @@ def verify_one(
             report.cells.append(Cell(setting, k, "ERROR",
                                      message=f"{type(err).__name__}: {err}"))
     return report
+
+
+def _variance_ratio(
+    problem: Problem, own: str, point: dict, n_samples: int, bias: BiasResult, seed: int,
+    n_references: int,
+) -> tuple[str | None, float | None]:
+    """The lower-variance of the first ``n_references`` standard estimators that apply, and
+    the ratio of the verified estimator's variance to its."""
+    variances = {
+        name: variance_of(problem, get_estimator(name)(), point, n_samples,
+                          min(bias.n_repeats, 20_000), seed)
+        for name in _references(problem, n_samples, own)[:n_references]
+    }
+    if not variances:
+        return None, None
+    reference = min(variances, key=variances.get)
+    ref = variances[reference]
+    return reference, bias.variance / ref if ref > 0 else math.inf
 
 
 def _verdict(unbiased: bool, bias: BiasResult, alpha: float, power_bias: float) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from scipy.special import ndtri, stdtr
 
 from bench.cell.estimate import estimate_chunks, expand_state, prepare
+from bench.cell.moments import Moments, z_threshold
 from estimators.base import Estimator, State
 from problems.base import Params, Problem, repeat_params
 
@@ -60,23 +60,13 @@ class BiasResult:
 def _moments(
     problem: Problem, estimator: Estimator, state: State, point: Params, truth: torch.Tensor,
     n_samples: int, n_repeats: int,
-) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Mean and unbiased variance per coordinate of ``n_repeats`` estimates of a prepared
-    estimator (float64, centred on the truth for accuracy), the finite and non-finite counts."""
-    s1 = torch.zeros_like(truth)
-    s2 = torch.zeros_like(truth)
-    n = bad = 0
+) -> Moments:
+    """The ``Moments`` of ``n_repeats`` estimates of a prepared estimator, centred on the
+    truth for accuracy."""
+    moments = Moments(truth.numel(), shift=truth)
     for chunk in estimate_chunks(problem, estimator, point, n_samples, n_repeats, state):
-        g = chunk.detach().double().cpu() - truth
-        finite = torch.isfinite(g).all(1)
-        bad += int((~finite).sum())
-        g = g[finite]
-        n += g.shape[0]
-        s1 += g.sum(0)
-        s2 += (g**2).sum(0)
-    mean = s1 / max(n, 1)
-    variance = ((s2 - s1**2 / max(n, 1)) / max(n - 1, 1)).clamp_min(0)
-    return mean + truth, variance, n, bad
+        moments.add(chunk)
+    return moments
 
 
 def check_bias(
@@ -95,23 +85,21 @@ def check_bias(
     already set up and warmed up (``prepare``): the pilot and the test draw their own
     estimates."""
     dim = truth.numel()
-    z_alpha = float(ndtri(1 - alpha / (2 * dim)))
+    z_alpha = z_threshold(dim, alpha)
     scale = float(truth.abs().max())
     torch.manual_seed(seed)
-    _, pilot_var, _, _ = _moments(problem, estimator, state, point, truth, n_samples, PILOT)
+    pilot_var = _moments(problem, estimator, state, point, truth, n_samples, PILOT).variance
     target = power_bias * scale
     needed = (z_alpha + Z_POWER) ** 2 * float(pilot_var.max()) / target**2 if target > 0 else 0
     n_repeats = int(min(max_repeats, max(PILOT, math.ceil(needed))))
-    mean, variance, n, bad = _moments(problem, estimator, state, point, truth, n_samples,
-                                      n_repeats)
-    bias = mean - truth
+    moments = _moments(problem, estimator, state, point, truth, n_samples, n_repeats)
+    variance, n = moments.variance, moments.n
     se = (variance / max(n, 1)).sqrt()
     # a miss within float64 rounding is no evidence of bias, also where rounding alone gives
     # an estimator of zero variance in exact arithmetic a tiny se (a huge z otherwise)
-    exact = bias.abs() <= ZERO_VARIANCE_TOLERANCE * max(scale, 1e-300)
-    z = torch.where(exact, 0.0, torch.where(se > 0, bias / se.clamp_min(1e-300), math.inf))
-    max_z = float(z.abs().max())
-    p_value = min(1.0, dim * 2 * float(stdtr(max(n - 1, 1), -max_z))) if n > 1 else math.nan
+    test = moments.z_test(truth, exact=ZERO_VARIANCE_TOLERANCE * max(scale, 1e-300),
+                          variance=variance)
+    max_z, p_value, bad = test.max_abs_z, test.p_value, moments.n_nonfinite
     detectable = (z_alpha + Z_POWER) * float(se.max()) / scale if scale > 0 else math.inf
     return BiasResult(n_repeats, p_value, max_z, detectable, float(variance.sum()), bad)
 
@@ -124,8 +112,8 @@ def variance_of(
     torch.manual_seed(seed)
     state, _ = prepare(problem, estimator, point, n_samples)
     zero = torch.zeros(sum(v.numel() for v in point.values()), dtype=torch.float64)
-    _, variance, _, _ = _moments(problem, estimator, state, point, zero, n_samples, n_repeats)
-    return float(variance.sum())
+    return float(_moments(problem, estimator, state, point, zero, n_samples, n_repeats)
+                 .variance.sum())
 
 
 def repeat_leak(
