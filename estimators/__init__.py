@@ -8,6 +8,7 @@ from estimators.delta_method import DeltaCV
 from estimators.exact_sum import IndeCateR
 from estimators.group import GRPO, DrGRPO
 from estimators.measure_valued import MeasureValued
+from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (
@@ -51,6 +52,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "dreg": DReG,
     "grpo": GRPO,
     "dr_grpo": DrGRPO,
+    "reinforce_optimal_baseline": ReinforceOptimalBaseline,
 }
 
 

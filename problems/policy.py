@@ -112,8 +112,9 @@ class PolicyDistribution(Distribution):
         return self.token_log_probs(value).sum((-1, -2))
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        k = math.prod(sample_shape) if len(sample_shape) else 1
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
+        k = math.prod(sample_shape)
         r, p, _, classes = self.log_table.shape
         z = torch.full((k, r, p, self.length), self.vocab, dtype=torch.long,
                        device=self.log_table.device)
