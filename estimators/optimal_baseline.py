@@ -90,29 +90,38 @@ def _nodes(problem: Problem, params: Params) -> tuple[Tensor, Tensor | None]:
     return z, log_w.to(normal.loc)
 
 
-def per_sample_scores(problem: Problem, params: Params, z: Tensor) -> tuple[Tensor, Tensor]:
-    """The score s(z_m) ``[M, D]`` and cost f(z_m) ``[M]`` of M samples ``[M, *event]`` at one
-    repeat's ``params`` (``[1, ...]``), each sample its own copy of the parameters."""
-    copies = repeat_params({k: v[0] for k, v in params.items()}, z.shape[0])
+def per_sample_scores(
+    problem: Problem, params: Params, z: Tensor | None = None, n_draws: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores s(z_m) ``[R, M, D]``, costs f(z_m) ``[R, M]`` and log q(z_m) ``[R, M]`` of M
+    samples per repeat of ``params`` ``[R, ...]``, each sample with its own copy of the
+    parameters: the given nodes ``z [M, *event]`` (shared by the repeats), or ``n_draws``
+    fresh draws per repeat."""
+    repeats = next(iter(params.values())).shape[0]
+    m = z.shape[0] if z is not None else n_draws
+    copies = {k: v.detach().repeat_interleave(m, 0).requires_grad_(True)
+              for k, v in params.items()}  # [R * M, ...]
     dist = problem.distribution(copies)
-    log_q = problem.log_prob_terms(dist, z.unsqueeze(0)).sum()
-    grads = torch.autograd.grad(log_q, list(copies.values()), allow_unused=True)
-    scores = torch.cat([(torch.zeros_like(c) if g is None else g).reshape(z.shape[0], -1)
+    shared = None if z is None else z.repeat(repeats, *[1] * (z.dim() - 1)).unsqueeze(0)
+    z = dist.sample((1,)) if shared is None else shared  # [1, R * M, *event]
+    log_q = problem.log_prob_terms(dist, z).sum(-1)[0]  # [R * M]
+    grads = torch.autograd.grad(log_q.sum(), list(copies.values()), allow_unused=True)
+    scores = torch.cat([(torch.zeros_like(c) if g is None else g).reshape(repeats, m, -1)
                         for c, g in zip(copies.values(), grads, strict=True)], -1)
     with torch.no_grad():
-        cost = problem.cost(z.unsqueeze(0), copies)[0]
-        log_weight = problem.log_prob_terms(dist, z.unsqueeze(0)).sum(-1)[0]
-    return scores.detach(), cost.detach(), log_weight
+        cost = problem.cost(z, copies)[0].reshape(repeats, m)
+    return scores.detach(), cost.detach(), log_q.detach().reshape(repeats, m)
 
 
 def optimal_baseline(f: Tensor, scores: Tensor, weights: Tensor) -> Tensor:
-    """b_j = sum_m w_m f_m s_mj^2 / sum_m w_m s_mj^2 ``[D]`` (0 where the denominator is 0).
+    """b_j = sum_m w_m f_m s_mj^2 / sum_m w_m s_mj^2 ``[R, D]`` (0 where the denominator is 0).
 
     Args:
-        f: ``[M]``; scores: ``[M, D]``; weights: ``[M]`` (summing to 1, or 1/M for a pilot).
+        f: ``[R, M]``; scores: ``[R, M, D]``; weights: ``[R, M]`` (summing to 1, or 1/M for a
+            pilot batch).
     """
-    second = (weights.unsqueeze(-1) * scores**2).sum(0)
-    first = (weights.unsqueeze(-1) * f.unsqueeze(-1) * scores**2).sum(0)
+    second = (weights.unsqueeze(-1) * scores**2).sum(1)
+    first = (weights.unsqueeze(-1) * f.unsqueeze(-1) * scores**2).sum(1)
     return torch.where(second > 0, first / second.clamp_min(torch.finfo(f.dtype).tiny), 0.0)
 
 
@@ -144,24 +153,21 @@ class ReinforceOptimalBaseline(Estimator):
         return n_samples + (self.opts["pilot"] if self.source(problem) == "pilot" else 0)
 
     def baselines(self, problem: Problem, params: Params) -> Tensor:
-        """b ``[R, D]``, one per repeat (exact moments computed once where all repeats share
-        their parameters, as in a cell)."""
+        """b ``[R, D]``, one per repeat: exact moments (computed once where all repeats share
+        their parameters, as in a cell), or each repeat's own pilot batch."""
         repeats = next(iter(params.values())).shape[0]
-        exact = self.source(problem) == "exact"
-        shared = exact and all(torch.equal(v, v[:1].expand_as(v)) for v in params.values())
+        if self.source(problem) == "pilot":
+            scores, f, _ = per_sample_scores(problem, params, n_draws=self.opts["pilot"])
+            return optimal_baseline(f, scores, torch.full_like(f, 1 / f.shape[1]))
+        shared = all(torch.equal(v, v[:1].expand_as(v)) for v in params.values())
         rows = []
         for r in range(1 if shared else repeats):
             one = {k: v[r : r + 1].detach() for k, v in params.items()}
-            if exact:
-                z, log_w = _nodes(problem, one)
-                scores, f, log_q = per_sample_scores(problem, one, z)
-                weights = (log_q if log_w is None else log_w).exp()
-            else:
-                z = problem.distribution(one).sample((self.opts["pilot"],))[:, 0]
-                scores, f, _ = per_sample_scores(problem, one, z)
-                weights = torch.full_like(f, 1 / z.shape[0])
+            z, log_w = _nodes(problem, one)
+            scores, f, log_q = per_sample_scores(problem, one, z)
+            weights = (log_q if log_w is None else log_w.unsqueeze(0)).exp()
             rows.append(optimal_baseline(f, scores, weights))
-        return torch.stack(rows).expand(repeats, -1) if shared else torch.stack(rows)
+        return torch.cat(rows).expand(repeats, -1) if shared else torch.cat(rows)
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         baseline = self.baselines(problem, params)  # [R, D]
