@@ -49,6 +49,10 @@ from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.options import MAX_ENUMERATED, Option, resolve_options
 
 
+#: responses per prompt behind the sampled training metrics where enumeration is too large
+TRAIN_SAMPLES = 4096
+
+
 def n_responses(vocab: int, length: int) -> int:
     """N = sum_{t<L} V^t (responses ended by EOS) + V^L (cut at L tokens)."""
     return sum(vocab**t for t in range(length)) + vocab**length
@@ -329,5 +333,12 @@ class Policy(Problem):
         return {k: float(v) for k, v in out.items()}
 
     def train_metrics(self, train: Params) -> dict[str, float]:
-        """The exact statistics of ``exact_statistics`` (where enumerable)."""
-        return self.exact_statistics(train)
+        """``exact_statistics`` where enumerable; else the expected reward and mean length
+        from ``TRAIN_SAMPLES`` responses per prompt (the caller forks the RNG)."""
+        if self.enumerable():
+            return self.exact_statistics(train)
+        params = {k: v.detach().unsqueeze(0) for k, v in train.items()}
+        with torch.no_grad():
+            z = self.distribution(params).sample((TRAIN_SAMPLES,))
+            return {"expected_reward": float(self.rewards(z).mean()),
+                    "mean_length": float(self.lengths(z).mean())}

@@ -141,3 +141,32 @@ def test_exact_statistics_match_sampling():
     }
     for key, value in measured.items():
         assert value == pytest.approx(stats[key], abs=0.02), key
+
+
+def test_bench_train_records_reward_length_and_variance(tmp_path):
+    from bench.training.train import make_spec, run_training
+
+    spec = make_spec("policy", "grpo,reinforce_loo", steps=4, eval_every=2, n_samples=4,
+                     variance_repeats=20, lr=0.05, dtype="float64")
+    table = run_training(spec, tmp_path / "train", progress=False)
+    metrics = set(table["metric"])
+    assert {"expected_reward", "mean_length", "length_incorrect", "variance_trace"} <= metrics
+    start = make().exact_statistics(make().init_params())
+    first = table[(table.step == 0) & (table.metric == "expected_reward")]["value"]
+    assert first.tolist() == pytest.approx([start["expected_reward"]] * 2, rel=1e-12)
+
+
+def test_sampled_training_metrics_where_enumeration_is_too_large():
+    problem = make(max_configs=10)
+    metrics = problem.train_metrics(problem.init_params())
+    exact = make().exact_statistics(make().init_params())
+    assert set(metrics) == {"expected_reward", "mean_length"}
+    for key, value in metrics.items():  # 2 prompts x 4096 responses: se < 0.01
+        assert value == pytest.approx(exact[key], abs=0.04), key
+
+
+def test_bench_train_refuses_ddof_at_least_k():
+    from bench.training.train import make_spec
+
+    with pytest.raises(ValueError, match="needs ddof < K"):
+        make_spec("policy", "grpo", ["ddof=4"], n_samples=4)
