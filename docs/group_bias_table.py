@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from estimators import get_estimator  # noqa: E402
-from estimators.enumerate import exact_moments  # noqa: E402
-from problems import get_problem  # noqa: E402
+from estimators import get_estimator
+from estimators.enumerate import exact_moments
+from problems import get_problem
 
 K = 4
 PROBLEMS = (

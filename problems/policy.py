@@ -48,7 +48,6 @@ from torch.distributions import Categorical, Distribution
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.options import MAX_ENUMERATED, Option, resolve_options
 
-
 #: responses per prompt behind the sampled training metrics where enumeration is too large
 TRAIN_SAMPLES = 4096
 
