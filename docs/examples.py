@@ -101,12 +101,21 @@ def python_code() -> str:
     return re.findall(r"```python\n(.*?)```", before, flags=re.DOTALL)[-1]
 
 
+def group_bias(fast: bool) -> str:
+    """The exact-bias tables of docs/group_baselines.md (exact: fast and full are the same)."""
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "docs" / "group_bias_table.py"))
+    return script["table"]() + "\n" + script["scale_table"]()
+
+
 EXAMPLES = {
     e.name: e
     for e in (
         Example("quickstart", "README.md", quickstart, ignore_last=True, subset=True),
         Example("python", "README.md", python_example),
         Example("gan_discrete", "docs/gan_critic.md", gan_discrete, ignore_last=True, subset=True),
+        Example("group_bias", "docs/group_baselines.md", group_bias),
     )
 }
 

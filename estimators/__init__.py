@@ -6,7 +6,9 @@ from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.exact_sum import IndeCateR
+from estimators.group import GRPO, DrGRPO
 from estimators.measure_valued import MeasureValued
+from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (
@@ -48,6 +50,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "delta_cv": DeltaCV,
     "stl": StickingTheLanding,
     "dreg": DReG,
+    "grpo": GRPO,
+    "dr_grpo": DrGRPO,
+    "reinforce_optimal_baseline": ReinforceOptimalBaseline,
 }
 
 

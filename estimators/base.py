@@ -148,6 +148,12 @@ class Estimator(ABC):
         return None
 
     @classmethod
+    def options_rule(cls, options: Mapping[str, Any], n_samples: int) -> str | None:
+        """Why the estimator's ``options`` do not work with ``n_samples`` samples (e.g. a
+        group std's degrees of freedom), or None; checked where ``sample_rule`` passes."""
+        return None
+
+    @classmethod
     def samples_text(cls) -> str:
         """The K the estimator takes, in words (``bench list``): e.g. ``K >= 2, even``."""
         text = f"K >= {cls.min_samples}"

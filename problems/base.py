@@ -103,6 +103,7 @@ class LatentKind(StrEnum):
     CONTINUOUS = "continuous"
     BINARY = "binary"
     CATEGORICAL = "categorical"
+    SEQUENCE = "sequence"  # variable-length token sequences (problems.policy)
 
 
 class Capability(StrEnum):
@@ -117,6 +118,7 @@ class Capability(StrEnum):
     LOG_WEIGHTS = "log_weights"  # f = -log w = log q(z) - log p(x, z); cost_terms(detach_q=)
     CONTEXT = "context"  # per-factor features: context()
     GAUSSIAN = "gaussian"  # q is Independent(Normal(loc, scale), 1) over a vector latent
+    SEQUENCE = "sequence"  # each factor is a token sequence: lengths(z), token_log_probs
 
 
 @dataclass(frozen=True)

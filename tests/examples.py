@@ -37,6 +37,9 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "delta_cv": {"n_samples": 4},
     "stl": {"n_samples": 4},
     "dreg": {"n_samples": 4},
+    "grpo": {"n_samples": 4},
+    "dr_grpo": {"n_samples": 4},
+    "reinforce_optimal_baseline": {"n_samples": 4},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the
@@ -62,4 +65,6 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
     "gan_continuous": {"noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100},
     "gan_discrete": {},
+    # tested in tests/test_policy.py and tests/test_group.py (enumeration truth)
+    "policy": {"vocab": 2, "length": 3, "prompts": 2},
 }

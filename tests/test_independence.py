@@ -83,6 +83,8 @@ def other_sample(kind: LatentKind, z: Tensor) -> Tensor:
         return 1 - z
     if kind is LatentKind.CATEGORICAL:
         return z.roll(1, -1)
+    if kind is LatentKind.SEQUENCE:  # the next token id at every position
+        return torch.where(z == z.max(), 0, z + 1)
     return z + 0.5
 
 

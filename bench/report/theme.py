@@ -79,6 +79,10 @@ PINNED: dict[str, tuple[int, int]] = {
     "delta_cv": (6, 3),
     "stl": (7, 4),
     "dreg": (8, 5),
+    # group baselines (issue 23)
+    "grpo": (4, 6),
+    "dr_grpo": (3, 1),
+    "reinforce_optimal_baseline": (5, 7),
 }
 #: resolution of raster output
 DPI = 300

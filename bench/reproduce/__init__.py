@@ -19,6 +19,7 @@ from bench.files import check_output_dir
 from bench.reproduce.base import MODES, Claim, Mode, Outcome, Reference, Reproduction
 from bench.reproduce.bernoulli_d200 import BernoulliD200
 from bench.reproduce.disarm_vae import DisarmVAE
+from bench.reproduce.group_baselines import GroupBaselines
 from bench.reproduce.mohamed_fig2 import MohamedFig2
 from bench.reproduce.output import write_outcome
 from bench.reproduce.reinmax_poly import ReinmaxPoly
@@ -30,6 +31,7 @@ REPRODUCTIONS: dict[str, type[Reproduction]] = {
     "bernoulli_toy_d200": BernoulliD200,
     "disarm2020_vae": DisarmVAE,
     "reinmax2023_poly": ReinmaxPoly,
+    "group_baselines2025": GroupBaselines,
 }
 
 

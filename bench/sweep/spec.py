@@ -126,6 +126,11 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
             for p_opts, e_opts, k in itertools.product(
                 problem_grid, estimator_grid, sweep.samples
             ):
+                estimator_cls = get_estimator(e)
+                if estimator_cls.sample_rule(k) is None and (
+                    rule := estimator_cls.options_rule(dict(e_opts), k)
+                ):
+                    raise ValueError(rule)
                 cells.append(
                     CellSpec(
                         problem=p,

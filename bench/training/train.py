@@ -178,6 +178,9 @@ def make_spec(
             f"estimator {name!r}", cls.options,
             {k: v for k, v in given.items() if k in cls.options and k not in problem_cls.options},
         )
+        rule = cls.options_rule(options, n_samples)
+        if rule is not None:
+            raise ValueError(rule)
         runs.append((name, options))
     if not runs:
         raise ValueError(f"no estimator applies to {problem}: {'; '.join(r for _, r in skipped)}")

@@ -6,7 +6,9 @@ from 0 (saturated probabilities, large means) catch dropped or mis-scaled terms 
 0; d > 1 catches coordinates mixed up or signals shared across units; K = 1, 2 and larger catch
 baselines that include their own sample or mis-normalized averages; the VAEs catch wrong
 per-example signals and a forgotten direct term of a cost that depends on theta; the
-multi-sample objectives catch estimators that treat the bound as an expectation. Everything
+multi-sample objectives catch estimators that treat the bound as an expectation; the policy
+(variable-length responses, per-prompt groups, a bandit at length 1) catches baselines and
+normalisers that mix prompts or mis-weigh lengths. Everything
 runs in float64, so that rounding never looks like bias.
 """
 
@@ -58,4 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("gan_discrete", critic_steps=20),
     _setting("gamma_quadratic", quick=True, alpha=0.5, beta=2.0, t=0.3, d=2),
     _setting("gamma_quadratic", alpha=3.0, beta=0.5, t=8.0, d=1),
+    _setting("policy", quick=True, vocab=2, length=3, prompts=2, eos_logit=-1.0),
+    _setting("policy", vocab=2, length=2, prompts=2, param="mlp", eos_logit=1.0),
+    _setting("policy", vocab=3, length=1, prompts=2, rule="first", eos_logit=2.0),
 )
