@@ -6,6 +6,7 @@ from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.exact_sum import IndeCateR
+from estimators.lax import Lax
 from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
@@ -48,6 +49,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "delta_cv": DeltaCV,
     "stl": StickingTheLanding,
     "dreg": DReG,
+    "lax": Lax,
 }
 
 

@@ -37,6 +37,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "delta_cv": {"n_samples": 4},
     "stl": {"n_samples": 4},
     "dreg": {"n_samples": 4},
+    "lax": {"n_samples": 4, "options": {"warmup": 20}},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the
