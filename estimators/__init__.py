@@ -8,6 +8,7 @@ from estimators.delta_method import DeltaCV
 from estimators.exact_sum import IndeCateR
 from estimators.lax import Lax
 from estimators.measure_valued import MeasureValued
+from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (
@@ -50,6 +51,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "stl": StickingTheLanding,
     "dreg": DReG,
     "lax": Lax,
+    "rqmc_reparam": RQMCReparam,
 }
 
 

@@ -38,6 +38,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "stl": {"n_samples": 4},
     "dreg": {"n_samples": 4},
     "lax": {"n_samples": 4, "options": {"warmup": 20}},
+    "rqmc_reparam": {"n_samples": 4},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the
