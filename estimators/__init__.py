@@ -6,6 +6,7 @@ from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.exact_sum import IndeCateR
+from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
 from estimators.lax import Lax
 from estimators.measure_valued import MeasureValued
 from estimators.quasi_monte_carlo import RQMCReparam
@@ -52,6 +53,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "dreg": DReG,
     "lax": Lax,
     "rqmc_reparam": RQMCReparam,
+    "implicit_reparam": ImplicitReparam,
+    "generalized_reparam": GeneralizedReparam,
+    "rsvi": RSVI,
 }
 
 

@@ -117,6 +117,7 @@ class Capability(StrEnum):
     LOG_WEIGHTS = "log_weights"  # f = -log w = log q(z) - log p(x, z); cost_terms(detach_q=)
     CONTEXT = "context"  # per-factor features: context()
     GAUSSIAN = "gaussian"  # q is Independent(Normal(loc, scale), 1) over a vector latent
+    GAMMA = "gamma"  # q is Independent(Gamma(concentration, rate), 1) over a vector latent
 
 
 @dataclass(frozen=True)

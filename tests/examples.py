@@ -39,6 +39,9 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "dreg": {"n_samples": 4},
     "lax": {"n_samples": 4, "options": {"warmup": 20}},
     "rqmc_reparam": {"n_samples": 4},
+    "implicit_reparam": {"n_samples": 4},
+    "generalized_reparam": {"n_samples": 4},
+    "rsvi": {"n_samples": 4},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the
