@@ -20,6 +20,7 @@ from estimators.score_function import (
     ReinforceExactBaseline,
     ReinforceLOO,
 )
+from estimators.stochastic_softmax import SST, STSST
 from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
 from estimators.without_replacement import UnorderedSet
 
@@ -56,6 +57,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "implicit_reparam": ImplicitReparam,
     "generalized_reparam": GeneralizedReparam,
     "rsvi": RSVI,
+    "sst": SST,
+    "st_sst": STSST,
 }
 
 

@@ -103,6 +103,7 @@ class LatentKind(StrEnum):
     CONTINUOUS = "continuous"
     BINARY = "binary"
     CATEGORICAL = "categorical"
+    SUBSET = "subset"  # a k-hot vector: k of n items
 
 
 class Capability(StrEnum):
@@ -118,6 +119,7 @@ class Capability(StrEnum):
     CONTEXT = "context"  # per-factor features: context()
     GAUSSIAN = "gaussian"  # q is Independent(Normal(loc, scale), 1) over a vector latent
     GAMMA = "gamma"  # q is Independent(Gamma(concentration, rate), 1) over a vector latent
+    SUBSET = "subset"  # z is a k-hot k-subset of Gumbel-top-k (problems.subsets.GumbelTopK)
 
 
 @dataclass(frozen=True)
