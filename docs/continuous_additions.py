@@ -1,7 +1,8 @@
-"""The measured tables of docs/estimators_continuous.md for issue 25: LAX at its two ends and
-trained, the randomized quasi-Monte Carlo slope, and the Gamma estimators' variance ordering.
+"""The measured tables of issue 25: LAX at its two ends and trained, the randomized quasi-Monte
+Carlo slope and the Gamma estimators' variance ordering (docs/estimators_continuous.md), and
+the stochastic softmax tricks on k-subsets (docs/estimators_categorical.md).
 
-    python docs/continuous_additions.py [lax|rqmc|gamma ...]     # default: all three
+    python docs/continuous_additions.py [lax|rqmc|gamma|subset ...]     # default: all four
 
 Every estimate is drawn by the harness's kernel (``bench.cell.estimate``: ``prepare`` warms a
 learned estimator up and freezes it, ``estimate_chunks`` draws the R estimates), float64,
@@ -21,6 +22,10 @@ slope's is the 95% percentile bootstrap over the repeats of every K (1000 resamp
    variance of the estimate of dL/dalpha for reparam, implicit_reparam, generalized_reparam
    and rsvi with B = 0, 1, 3, and each one's bias z against the closed form 1 + 2 alpha - 2 t.
    R = 10^6.
+4. ``subset``: k_subset (n = 6, k = 3, theta = 1, K = 4): the score functions, sst and st_sst
+   at tau = 0.1, 0.5, 1: the bias norm ||E g - grad L||, the largest bias z, the variance
+   (trace) with its interval (the trace's standard error from the fourth moment of the
+   squared deviation's sum). R = 20000.
 """
 
 from __future__ import annotations
@@ -126,7 +131,28 @@ def gamma_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"lax": lax_table, "rqmc": rqmc_table, "gamma": gamma_table}
+def subset_table() -> str:
+    problem = get_problem("k_subset")(SUBSET, dtype=torch.float64)
+    truth = problem.truth(problem.init_params()).grad["logits"].numpy()
+    columns = [("reinforce", {}), ("reinforce_loo", {})] + [
+        (name, {"tau": tau}) for name in ("sst", "st_sst") for tau in (0.1, 0.5, 1.0)]
+    lines = ["| estimator | bias norm | max bias z | variance (trace) [95% CI] |",
+             "|---|---|---|---|"]
+    for name, options in columns:
+        values = draw("k_subset", SUBSET, name, options, 4, 20_000)
+        mean = values.mean(0)
+        z = np.abs(mean - truth) / (values.std(0, ddof=1) / math.sqrt(len(values)))
+        spread = ((values - mean) ** 2).sum(-1)  # per estimate; its mean is the trace
+        trace = float(spread.sum() / (len(values) - 1))
+        se = float(spread.std(ddof=1) / math.sqrt(len(values)))
+        shown = f"{name} (tau={options['tau']:g})" if options else name
+        lines.append(f"| `{shown}` | {np.linalg.norm(mean - truth):.3g} | {z.max():.3g} "
+                     f"| {trace:.3g} [{trace - 1.96 * se:.3g}, {trace + 1.96 * se:.3g}] |")
+    return "\n".join(lines)
+
+
+SUBSET = {"n": 6, "k": 3, "theta": 1.0}
+TABLES = {"lax": lax_table, "rqmc": rqmc_table, "gamma": gamma_table, "subset": subset_table}
 
 
 def main(names: list[str]) -> None:
