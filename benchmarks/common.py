@@ -75,6 +75,7 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "bernoulli_iwae": {"d": 4},
     "gamma_quadratic": {"d": 4},
     "policy": {"prompts": 4},
+    "k_subset": {"n": 8, "k": 3},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

@@ -9,6 +9,10 @@ from estimators.exact_sum import IndeCateR
 from estimators.group import GRPO, DrGRPO
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
+from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
+from estimators.lax import Lax
+from estimators.measure_valued import MeasureValued
+from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (
@@ -19,6 +23,7 @@ from estimators.score_function import (
     ReinforceExactBaseline,
     ReinforceLOO,
 )
+from estimators.stochastic_softmax import SST, STSST
 from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
 from estimators.without_replacement import UnorderedSet
 
@@ -53,6 +58,13 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "grpo": GRPO,
     "dr_grpo": DrGRPO,
     "reinforce_optimal_baseline": ReinforceOptimalBaseline,
+    "lax": Lax,
+    "rqmc_reparam": RQMCReparam,
+    "implicit_reparam": ImplicitReparam,
+    "generalized_reparam": GeneralizedReparam,
+    "rsvi": RSVI,
+    "sst": SST,
+    "st_sst": STSST,
 }
 
 

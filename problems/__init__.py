@@ -6,6 +6,7 @@ from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
 from problems.options import Option
 from problems.policy import Policy
+from problems.subsets import KSubset
 from problems.toys import (
     BernoulliToy,
     CategoricalToy,
@@ -26,6 +27,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "bernoulli_iwae": BernoulliIWAE,
     "gamma_quadratic": GammaQuadratic,
     "policy": Policy,
+    "k_subset": KSubset,
 }
 
 

@@ -104,6 +104,7 @@ class LatentKind(StrEnum):
     BINARY = "binary"
     CATEGORICAL = "categorical"
     SEQUENCE = "sequence"  # variable-length token sequences (problems.policy)
+    SUBSET = "subset"  # a k-hot vector: k of n items
 
 
 class Capability(StrEnum):
@@ -119,6 +120,8 @@ class Capability(StrEnum):
     CONTEXT = "context"  # per-factor features: context()
     GAUSSIAN = "gaussian"  # q is Independent(Normal(loc, scale), 1) over a vector latent
     SEQUENCE = "sequence"  # each factor is a token sequence: lengths(z), token_log_probs
+    GAMMA = "gamma"  # q is Independent(Gamma(concentration, rate), 1) over a vector latent
+    SUBSET = "subset"  # z is a k-hot k-subset of Gumbel-top-k (problems.subsets.GumbelTopK)
 
 
 @dataclass(frozen=True)

@@ -348,9 +348,10 @@ class GammaQuadratic(Problem):
     name = "gamma_quadratic"
     description = "z ~ Gamma(alpha, beta), f(z) = sum_j (z_j - t)^2; implicit reparameterization"
     latent = LatentKind.CONTINUOUS
-    provides = frozenset(
-        {Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE}
-    )
+    provides = frozenset({
+        Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
+        Capability.GAMMA,
+    })
     truth_kind = "closed_form"
     options: ClassVar[dict[str, Option]] = {
         "alpha": Option(2.0, "shape of every coordinate", minimum=0, exclusive=True),

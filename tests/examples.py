@@ -40,6 +40,13 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "grpo": {"n_samples": 4},
     "dr_grpo": {"n_samples": 4},
     "reinforce_optimal_baseline": {"n_samples": 4},
+    "lax": {"n_samples": 4, "options": {"warmup": 20}},
+    "rqmc_reparam": {"n_samples": 4},
+    "implicit_reparam": {"n_samples": 4},
+    "generalized_reparam": {"n_samples": 4},
+    "rsvi": {"n_samples": 4},
+    "sst": {"n_samples": 4, "options": {"tau": 1.0}},
+    "st_sst": {"n_samples": 4, "options": {"tau": 1.0}},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the
@@ -60,6 +67,7 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "gaussian_elbo": {"d": 2, "n_obs": 3},
     "bernoulli_iwae": {"theta": 0.5, "d": 2},
     "gamma_quadratic": {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2},
+    "k_subset": {"n": 5, "k": 2, "theta": 1.0},
     "bernoulli_vae": {"latents": 3, "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)

@@ -78,10 +78,10 @@ def test_repeats_are_independent(problem: str, estimator: str) -> None:
 
 
 def other_sample(kind: LatentKind, z: Tensor) -> Tensor:
-    """A different point of the support: flipped bits, the next class, or a shift."""
+    """A different point of the support: flipped bits, the next class or items, or a shift."""
     if kind is LatentKind.BINARY:
         return 1 - z
-    if kind is LatentKind.CATEGORICAL:
+    if kind in (LatentKind.CATEGORICAL, LatentKind.SUBSET):
         return z.roll(1, -1)
     if kind is LatentKind.SEQUENCE:  # the next token id at every position
         return torch.where(z == z.max(), 0, z + 1)

@@ -63,4 +63,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("policy", quick=True, vocab=2, length=3, prompts=2, eos_logit=-1.0),
     _setting("policy", vocab=2, length=2, prompts=2, param="mlp", eos_logit=1.0),
     _setting("policy", vocab=3, length=1, prompts=2, rule="first", eos_logit=2.0),
+    _setting("k_subset", quick=True, n=8, k=3, theta=2.0, t=0.3),
+    _setting("k_subset", n=5, k=1, theta=0.0),
 )
