@@ -5,6 +5,7 @@ from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
 from problems.options import Option
+from problems.polynomial import Polynomial
 from problems.toys import (
     BernoulliToy,
     CategoricalToy,
@@ -24,6 +25,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "gan_discrete": GanDiscrete,
     "bernoulli_iwae": BernoulliIWAE,
     "gamma_quadratic": GammaQuadratic,
+    "polynomial": Polynomial,
 }
 
 

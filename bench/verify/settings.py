@@ -58,4 +58,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("gan_discrete", critic_steps=20),
     _setting("gamma_quadratic", quick=True, alpha=0.5, beta=2.0, t=0.3, d=2),
     _setting("gamma_quadratic", alpha=3.0, beta=0.5, t=8.0, d=1),
+    _setting("polynomial", quick=True, theta=2.0, p=1.5, d=3),
+    _setting("polynomial", theta=-1.0, p=3.0, c=0.8, d=2),
 )
