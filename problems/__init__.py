@@ -1,6 +1,7 @@
 """The problem registry. Keys are permanent: they are written into result files."""
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.custom import from_callable
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
@@ -47,5 +48,6 @@ __all__ = [
     "Params",
     "Problem",
     "Truth",
+    "from_callable",
     "get_problem",
 ]
