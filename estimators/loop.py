@@ -22,10 +22,10 @@ Programming", JMLR (TraceGraph_ELBO).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from estimators import get_estimator
@@ -34,12 +34,19 @@ from problems.base import Params, Problem
 from problems.custom import CostFunction, DistributionFactory, from_callable
 
 
+@dataclass(frozen=True)
+class _Point:
+    """Parameter shapes as a cache key, with the values of the first call for the probe."""
+
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    values: Params = field(compare=False, hash=False)
+
+
 @lru_cache(maxsize=64)
 def _problem_class(distribution: DistributionFactory, cost: CostFunction,
-                   shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> type[Problem]:
+                   point: _Point) -> type[Problem]:
     """One problem class per distribution, cost and parameter shapes (probing is not free)."""
-    point = {name: torch.zeros(shape, dtype=torch.float64) for name, shape in shapes}
-    return from_callable("surrogate_loss", distribution, point, cost)
+    return from_callable("surrogate_loss", distribution, point.values, cost)
 
 
 def _estimator(estimator: str | Estimator, options: Mapping[str, Any] | None) -> Estimator:
@@ -88,9 +95,10 @@ def surrogate_loss(
     """
     if not params:
         raise ValueError("surrogate_loss needs params: {name: tensor}")
-    shapes = tuple((name, tuple(value.shape)) for name, value in params.items())
+    point = _Point(tuple((name, tuple(value.shape)) for name, value in params.items()),
+                   {name: value.detach() for name, value in params.items()})
     first = next(iter(params.values()))
-    problem = _problem_class(distribution, cost, shapes)(device=first.device, dtype=first.dtype)
+    problem = _problem_class(distribution, cost, point)(device=first.device, dtype=first.dtype)
     built = _estimator(estimator, options)
     reason = built.incompatibility(problem) or built.sample_rule(n_samples)
     if reason is not None:
