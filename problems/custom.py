@@ -229,6 +229,12 @@ class CallableProblem(Problem):
             return None
         return exact_objective(self, params)
 
+    def train_metrics(self, train: Params) -> dict[str, float]:
+        """``objective``, the exact E_q[f] at the trained parameters, where it is enumerable."""
+        with torch.no_grad():
+            exact = self.objective(repeat_params(train, 1, requires_grad=False))
+        return {} if exact is None else {"objective": float(exact[0])}
+
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
         if self.opts["truth"] != "auto":
             return None

@@ -23,7 +23,9 @@ class Polynomial(Problem):
     The values at bits are those of any cost with the same two outcomes; the power changes
     what relaxed and straight-through estimators see, f'(b) = p sign(b - c) |b - c|^(p - 1).
     Estimators exact for costs quadratic in b (ReinMax at tau = 1, ZGR) are unbiased at p = 2
-    only; p = 1.5 and 3 separate them from the exact ones.
+    only; p = 1.5 and 3 separate them from the exact ones. The default d = 8 keeps every
+    binary estimator applicable (``unordered_set`` enumerates one example's 2^d
+    configurations); the paper's 128 bits are ``--set d=128``.
 
     References: Liu, Dong, Liu, Yu, Gao (2023), "Bridging Discrete and Backpropagation:
     Straight-Through and Beyond (ReinMax)", NeurIPS, polynomial programming; Shekhovtsov
@@ -43,7 +45,7 @@ class Polynomial(Problem):
         "theta": Option(0.0, "initial logit of every bit"),
         "c": Option(0.45, "centre of the cost"),
         "p": Option(2.0, "power of the cost (1.5, 2 and 3 in the paper)", minimum=1),
-        "d": Option(128, "number of bits", minimum=1),
+        "d": Option(8, "number of bits (the paper: 128)", minimum=1),
     }
 
     def sample_elements(self) -> int:

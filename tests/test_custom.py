@@ -189,3 +189,23 @@ def test_quadrature_error_estimate_is_conservative_on_a_smooth_case():
     assert error < 1e-12
     assert abs(grads[0].item() - 3.0) < 1e-12 and abs(grads[1].item() - 3.0) < 1e-12
     assert math.isfinite(error)
+
+
+def test_the_docs_plugin_is_the_pages_model_and_runs_from_the_cli(tmp_path, capsys, monkeypatch):
+    """docs/examples/tiny_vae.py holds the first block of docs/your_problem.md verbatim, and
+    ``bench run --plugin tiny_vae`` from its folder measures it against enumeration."""
+    import re
+    from pathlib import Path
+
+    from bench.cli import main
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    block = re.findall(r"```python\n(.*?)```", (docs / "your_problem.md").read_text(),
+                       flags=re.DOTALL)[0]
+    assert block in (docs / "examples" / "tiny_vae.py").read_text()
+    monkeypatch.chdir(docs / "examples")
+    run = ["run", "--plugin", "tiny_vae", "--problem", "tiny_vae", "--estimator", "disarm",
+           "--samples", "2", "--repeats", "20", "--bootstrap", "0", "--dtype", "float64",
+           "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    assert "enumeration" in capsys.readouterr().out
