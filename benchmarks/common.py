@@ -75,6 +75,7 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "bernoulli_iwae": {"d": 4},
     "gamma_quadratic": {"d": 4},
     "polynomial": {"d": 4},
+    "logistic_regression": {"batch": 8},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

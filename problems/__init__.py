@@ -5,6 +5,7 @@ from problems.custom import from_callable
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
+from problems.logistic_regression import LogisticRegression
 from problems.options import Option
 from problems.polynomial import Polynomial
 from problems.toys import (
@@ -27,6 +28,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "bernoulli_iwae": BernoulliIWAE,
     "gamma_quadratic": GammaQuadratic,
     "polynomial": Polynomial,
+    "logistic_regression": LogisticRegression,
 }
 
 

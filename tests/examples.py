@@ -60,6 +60,8 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "gamma_quadratic": {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2},
     # p = 3: ZGR and ReinMax, exact for quadratic costs, are biased here
     "polynomial": {"theta": 1.0, "d": 2, "p": 3.0},
+    # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
+    "logistic_regression": {"batch": 4, "log_scale": -1.0, "loc": 0.1},
     "bernoulli_vae": {"latents": 3, "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)

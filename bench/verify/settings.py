@@ -60,4 +60,5 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("gamma_quadratic", alpha=3.0, beta=0.5, t=8.0, d=1),
     _setting("polynomial", quick=True, theta=2.0, p=1.5, d=3),
     _setting("polynomial", theta=-1.0, p=3.0, c=0.8, d=2),
+    _setting("logistic_regression", quick=True, batch=4, log_scale=-1.0, loc=0.1),
 )
