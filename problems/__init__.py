@@ -8,6 +8,7 @@ from problems.importance import BernoulliIWAE
 from problems.logistic_regression import LogisticRegression
 from problems.options import Option
 from problems.polynomial import Polynomial
+from problems.sbn import SigmoidBeliefNet
 from problems.toys import (
     BernoulliToy,
     CategoricalToy,
@@ -29,6 +30,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "gamma_quadratic": GammaQuadratic,
     "polynomial": Polynomial,
     "logistic_regression": LogisticRegression,
+    "sbn": SigmoidBeliefNet,
 }
 
 

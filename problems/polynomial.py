@@ -72,6 +72,11 @@ class Polynomial(Problem):
         p = torch.sigmoid(params["theta"])
         return (p * one + (1 - p) * zero).mean(-1)
 
+    def train_metrics(self, train: Params) -> dict[str, float]:
+        """``objective``: the exact E[f] at the trained logits (its minimum is c^p)."""
+        with torch.no_grad():
+            return {"objective": float(self.objective({"theta": train["theta"].unsqueeze(0)})[0])}
+
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
         one, zero = self.outcomes()
         p = torch.sigmoid(params["theta"])

@@ -63,6 +63,8 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
     "logistic_regression": {"batch": 4, "log_scale": -1.0, "loc": 0.1},
     "bernoulli_vae": {"latents": 3, "batch": 2},
+    # tested in tests/test_sbn.py (brute force, estimators against enumeration)
+    "sbn": {"layers": "2-2", "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
     "gan_continuous": {"noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100},

@@ -84,3 +84,9 @@ def test_zgr_is_exact_only_for_the_quadratic_cost(power, exact):
                      flat_truth(problem))
     result.guard()
     assert result.consistent == exact
+
+
+def test_training_records_the_exact_objective():
+    problem = get_problem("polynomial")({"p": 2.0, "d": 4}, dtype=F64)
+    metrics = problem.train_metrics({"theta": torch.full((4,), -40.0, dtype=F64)})
+    assert metrics["objective"] == pytest.approx(0.2025, rel=1e-12)

@@ -61,4 +61,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("polynomial", quick=True, theta=2.0, p=1.5, d=3),
     _setting("polynomial", theta=-1.0, p=3.0, c=0.8, d=2),
     _setting("logistic_regression", quick=True, batch=4, log_scale=-1.0, loc=0.1),
+    _setting("sbn", quick=True, layers="2-2", batch=2),
+    _setting("sbn", layers="2-1-2", batch=2, arch="mlp", hidden="3", grad_decoder=True),
 )
