@@ -115,15 +115,21 @@ class LogisticRegression(Problem):
 
     def expected_log_likelihood(self, params: Params, rows: Tensor) -> Tensor:
         """sum_{i in rows} E_q[log sigmoid(y_i w.x_i)] by the trapezoidal rule in the standard
-        normal variable of each activation: ``[R]`` (class docstring)."""
+        normal variable of each activation: ``[R]`` (class docstring). Each repeat gets the
+        step its own spreads need, so no repeat's value depends on another's parameters."""
         signed = self.signed[rows]  # [B, D]
         mean = params["loc"] @ signed.T  # [R, B]
         std = ((2 * params["log_scale"]).exp() @ (signed**2).T).sqrt()
-        step = min(STEP, 1 / (self.opts["resolution"] * max(float(std.detach().max()), 1e-12)))
+        return torch.stack([self._line_sum(m, s) for m, s in zip(mean, std, strict=True)])
+
+    def _line_sum(self, mean: Tensor, std: Tensor) -> Tensor:
+        """sum_i E[log sigmoid(mean_i + std_i e)], e ~ N(0, 1), for one repeat's ``[B]``."""
+        widest = max(float(std.detach().max()), 1e-12)
+        step = min(STEP, 1 / (self.opts["resolution"] * widest))
         eps = torch.arange(-TAIL, TAIL + step / 2, step, dtype=self.dtype, device=self.device)
         weights = step * torch.exp(-0.5 * eps**2) / math.sqrt(2 * math.pi)  # [P]
-        values = F.logsigmoid(mean.unsqueeze(-1) + std.unsqueeze(-1) * eps)  # [R, B, P]
-        return (values * weights).sum((-1, -2))
+        values = F.logsigmoid(mean.unsqueeze(-1) + std.unsqueeze(-1) * eps)  # [B, P]
+        return (values * weights).sum()
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
         scale = N_EXAMPLES / len(self.batch)

@@ -128,3 +128,13 @@ def test_training_hooks():
     objective = full.objective(repeat_params(full.init_params(), 1, False)).item()
     assert metrics["full_nelbo"] == pytest.approx(objective, rel=1e-12)
     assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_one_repeats_objective_does_not_depend_on_anothers_parameters():
+    """reinforce_exact_baseline evaluates the objective for R repeats at once: widening
+    repeat 1's q must leave repeat 0's value unchanged to the bit."""
+    problem = build()
+    params = repeat_params(problem.init_params(), 2, False)
+    before = problem.objective(params)[0].item()
+    params["log_scale"][1] += 2.0
+    assert problem.objective(params)[0].item() == before
