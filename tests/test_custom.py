@@ -209,3 +209,19 @@ def test_the_docs_plugin_is_the_pages_model_and_runs_from_the_cli(tmp_path, caps
            "--no-progress", "--out", str(tmp_path / "run")]
     assert main(run) == 0
     assert "enumeration" in capsys.readouterr().out
+
+
+def test_a_plugin_with_a_bad_cost_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    (tmp_path / "bad_cost.py").write_text(
+        "import torch\nfrom torch.distributions import Bernoulli\nfrom problems import "
+        "from_callable\nPROBLEMS = {'bad': from_callable('bad', Bernoulli, {'logits': "
+        "torch.zeros(3)}, lambda z, params: z)}\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--plugin", "bad_cost", "--problem", "bad", "--no-progress",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "expected a torch.float64 tensor of shape [K, R] = [2, 1]" in err
+    assert len(err.splitlines()) == 1
