@@ -76,6 +76,9 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "gamma_quadratic": {"d": 4},
     "policy": {"prompts": 4},
     "k_subset": {"n": 8, "k": 3},
+    "polynomial": {"d": 4},
+    "logistic_regression": {"batch": 8},
+    "sbn": {"layers": "4-4", "batch": 8},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

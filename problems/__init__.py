@@ -1,12 +1,16 @@
 """The problem registry. Keys are permanent: they are written into result files."""
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.custom import from_callable
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
+from problems.logistic_regression import LogisticRegression
 from problems.options import Option
 from problems.policy import Policy
 from problems.subsets import KSubset
+from problems.polynomial import Polynomial
+from problems.sbn import SigmoidBeliefNet
 from problems.toys import (
     BernoulliToy,
     CategoricalToy,
@@ -28,6 +32,9 @@ PROBLEMS: dict[str, type[Problem]] = {
     "gamma_quadratic": GammaQuadratic,
     "policy": Policy,
     "k_subset": KSubset,
+    "polynomial": Polynomial,
+    "logistic_regression": LogisticRegression,
+    "sbn": SigmoidBeliefNet,
 }
 
 
@@ -49,5 +56,6 @@ __all__ = [
     "Params",
     "Problem",
     "Truth",
+    "from_callable",
     "get_problem",
 ]

@@ -57,6 +57,7 @@ EXACT_IN_MEAN: dict[tuple[str, str], str] = {
     ("stl", "gaussian_elbo"): "STL is unbiased for the ELBO (Roeder et al. 2017)",
     ("nvil", "bernoulli_toy"): "NVIL's variance normalization is inactive (signal std < 1)",
     ("nvil", "categorical_toy"): "NVIL's variance normalization is inactive (signal std < 1)",
+    ("nvil", "polynomial"): "NVIL's variance normalization is inactive (signal std < 1)",
 }
 
 #: problem options at which every applicable estimator is tested against the truth
@@ -68,7 +69,13 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "bernoulli_iwae": {"theta": 0.5, "d": 2},
     "gamma_quadratic": {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2},
     "k_subset": {"n": 5, "k": 2, "theta": 1.0},
+    # p = 3: ZGR and ReinMax, exact for quadratic costs, are biased here
+    "polynomial": {"theta": 1.0, "d": 2, "p": 3.0},
+    # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
+    "logistic_regression": {"batch": 4, "log_scale": -1.0, "loc": 0.1},
     "bernoulli_vae": {"latents": 3, "batch": 2},
+    # tested in tests/test_sbn.py (brute force, estimators against enumeration)
+    "sbn": {"layers": "2-2", "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
     "gan_continuous": {"noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100},

@@ -7,7 +7,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: pages whose ```python blocks form one program, run top to bottom
-PAGES = ["contract.md"]
+PAGES = ["contract.md", "your_problem.md"]
 
 
 def python_blocks(page: str) -> list[str]:

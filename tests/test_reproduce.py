@@ -19,7 +19,6 @@ from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, mohamed
 from bench.reproduce.base import z_agreement
 from bench.reproduce.curves import run_curves
 from bench.reproduce.mohamed_fig2 import exact_variance
-from bench.reproduce.reinmax_poly import PolynomialBits
 from bench.reproduce.training import TrainSettings, train_curve
 from problems.toys import BernoulliToy
 
@@ -175,23 +174,6 @@ def test_records_do_not_change_the_training_trajectory():
     assert finals[0] == finals[1] == finals[2]
     steps = sorted({r["step"] for r in runs[1]})
     assert steps == [0, 20]
-
-
-def test_polynomial_bits_match_enumeration_and_autograd():
-    problem = PolynomialBits(1.5, {"t": 0.45, "d": 2, "theta": 0.7}, dtype=torch.float64)
-    theta = problem.init_params()["theta"].clone().requires_grad_(True)
-    bits = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float64)
-    p = torch.sigmoid(theta)
-    prob = (bits * p + (1 - bits) * (1 - p)).prod(-1)
-    cost = problem.cost(bits.view(4, 1, 2), {"theta": theta.view(1, 2)}).view(4)
-    enumerated = (prob * cost).sum()
-    assert problem.objective({"theta": theta.view(1, 2)}).item() == pytest.approx(
-        enumerated.item(), rel=1e-12
-    )
-    grad = torch.autograd.grad(enumerated, theta)[0]
-    truth = problem.truth({"theta": theta.detach()}).grad["theta"]
-    torch.testing.assert_close(truth, grad, rtol=1e-12, atol=0)
-    assert cost[3].item() == pytest.approx(0.55**1.5, rel=1e-12)
 
 
 class Failing(Reproduction):

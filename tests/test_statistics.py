@@ -25,7 +25,7 @@ from tests.stats import (
 R = 20_000
 TOY_PROBLEMS = [
     "gaussian_quadratic", "bernoulli_toy", "categorical_toy", "gaussian_elbo", "bernoulli_iwae",
-    "gamma_quadratic",
+    "gamma_quadratic", "polynomial",
 ]
 
 

@@ -6,7 +6,7 @@ Setup of the authors' script (github.com/LiyuanLucasLiu/ReinMax, ``poly/poly_pro
 each bit is a 2-class categorical with logits (a_j, b_j) and X_j its first class, a batch of
 64 samples per step (our K = 64), Adam with learning rate 1e-3 for 40 x 200 steps, temperature
 1.0, logits initialized uniformly in [-0.01, 0.01]. Here each bit has the single logit
-theta_j = a_j - b_j (``PolynomialBits``, ``bernoulli_toy`` with the cost |b - c|^p): every
+theta_j = a_j - b_j (the registered problem ``polynomial``, problems/polynomial.py): every
 estimator of the family treats a bit as the 2-class categorical with logits (theta, 0),
 whose gradients w.r.t. a_j and b_j are g and -g (softmax is shift invariant), so Adam moves
 a_j - b_j by twice its per-logit step; the same trajectory in theta therefore needs learning
@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from bench.reproduce.base import (
     Mode,
@@ -42,8 +41,7 @@ from bench.reproduce.base import (
 )
 from bench.reproduce.curves import curve_figure, last, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
-from problems.base import Params, Truth
-from problems.toys import BernoulliToy
+from problems import get_problem
 
 SOURCE = "Liu et al. (2023), NeurIPS, polynomial programming (training curves)"
 ABSTRACT = "Liu et al. (2023), NeurIPS, abstract and polynomial-programming curves"
@@ -56,42 +54,6 @@ SCALE: dict[str, dict[str, int]] = {
     "short": {"steps": 30, "every": 15},
     "full": {"steps": 8000, "every": 200},
 }
-
-
-class PolynomialBits(BernoulliToy):
-    """``bernoulli_toy`` with the cost mean_j |b_j - t|^P of polynomial programming.
-
-    E[f] = mean_j [p_j |1 - t|^P + (1 - p_j) |t|^P] and dL/dtheta_j = p_j (1 - p_j)
-    (|1 - t|^P - |t|^P) / d with p = sigmoid(theta): the values at bits are those of any
-    cost with the same two outcomes; P changes what relaxed and straight-through estimators
-    see, the derivative of f at b. Kept out of the problem registry (and out of
-    ``bernoulli_toy``'s options, which would change the keys and seeds of its cells): it exists
-    for this reproduction.
-    """
-
-    def __init__(self, power: float, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not power >= 1:
-            raise ValueError(f"invalid power {power}: expected a number >= 1")
-        self.power = power
-
-    def _outcomes(self) -> tuple[float, float]:
-        t = self.opts["t"]
-        return abs(1 - t) ** self.power, abs(t) ** self.power
-
-    def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["t"]).abs() ** self.power).mean(-1)
-
-    def objective(self, params: Params, n_samples: int = 1) -> Tensor:
-        one, zero = self._outcomes()
-        p = torch.sigmoid(params["theta"])
-        return (p * one + (1 - p) * zero).mean(-1)
-
-    def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        one, zero = self._outcomes()
-        p = torch.sigmoid(params["theta"])
-        grad = p * (1 - p) * (one - zero) / p.shape[-1]
-        return Truth(grad={"theta": grad.detach()}, kind="closed_form")
 
 
 class ReinmaxPoly(Reproduction):
@@ -111,8 +73,8 @@ class ReinmaxPoly(Reproduction):
         settings = [
             (
                 f"p={p:g}",
-                lambda p=p: PolynomialBits(
-                    p, {"t": C, "d": BITS, "theta": 0.0}, dtype=torch.float64
+                lambda p=p: get_problem("polynomial")(
+                    {"p": p, "c": C, "d": BITS, "theta": 0.0}, dtype=torch.float64
                 ),
             )
             for p in POWERS

@@ -65,4 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("policy", vocab=3, length=1, prompts=2, rule="first", eos_logit=2.0),
     _setting("k_subset", quick=True, n=8, k=3, theta=2.0, t=0.3),
     _setting("k_subset", n=5, k=1, theta=0.0),
+    _setting("polynomial", quick=True, theta=2.0, p=1.5, d=3),
+    _setting("polynomial", theta=-1.0, p=3.0, c=0.8, d=2),
+    _setting("logistic_regression", quick=True, batch=4, log_scale=-1.0, loc=0.1),
+    _setting("sbn", quick=True, layers="2-2", batch=2),
+    _setting("sbn", layers="2-1-2", batch=2, arch="mlp", hidden="3", grad_decoder=True),
 )
