@@ -5,6 +5,7 @@ from estimators.arsm import ARSM
 from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
+from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
 from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
@@ -42,6 +43,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "zgr": ZGR,
     "indecater": IndeCateR,
     "unordered_set": UnorderedSet,
+    "double_cv": DoubleCV,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,
