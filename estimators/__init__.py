@@ -3,6 +3,7 @@
 from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.arsm import ARSM
 from estimators.base import Estimator, State, Surrogate
+from estimators.carms import CARMS
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.double_control import DoubleCV
@@ -44,6 +45,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "indecater": IndeCateR,
     "unordered_set": UnorderedSet,
     "double_cv": DoubleCV,
+    "carms": CARMS,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

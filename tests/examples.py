@@ -32,6 +32,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     # K = 2 < the 4 configurations of bernoulli_toy's two bits (K = 4 would be exact)
     "unordered_set": {"n_samples": 2},
     "double_cv": {"n_samples": 4, "options": {"warmup": 20}},
+    "carms": {"n_samples": 4},
     "nvil": {"n_samples": 4},
     "vimco": {"n_samples": 4},
     "mvd": {"n_samples": 4},

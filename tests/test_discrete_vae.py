@@ -130,6 +130,7 @@ TESTED_ELSEWHERE = {
     "relax": "test_control_variates",
     "nvil": "test_learned",
     "double_cv": "test_double_control",
+    "carms": "test_carms",
 }
 
 
