@@ -8,12 +8,14 @@ uniforms per categorical variable (bits: 2 classes with logits (theta, 0)).
 
 Categories from uniforms. The C classes are laid on (0, 1) as consecutive intervals of
 lengths p_c in some order (a layout), and sample k takes the class whose interval holds u_k:
-marginally q. The layout is drawn per variable and estimate, shared by its K samples: the
-classes in increasing order of probability (ties by index), except that one class t, chosen
-uniformly among all but the least likely, is moved to the top. A pair of samples can then
-take any two distinct classes a != b (the one of them on top in some layout: a uniform near 1
-pairs with any other), which the estimator needs. Two classes have a single layout, the less
-likely class below: ARMS's coupling.
+marginally q. The layout is drawn per variable and estimate, shared by its K samples,
+uniformly among C (C - 1) / 2: one per pair of classes {a, b}, the less likely of the two at
+the bottom, the other at the top, the rest in between in increasing order of probability
+(ties by index). A pair of samples can then take any two distinct classes (at K = 2 the
+copula is u_2 = 1 - u_1, which pairs the bottom interval with the top one; for K > 2 a
+uniform near 1 pairs with any other), which the estimator needs. Two classes have a single
+layout, the less likely class below: ARMS's coupling. (The authors' code mixes over the same
+bottom/top pairs.)
 
 The estimator. With J_ab = P(z_i = a, z_j = b) the pair law of two samples of a variable
 (the mixture over layouts of the copula's rectangle probabilities
@@ -42,6 +44,8 @@ Gradient Estimator", NeurIPS; Dimitriev & Zhou (2021), "ARMS", ICML.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -58,15 +62,16 @@ def copula_cdf(x: Tensor, y: Tensor, n_samples: int) -> Tensor:
 
 
 def layouts(p: Tensor) -> Tensor:
-    """The C - 1 layouts of each variable (module docstring), classes from bottom to top:
-    ``[..., C]`` probabilities -> ``[..., C - 1, C]`` class indices."""
+    """The C (C - 1) / 2 layouts of each variable (module docstring), classes from bottom to
+    top: ``[..., C]`` probabilities -> ``[..., C (C - 1) / 2, C]`` class indices."""
     n_classes = p.shape[-1]
     order = torch.sort(p, dim=-1, stable=True).indices  # ascending
     positions = torch.tensor(
-        [[i for i in range(n_classes) if i != top] + [top] for top in range(1, n_classes)],
+        [[low, *(m for m in range(n_classes) if m not in (low, high)), high]
+         for low, high in itertools.combinations(range(n_classes), 2)],
         device=p.device,
-    )  # [C - 1, C]
-    return order.unsqueeze(-2).expand(*p.shape[:-1], n_classes - 1, n_classes).gather(
+    )  # [L, C]
+    return order.unsqueeze(-2).expand(*p.shape[:-1], len(positions), n_classes).gather(
         -1, positions.expand(*p.shape[:-1], -1, -1))
 
 
@@ -90,7 +95,7 @@ def pair_law(p: Tensor, n_samples: int) -> Tensor:
     layout = layouts(p)
     right = right_ends(p, layout)
     left = torch.cat([torch.zeros_like(right[..., :1]), right[..., :-1]], -1)
-    low = torch.empty_like(right).scatter(-1, layout, left)  # by class: [..., C - 1, C]
+    low = torch.empty_like(right).scatter(-1, layout, left)  # by class: [..., L, C]
     high = torch.empty_like(right).scatter(-1, layout, right)
     a_low, a_high = low.unsqueeze(-1), high.unsqueeze(-1)
     b_low, b_high = low.unsqueeze(-2), high.unsqueeze(-2)
@@ -124,7 +129,7 @@ class CARMS(Estimator):
         classes = binary_as_categorical(logits) if binary else logits  # [R, *vars, C]
         p = torch.softmax(classes.detach(), -1)
         u = dirichlet_uniforms(torch.Size((n_samples, *p.shape[:-1])), p)  # [K, R, *vars]
-        candidates = layouts(p)  # [R, *vars, C - 1, C]
+        candidates = layouts(p)  # [R, *vars, L, C]
         choice = torch.randint(candidates.shape[-2], p.shape[:-1], device=p.device)
         layout = candidates.gather(-2, choice[..., None, None].expand(
             *p.shape[:-1], 1, p.shape[-1])).squeeze(-2)  # [R, *vars, C]

@@ -54,17 +54,19 @@ def test_a_two_class_categorical_is_arms_on_its_bit():
 
 
 @pytest.mark.parametrize("n_samples", [2, 3])
-def test_pair_law_matches_sampled_pairs_and_every_distinct_pair_occurs(n_samples):
+@pytest.mark.parametrize("probs", [[0.1, 0.2, 0.3, 0.4], [0.25] * 4, [0.05, 0.05, 0.1, 0.8]])
+def test_pair_law_matches_sampled_pairs_and_every_distinct_pair_occurs(n_samples, probs):
     """J against the frequencies of (z_1, z_2) over 40,000 draws of the uniforms and layout
-    (chi-square); its margins are p; every J_ab with a != b is positive."""
-    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64)
+    (chi-square); its margins are p; every J_ab with a != b is positive (at K = 2 too, where
+    u_2 = 1 - u_1, and with ties)."""
+    p = torch.tensor(probs, dtype=F64)
     joint = pair_law(p, n_samples)
     np.testing.assert_allclose(joint.sum(-1).numpy(), p.numpy(), rtol=1e-12)
     np.testing.assert_allclose(joint.sum(-2).numpy(), p.numpy(), rtol=1e-12)
     assert (joint + torch.eye(4, dtype=F64)).min() > 0
     n = 40_000
     u = dirichlet_uniforms(torch.Size((n_samples, n)), p)  # [K, n]
-    choice = torch.randint(3, (n,))
+    choice = torch.randint(6, (n,))
     layout = layouts(p)[choice]  # [n, C]
     right = right_ends(p, layout.unsqueeze(-2)).squeeze(-2)  # [n, C]
     position = (u.unsqueeze(-1) >= right).sum(-1).clamp(max=3)  # [K, n]
@@ -103,6 +105,7 @@ def test_replay_on_a_categorical_toy():
 CASES = [
     ("bernoulli_toy", {"theta": 1.0, "d": 3, "t": 0.3}, 3),
     ("categorical_toy", {"theta": 1.0, "d": 2, "classes": 4}, 2),
+    ("categorical_toy", {"theta": 0.0, "d": 1, "classes": 3}, 2),  # ties
     ("categorical_toy", {"theta": 1.0, "d": 2, "classes": 4}, 5),
     ("categorical_vae", PROBLEM_EXAMPLES["categorical_vae"], 4),
     ("bernoulli_vae", PROBLEM_EXAMPLES["bernoulli_vae"], 4),
@@ -129,7 +132,8 @@ class UnweightedCARMS(CARMS):
 
 
 def one_layout(p):
-    """Broken layouts: the increasing order only (two unlikely classes can never pair up)."""
+    """Broken layouts: the increasing order only (at K = 2 two unlikely classes can never
+    pair up)."""
     return layouts(p)[..., -1:, :]
 
 
