@@ -74,6 +74,7 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "gan_discrete": {},
     "bernoulli_iwae": {"d": 4},
     "gamma_quadratic": {"d": 4},
+    "poisson_quadratic": {"d": 4},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

@@ -19,6 +19,7 @@ from estimators.score_function import (
     ReinforceExactBaseline,
     ReinforceLOO,
 )
+from estimators.stochastic_triples import StochasticTriples
 from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
 from estimators.without_replacement import UnorderedSet
 
@@ -46,6 +47,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "unordered_set": UnorderedSet,
     "double_cv": DoubleCV,
     "carms": CARMS,
+    "stochastic_triples": StochasticTriples,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

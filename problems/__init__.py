@@ -1,6 +1,7 @@
 """The problem registry. Keys are permanent: they are written into result files."""
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.counts import PoissonQuadratic
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
@@ -24,6 +25,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "gan_discrete": GanDiscrete,
     "bernoulli_iwae": BernoulliIWAE,
     "gamma_quadratic": GammaQuadratic,
+    "poisson_quadratic": PoissonQuadratic,
 }
 
 

@@ -103,6 +103,7 @@ class LatentKind(StrEnum):
     CONTINUOUS = "continuous"
     BINARY = "binary"
     CATEGORICAL = "categorical"
+    COUNT = "count"  # non-negative integers (Poisson), no logits
 
 
 class Capability(StrEnum):

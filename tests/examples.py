@@ -33,6 +33,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "unordered_set": {"n_samples": 2},
     "double_cv": {"n_samples": 4, "options": {"warmup": 20}},
     "carms": {"n_samples": 4},
+    "stochastic_triples": {"n_samples": 4},
     "nvil": {"n_samples": 4},
     "vimco": {"n_samples": 4},
     "mvd": {"n_samples": 4},
@@ -59,6 +60,7 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "gaussian_elbo": {"d": 2, "n_obs": 3},
     "bernoulli_iwae": {"theta": 0.5, "d": 2},
     "gamma_quadratic": {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2},
+    "poisson_quadratic": {"rate": 2.0, "k": 3.0, "d": 2},
     "bernoulli_vae": {"latents": 3, "batch": 2},
     "categorical_vae": {"groups": 2, "categories": 3, "batch": 2},
     # tested in tests/test_gan.py (enumeration and grid-quadrature truth)

@@ -131,6 +131,7 @@ TESTED_ELSEWHERE = {
     "nvil": "test_learned",
     "double_cv": "test_double_control",
     "carms": "test_carms",
+    "stochastic_triples": "test_stochastic_triples",
 }
 
 

@@ -58,4 +58,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("gan_discrete", critic_steps=20),
     _setting("gamma_quadratic", quick=True, alpha=0.5, beta=2.0, t=0.3, d=2),
     _setting("gamma_quadratic", alpha=3.0, beta=0.5, t=8.0, d=1),
+    _setting("poisson_quadratic", quick=True, rate=2.0, k=3.0, d=2),
+    _setting("poisson_quadratic", rate=0.2, k=4.0, d=1),
 )
