@@ -8,6 +8,7 @@ from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
+from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
@@ -48,6 +49,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "double_cv": DoubleCV,
     "carms": CARMS,
     "stochastic_triples": StochasticTriples,
+    "local_disarm": LocalDisARM,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

@@ -34,6 +34,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "double_cv": {"n_samples": 4, "options": {"warmup": 20}},
     "carms": {"n_samples": 4},
     "stochastic_triples": {"n_samples": 4},
+    "local_disarm": {"n_samples": 4},
     "nvil": {"n_samples": 4},
     "vimco": {"n_samples": 4},
     "mvd": {"n_samples": 4},
