@@ -79,6 +79,7 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "polynomial": {"d": 4},
     "logistic_regression": {"batch": 8},
     "sbn": {"layers": "4-4", "batch": 8},
+    "poisson_quadratic": {"d": 4},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

@@ -3,10 +3,13 @@
 from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.arsm import ARSM
 from estimators.base import Estimator, State, Surrogate
+from estimators.carms import CARMS
 from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
+from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
 from estimators.group import GRPO, DrGRPO
+from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
@@ -24,6 +27,7 @@ from estimators.score_function import (
     ReinforceLOO,
 )
 from estimators.stochastic_softmax import SST, STSST
+from estimators.stochastic_triples import StochasticTriples
 from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax
 from estimators.without_replacement import UnorderedSet
 
@@ -49,6 +53,10 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "zgr": ZGR,
     "indecater": IndeCateR,
     "unordered_set": UnorderedSet,
+    "double_cv": DoubleCV,
+    "carms": CARMS,
+    "stochastic_triples": StochasticTriples,
+    "local_disarm": LocalDisARM,
     "nvil": NVIL,
     "vimco": VIMCO,
     "mvd": MeasureValued,

@@ -21,18 +21,28 @@ b_s with conditional mean E[f] given s in S, a constant, so that
 sum_{s in S} grad p(s) R(S, s) (f(s) - b_s) stays unbiased (Kool et al. 2020, Theorem 4).
 Without the diagonal term the estimate is biased by grad (sum_s p(s)^2 f(s)) / 2.
 
-Set probabilities. For U a subset of S, Q(U) = P^{D\\U}(S \\ U) satisfies
-Q(U) = sum_{t in S \\ U} p(t) / (1 - p(U)) Q(U + t), Q(S) = 1: a sum over the 2^K subsets
-(exact, no numerical integration), which gives P(S) = Q({}), P^{D\\s}(S \\ s) = Q({s}) and
-P^{D\\{s,s'}}(S \\ {s, s'}) = Q({s, s'}). The masses 1 - p(U) are taken as the mass outside S
-plus that of S \\ U, without cancellation.
+Sampling without enumerating (stochastic beam search, Kool et al. 2019). One example's latent is
+U variables of C classes (bits: C = 2), and the perturbed log-probability of a prefix
+(c_1..c_j), G = max over its completions of log p(s) + G_s, is Gumbel(log p(c_1..c_j)). So the
+top K of the whole space come from a beam over the variables: each of the beam's prefixes with
+value G extends to its C children, whose Gumbels are drawn given that their maximum is G
+(G~_c = -log(e^-G - e^-Z + e^-G_c) for free Gumbels G_c with maximum Z), and the K largest
+children stay. U steps of K C draws, whatever the C^U configurations.
 
-The domain. The estimator enumerates the configurations of one example's latent (all bits, or
-all groups jointly) and samples from them, so it applies where that space has at most
-``MAX_CONFIGS`` (4096) elements; on a problem with factors each example draws its own set and its
-term f_i gets its own estimate (the examples are independent). Where K exceeds the N
-configurations, the set is the whole space, K_eff = min(K, N) evaluations, and the estimate
-is the exact gradient.
+Set probabilities by one-dimensional quadrature. e^-(log p(s) + G_s) are independent
+exponential clocks of rates p(s); S is the set of the K first to ring, so with
+lambda = 1 - p(S) the rate of the first clock outside S,
+
+    P(S) = int_0^inf lambda e^(-lambda t) prod_{s in S} (1 - e^(-p(s) t)) dt,
+
+and P^{D\\A}(S \\ A) is the same integral without the factors of A (the rates need no
+renormalization: the integral is invariant to scaling them all). With t = e^x the integrand
+is smooth and decays at both ends (doubly exponentially on the right, as e^((m + 1) x) with m
+factors on the left), so the trapezoid rule on a grid of step h is exponentially accurate
+(error about e^(-pi^2 / (2 h)) relative). The grid starts 40 / (m + 1) below
+x = -log max(p(s), lambda) and reaches past the right tail of the Gamma(K + 1) law of lambda t;
+lambda is floored at e^-36, about the rounding error of 1 - p(S). Where the set is the whole
+domain (K >= C^U), lambda = 0 and every probability is 1.
 
 References: Kool, van Hoof, Welling (2020), "Estimating Gradients for Discrete Random Variables
 by Sampling without Replacement", ICLR; Kool, van Hoof, Welling (2019), "Stochastic Beams and
@@ -41,79 +51,135 @@ Where to Find Them: The Gumbel-Top-k Trick for Sampling Sequences Without Replac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
-from estimators.discrete import by_factor, is_binary, logits_of
-from problems.base import Capability, LatentKind, Params, Problem, repeat_params
-from problems.enumeration import enumerate_support, support_size
+from estimators.discrete import binary_as_categorical, by_factor, is_binary, logits_of
+from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option
 
-#: the largest K: the set probabilities sum over the 2^K subsets of the sample
-MAX_SET = 8
-#: the largest latent space of one example it samples from (it holds log q of all of them)
-MAX_CONFIGS = 2**12
+#: log of the smallest mass outside the set the quadrature resolves: about the rounding error
+#: of 1 - p(S), below which the set holds all the mass to working precision
+LOG_REST_FLOOR = -36.0
 
 
-def domain(problem: Problem) -> tuple[LatentKind, torch.Size, int]:
-    """The kind of one example's latent, its event shape and its number of configurations."""
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - e^x) for x <= 0, accurate at both ends (-inf at x = 0)."""
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def log_clock_factor(log_y: Tensor) -> Tensor:
+    """log(1 - e^-y) from log y: the log-probability that a clock of rate p rang before t,
+    y = p t; log y - y / 2 where y < e^-20 (exp would underflow long before log y does)."""
+    y = log_y.clamp(min=-20).exp()
+    return torch.where(log_y < -20, log_y - log_y.exp() / 2, log1mexp(-y))
+
+
+def domain(problem: Problem) -> tuple[int, int]:
+    """The variables U and classes C of one example's latent (bits: C = 2)."""
     dist = problem.distribution(repeat_params(problem.init_params(), 1, requires_grad=False))
-    event = dist.event_shape
-    unit = event[1:] if problem.n_factors > 1 else event
-    kind = LatentKind.BINARY if is_binary(dist) else LatentKind.CATEGORICAL
-    return kind, unit, support_size(kind, unit)
+    binary = is_binary(dist)
+    shape = by_factor(logits_of(dist), dist.event_shape, problem.n_factors, binary).shape
+    return (shape[-1], 2) if binary else (shape[-2], shape[-1])
 
 
-def subset_log_probs(log_p: Tensor, log_rest: Tensor) -> Tensor:
-    """log Q(U) for every subset U of a sampled set (bit i of the index: element i in U).
+def truncated_gumbels(top: Tensor, free: Tensor) -> Tensor:
+    """Gumbels given their maximum: -log(e^-T - e^-Z + e^-G) for free Gumbels G ``[..., C]``
+    with maximum Z and the target maximum T ``[..., 1]``, as T - log1p(e^v),
+    v = T - G + log(1 - e^(G - Z)) (Kool et al. 2019, Appendix B)."""
+    gap = top - free + log1mexp(free - free.max(-1, keepdim=True).values)
+    return top - gap.clamp(min=0) - torch.log1p(torch.exp(-gap.abs()))
+
+
+def gumbel_top_k(log_pi: Tensor, k: int) -> Tensor:
+    """The K largest perturbed configurations of independent categorical variables, by
+    stochastic beam search (module docstring).
 
     Args:
-        log_p: ``[..., K]`` log-probabilities of the K distinct sampled elements.
-        log_rest: ``[...]`` log of the probability mass outside the set (-inf if none).
+        log_pi: ``[..., U, C]`` log-probabilities of the U variables' classes (no graph needed).
+        k: the number of configurations; all C^U of them where that is fewer.
 
     Returns:
-        ``[..., 2^K]``: log P^{D\\U}(S \\ U), with Q(S) = 1.
+        ``[..., min(k, C^U), U]``: the classes of each configuration, in decreasing order of
+        their perturbed log-probability.
+    """
+    *lead, n_vars, n_classes = log_pi.shape
+    phi = log_pi.new_zeros(*lead, 1)  # log p of each prefix: [..., B]
+    top = log_pi.new_zeros(*lead, 1)  # its perturbed value (the root's is arbitrary)
+    classes = torch.zeros(*lead, 1, 0, dtype=torch.long, device=log_pi.device)
+    for j in range(n_vars):
+        child = phi.unsqueeze(-1) + log_pi[..., j, :].unsqueeze(-2)  # [..., B, C]
+        free = child - torch.log(torch.empty_like(child).exponential_())
+        given = truncated_gumbels(top.unsqueeze(-1), free).flatten(-2)  # [..., B C]
+        keep = given.topk(min(k, given.shape[-1]), -1).indices  # [..., B']
+        parent = (keep // n_classes).unsqueeze(-1).expand(*keep.shape, j)
+        classes = torch.cat([classes.gather(-2, parent), (keep % n_classes).unsqueeze(-1)], -1)
+        phi, top = child.flatten(-2).gather(-1, keep), given.gather(-1, keep)
+    return classes
+
+
+def set_log_probs(
+    log_p: Tensor, log_rest: Tensor, step: float = 0.25
+) -> tuple[Tensor, Tensor, Tensor]:
+    """log P(S), log P^{D\\s}(S \\ s) and log P^{D\\{s,s'}}(S \\ {s, s'}) by the trapezoid rule
+    (module docstring).
+
+    Args:
+        log_p: ``[..., K]`` log-probabilities of the K distinct elements of the set.
+        log_rest: ``[...]`` log of the mass outside the set (-inf: the set is the domain).
+        step: the largest grid step in x = log t.
+
+    Returns:
+        ``[...]``, ``[..., K]`` and ``[..., K, K]`` (the diagonal: the first-order ones).
     """
     k = log_p.shape[-1]
-    masks = torch.arange(2**k, device=log_p.device)
-    member = ((masks.unsqueeze(-1) >> torch.arange(k, device=log_p.device)) & 1).bool()
-    # log(1 - p(U)) = log(mass outside S + mass of S \ U), for every U: [..., 2^K]
-    rest_of_set = log_p.unsqueeze(-2).masked_fill(member, -torch.inf).logsumexp(-1)
-    log_remaining = torch.logaddexp(rest_of_set, log_rest.unsqueeze(-1))
-    log_q = torch.full(
-        (*log_p.shape[:-1], 2**k), -torch.inf, dtype=log_p.dtype, device=log_p.device
+    whole = torch.isneginf(log_rest)
+    log_lam = torch.where(whole, torch.zeros_like(log_rest), log_rest.clamp(min=LOG_REST_FLOOR))
+    left = 40 / (max(k - 2, 0) + 1) + 1
+    lo = -torch.maximum(log_p.max(-1).values, log_lam) - left
+    # the widest span, at lambda = e^LOG_REST_FLOOR: one grid length for every element, so that
+    # no element's quadrature depends on another's
+    span = left - LOG_REST_FLOOR + math.log(k + 46 + 10 * math.sqrt(k + 1))
+    n = math.ceil(span / step) + 1
+    grid = torch.arange(n, dtype=log_p.dtype, device=log_p.device) * step
+    x = lo.unsqueeze(-1) + grid  # [..., n]
+    log_h = math.log(step)
+    factor = log_clock_factor(log_p.unsqueeze(-2) + x.unsqueeze(-1))  # [..., n, K]
+    base = log_lam.unsqueeze(-1) + x - (log_lam.unsqueeze(-1) + x).exp() + factor.sum(-1)
+    full = base.logsumexp(-1) + log_h
+    without = base.unsqueeze(-1) - factor  # [..., n, K]
+    first = without.logsumexp(-2) + log_h
+    second = torch.stack(
+        [(without - factor[..., s : s + 1]).logsumexp(-2) for s in range(k)], -2
+    ) + log_h  # [..., K, K]
+    second = torch.where(torch.eye(k, dtype=torch.bool, device=log_p.device), first.unsqueeze(-1),
+                         second)
+    zero = torch.zeros((), dtype=log_p.dtype, device=log_p.device)
+    return (
+        torch.where(whole, zero, full),
+        torch.where(whole.unsqueeze(-1), zero, first),
+        torch.where(whole.unsqueeze(-1).unsqueeze(-1), zero, second),
     )
-    log_q[..., -1] = 0.0
-    size = member.sum(-1)
-    for level in range(k - 1, -1, -1):
-        at = masks[size == level]  # [M]
-        children = at.unsqueeze(-1) | (1 << torch.arange(k, device=log_p.device))  # [M, K]
-        terms = log_p.unsqueeze(-2) - log_remaining[..., at].unsqueeze(-1) + log_q[..., children]
-        terms = terms.masked_fill(member[at], -torch.inf)  # only t outside U
-        log_q[..., at] = terms.logsumexp(-1)
-    return log_q
 
 
-def leave_out_ratios(log_p: Tensor, log_rest: Tensor) -> tuple[Tensor, Tensor]:
+def leave_out_ratios(log_p: Tensor, log_rest: Tensor, step: float = 0.25) -> tuple[Tensor, Tensor]:
     """log R(S, s) ``[..., K]`` and the second-order log R^{D\\s}(S, s') ``[..., K, K]``
     (0 on the diagonal) of the sampled set (see the module docstring)."""
-    k = log_p.shape[-1]
-    log_q = subset_log_probs(log_p, log_rest)
-    single = 1 << torch.arange(k, device=log_p.device)
-    first = log_q[..., single]  # log P^{D\s}(S \ s)
-    pairs = log_q[..., single.unsqueeze(-1) | single]  # [..., K, K], diagonal = first
-    return first - log_q[..., :1], pairs - first.unsqueeze(-1)
+    full, first, second = set_log_probs(log_p, log_rest, step)
+    return first - full.unsqueeze(-1), second - first.unsqueeze(-1)
 
 
 class UnorderedSet(Estimator):
     """The unordered-set estimator: K configurations per example without replacement
-    (Gumbel-top-k over the enumerated latent space), g = sum_{s in S} grad p(s) R(S, s)
+    (Gumbel-top-k by stochastic beam search), g = sum_{s in S} grad p(s) R(S, s)
     (f(s) - b_s) + sum_{s in S} p(s) R(S, s) grad f(s), with the built-in baseline b_s
-    (K >= 2; b = 0 with ``baseline=none`` or K = 1, where it is REINFORCE). Unbiased.
+    (K >= 2; b = 0 with ``baseline=none`` or K = 1, where it is REINFORCE), the set
+    probabilities by quadrature. Unbiased (up to the quadrature's error, about
+    e^(-pi^2 / (2 step)) relative).
 
     References: Kool, van Hoof, Welling (2020), "Estimating Gradients for Discrete Random
     Variables by Sampling without Replacement", ICLR.
@@ -128,67 +194,41 @@ class UnorderedSet(Estimator):
         "baseline": Option(
             "builtin", "builtin (Kool et al. 2020, Theorem 4) or none", choices=("builtin", "none")
         ),
+        "step": Option(
+            0.25, "grid step of the set probabilities' quadrature in log t", minimum=0,
+            exclusive=True, maximum=1,
+        ),
     }
 
-    @classmethod
-    def incompatibility(
-        cls, problem: type[Problem] | Problem, options: Mapping[str, Any] | None = None
-    ) -> str | None:
-        """Also: a problem instance whose latent per example has more than ``MAX_CONFIGS``
-        configurations (a class is only checked when its cell runs, by ``surrogate``)."""
-        reason = super().incompatibility(problem, options)
-        if reason is None and isinstance(problem, Problem):
-            size = domain(problem)[2]
-            if size > MAX_CONFIGS:
-                return (
-                    f"{cls.name} enumerates one example's latent, and {problem.name} has "
-                    f"{size:,} configurations per example, more than {MAX_CONFIGS:,}"
-                )
-        return reason
-
-    @classmethod
-    def sample_rule(cls, n_samples: int) -> str | None:
-        if n_samples > MAX_SET:
-            return (
-                f"{cls.name} needs K <= {MAX_SET} (its set probabilities sum over the "
-                f"2^K subsets), got K={n_samples}"
-            )
-        return super().sample_rule(n_samples)
-
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
-        return min(n_samples, domain(problem)[2])
+        n_vars, n_classes = domain(problem)
+        return min(n_samples, n_classes**n_vars)
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         dist = problem.distribution(params)
-        kind, unit, size = domain(problem)
-        binary, event, n_factors = kind is LatentKind.BINARY, dist.event_shape, problem.n_factors
-        if size > MAX_CONFIGS:
-            raise ValueError(self.incompatibility(problem))
-        logits = logits_of(dist)
-        configs = next(
-            enumerate_support(kind, unit, size, dtype=logits.dtype, device=logits.device)
-        )  # [N, *unit]
-        flat = configs.reshape(size, -1)  # [N, U] or [N, U * C]
-        if binary:
-            per_var = by_factor(logits, event, n_factors, True)  # [R, F, U]
-            log_q = (
-                torch.nn.functional.logsigmoid(per_var) @ flat.T
-                + torch.nn.functional.logsigmoid(-per_var) @ (1 - flat).T
-            )
+        binary, event, n_factors = is_binary(dist), dist.event_shape, problem.n_factors
+        per_var = by_factor(logits_of(dist), event, n_factors, binary)
+        log_pi = torch.log_softmax(binary_as_categorical(per_var) if binary else per_var, -1)
+        n_vars, n_classes = log_pi.shape[-2:]  # [R, F, U, C]
+        classes = gumbel_top_k(log_pi.detach(), n_samples)  # [R, F, K, U]
+        k = classes.shape[-2]
+        log_p = (
+            log_pi.unsqueeze(-3).expand(*classes.shape, n_classes)
+            .gather(-1, classes.unsqueeze(-1)).squeeze(-1).sum(-1)
+        )  # [R, F, K], differentiable
+        if k == n_classes**n_vars:  # the set is the whole domain
+            outside = torch.full_like(log_p[..., 0], -torch.inf).detach()
         else:
-            log_pi = torch.log_softmax(by_factor(logits, event, n_factors, False), -1)
-            log_q = log_pi.flatten(-2) @ flat.T  # [R, F, N]
-        k = min(n_samples, size)
-        gumbel = -torch.log(torch.empty_like(log_q).exponential_())
-        index = (log_q.detach() + gumbel).topk(k, -1).indices  # [R, F, K]
-        log_p = log_q.gather(-1, index)  # differentiable
-        outside = log_q.detach().scatter(-1, index, -torch.inf).logsumexp(-1)  # [R, F]
-        log_r1, log_r2 = leave_out_ratios(log_p.detach(), outside)
-        z = configs[index].movedim(2, 0).reshape(k, *index.shape[:1], *event)  # [K, R, *event]
+            rest = -torch.expm1(log_p.detach().logsumexp(-1))
+            outside = torch.where(rest > 0, rest, 0.0).log()
+        log_r1, log_r2 = leave_out_ratios(log_p.detach(), outside, self.opts["step"])
+        hard = (classes == 0).to(log_p.dtype) if binary else torch.nn.functional.one_hot(
+            classes, n_classes).to(log_p.dtype)
+        z = hard.movedim(2, 0).reshape(k, log_p.shape[0], *event)  # [K, R, *event]
         cost = problem.cost_terms(z, params).movedim(0, -1)  # [R, F, K]
-        weight = (log_p.detach() + log_r1).exp()  # p(s) R(S, s)
+        weight = (log_p.detach() + log_r1).exp()  # p(s) R(S, s), in logs: p(s) may underflow
         baseline = self.baseline(log_p.detach(), log_r2, cost.detach())
-        loss = log_p.exp() * log_r1.exp() * (cost.detach() - baseline) + weight * cost
+        loss = weight * (log_p * (cost.detach() - baseline) + cost)  # grad p = p grad log p
         return Surrogate(loss=loss.sum((1, 2)), samples=z)
 
     def baseline(self, log_p: Tensor, log_r2: Tensor, cost: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.custom import from_callable
+from problems.counts import PoissonQuadratic
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
@@ -35,6 +36,7 @@ PROBLEMS: dict[str, type[Problem]] = {
     "polynomial": Polynomial,
     "logistic_regression": LogisticRegression,
     "sbn": SigmoidBeliefNet,
+    "poisson_quadratic": PoissonQuadratic,
 }
 
 

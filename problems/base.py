@@ -105,6 +105,7 @@ class LatentKind(StrEnum):
     CATEGORICAL = "categorical"
     SEQUENCE = "sequence"  # variable-length token sequences (problems.policy)
     SUBSET = "subset"  # a k-hot vector: k of n items
+    COUNT = "count"  # non-negative integers (Poisson), no logits
 
 
 class Capability(StrEnum):

@@ -31,6 +31,10 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "indecater": {"n_samples": 2},
     # K = 2 < the 4 configurations of bernoulli_toy's two bits (K = 4 would be exact)
     "unordered_set": {"n_samples": 2},
+    "double_cv": {"n_samples": 4, "options": {"warmup": 20}},
+    "carms": {"n_samples": 4},
+    "stochastic_triples": {"n_samples": 4},
+    "local_disarm": {"n_samples": 4},
     "nvil": {"n_samples": 4},
     "vimco": {"n_samples": 4},
     "mvd": {"n_samples": 4},
@@ -73,6 +77,7 @@ PROBLEM_EXAMPLES: dict[str, dict] = {
     "polynomial": {"theta": 1.0, "d": 2, "p": 3.0},
     # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
     "logistic_regression": {"batch": 4, "log_scale": -1.0, "loc": 0.1},
+    "poisson_quadratic": {"rate": 2.0, "k": 3.0, "d": 2},
     "bernoulli_vae": {"latents": 3, "batch": 2},
     # tested in tests/test_sbn.py (brute force, estimators against enumeration)
     "sbn": {"layers": "2-2", "batch": 2},

@@ -1,5 +1,5 @@
-"""Categorical and straight-through estimators: Gumbel-Rao, ReinMax, GST, ZGR, IndeCateR and
-the unordered-set estimator.
+"""Categorical and straight-through estimators: Gumbel-Rao, ReinMax, GST, ZGR and IndeCateR
+(the unordered-set estimator: tests/test_without_replacement.py).
 
 Three proofs each (tests/stats.py on tolerances and seeds):
 
@@ -31,7 +31,6 @@ from scipy.stats import ks_2samp
 from estimators import get_estimator
 from estimators.exact_sum import IndeCateR
 from estimators.straight_through import ZGR, GappedST, GumbelRao, ReinMax, conditional_gumbels
-from estimators.without_replacement import UnorderedSet, leave_out_ratios
 from problems import get_problem
 from problems.base import repeat_params
 from tests.examples import PROBLEM_EXAMPLES
@@ -338,93 +337,6 @@ def test_indecater_per_sample():
     torch.testing.assert_close(grads, torch.tensor(hand))
 
 
-def set_probability(p, chosen, removed=()):
-    """P^{D \\ removed}(chosen): sum over the orders of ``chosen`` of prod_i p(o_i) / (1 - mass
-    removed so far), by brute force over permutations (independent of the subset recursion)."""
-    total = 0.0
-    for order in itertools.permutations(chosen):
-        mass, prob = sum(p[r] for r in removed), 1.0
-        for o in order:
-            prob *= p[o] / (1 - mass)
-            mass += p[o]
-        total += prob
-    return total
-
-
-def unordered_set_hand(p, chosen, f, baseline=True, diagonal=True):
-    """The unordered-set estimate w.r.t. the logits of one categorical variable, sampled set
-    ``chosen``, costs ``f`` [C]: sum_s p_s (e_s - p) R(S, s) (f_s - b_s)."""
-    n = len(p)
-    big = set_probability(p, chosen)
-    grad = np.zeros(n)
-    for s in chosen:
-        rest = [x for x in chosen if x != s]
-        ratio = set_probability(p, rest, (s,)) / big
-        b = 0.0
-        if baseline and len(chosen) > 1:
-            for s2 in chosen:
-                if s2 == s:
-                    b += p[s] * f[s] if diagonal else 0.0
-                else:
-                    inner = [x for x in rest if x != s2]
-                    b += (
-                        p[s2]
-                        * f[s2]
-                        * set_probability(p, inner, (s, s2))
-                        / set_probability(p, rest, (s,))
-                    )
-        grad += p[s] * (np.eye(n)[s] - p) * ratio * (f[s] - b)
-    return grad
-
-
-@pytest.mark.parametrize(
-    ("n_samples", "baseline"), [(1, "none"), (2, "builtin"), (3, "builtin"), (3, "none")]
-)
-def test_unordered_set_per_sample(n_samples, baseline):
-    problem = get_problem("categorical_toy")(
-        {"theta": 0.9, "d": 1, "classes": 5, "t": 0.3}, dtype=F64
-    )
-    grads, out = estimate(problem, UnorderedSet({"baseline": baseline}), n_samples)
-    lg = problem.init_params()["logits"][0].numpy()
-    p, v = softmax(lg), problem.class_values().numpy()
-    f = (v - 0.3) ** 2
-    chosen = out.samples[:, :, 0].argmax(-1).numpy()  # [K, R]
-    assert all(len(set(chosen[:, r])) == n_samples for r in range(R))  # without replacement
-    hand = np.stack(
-        [unordered_set_hand(p, list(chosen[:, r]), f, baseline == "builtin") for r in range(R)]
-    )
-    torch.testing.assert_close(grads[:, 0], torch.tensor(hand))
-
-
-def test_unordered_set_without_baseline_at_one_sample_is_reinforce():
-    """K = 1: R(S, s) = 1 / p(s), so g = f(s) grad log p(s), REINFORCE's per-sample estimate."""
-    problem = one_categorical()
-    grads, out = estimate(problem, UnorderedSet({"baseline": "none"}), 1, 50)
-    p = torch.softmax(problem.init_params()["logits"][0], -1)
-    z = out.samples[0, :, 0]  # [R, C]
-    f = ((z @ problem.class_values()) - T) ** 2
-    torch.testing.assert_close(grads[:, 0], f.unsqueeze(-1) * (z - p))
-
-
-def test_set_probabilities_by_the_subset_recursion_match_brute_force():
-    p = np.array([0.05, 0.3, 0.15, 0.25, 0.1, 0.15])
-    chosen = [1, 4, 2, 5]
-    rest = 1 - p[chosen].sum()
-    log_r1, log_r2 = leave_out_ratios(torch.tensor(np.log(p[chosen])), torch.tensor(np.log(rest)))
-    big = set_probability(p, chosen)
-    for i, s in enumerate(chosen):
-        others = [x for x in chosen if x != s]
-        first = set_probability(p, others, (s,))
-        assert math.isclose(log_r1[i].exp().item(), first / big, rel_tol=1e-12)
-        for j, s2 in enumerate(chosen):
-            second = (
-                1.0
-                if s2 == s
-                else set_probability(p, [x for x in others if x != s2], (s, s2)) / first
-            )
-            assert math.isclose(log_r2[i, j].exp().item(), second, rel_tol=1e-12)
-
-
 # -- exact moments of the biased ones -----------------------------------------------------------
 
 
@@ -548,9 +460,6 @@ def test_indecater_has_zero_variance_on_a_separable_cost():
 def test_cost_accounting():
     vae = get_problem("categorical_vae")({"groups": 3, "categories": 4, "batch": 2})
     assert IndeCateR().cost_evals(5, vae) == 5 * 3 * 4  # per sample: U * C minibatch costs
-    assert UnorderedSet().cost_evals(5, vae) == 5
-    assert UnorderedSet().cost_evals(5, one_bit()) == 2  # the whole space of one bit
-    assert UnorderedSet.sample_rule(9) is not None and UnorderedSet.sample_rule(8) is None
 
 
 # -- broken twins --------------------------------------------------------------------------------
@@ -619,16 +528,6 @@ class TemperedPiZeroReinMax(ReinMax):
         )
 
 
-class NoDiagonalUnorderedSet(UnorderedSet):
-    """Broken: the built-in baseline without its diagonal term p(s) f(s)."""
-
-    name = "broken_unordered_set_no_diagonal"
-
-    def baseline(self, log_p, log_r2, cost):
-        eye = torch.eye(log_p.shape[-1], dtype=torch.bool)
-        return super().baseline(log_p, log_r2.masked_fill(eye, -torch.inf), cost)
-
-
 class FrozenCost:
     """A problem whose cost does not depend on the parameters (cut from the graph)."""
 
@@ -682,17 +581,6 @@ def test_broken_zgr_is_rejected_where_zgr_is_exact():
     )
     result.guard()
     assert not result.consistent
-
-
-def test_unordered_set_without_the_diagonal_term_is_rejected():
-    """Bias grad(sum_s p(s)^2 f(s)) / 2, whatever K >= 2."""
-    problem = get_problem("categorical_toy")({"theta": 1.5, "d": 1, "classes": 4}, dtype=F64)
-    truth = flat_truth(problem)
-    good = compare(draw_estimates(problem, UnorderedSet(), 2, N_REPEATS), truth)
-    good.guard()
-    assert good.consistent
-    broken = compare(draw_estimates(problem, NoDiagonalUnorderedSet(), 2, N_REPEATS), truth)
-    assert not broken.consistent
 
 
 @pytest.mark.parametrize(

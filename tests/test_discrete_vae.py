@@ -129,6 +129,9 @@ TESTED_ELSEWHERE = {
     "muprop": "test_control_variates", "rebar": "test_control_variates",
     "relax": "test_control_variates",
     "nvil": "test_learned",
+    "double_cv": "test_double_control",
+    "carms": "test_carms",
+    "stochastic_triples": "test_stochastic_triples",
 }
 
 

@@ -32,6 +32,7 @@ def test_problem_declares_its_contract(name):
     assert cls.name == name
     assert isinstance(cls.latent, LatentKind)
     assert "References:" in (cls.__doc__ or "")
+    # DISCRETE means Bernoulli or one-hot categorical latents with logits (counts have none)
     discrete = cls.latent in (LatentKind.BINARY, LatentKind.CATEGORICAL)
     assert (Capability.DISCRETE in cls.provides) == discrete
 

@@ -70,4 +70,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("logistic_regression", quick=True, batch=4, log_scale=-1.0, loc=0.1),
     _setting("sbn", quick=True, layers="2-2", batch=2),
     _setting("sbn", layers="2-1-2", batch=2, arch="mlp", hidden="3", grad_decoder=True),
+    _setting("poisson_quadratic", quick=True, rate=2.0, k=3.0, d=2),
+    _setting("poisson_quadratic", rate=0.2, k=4.0, d=1),
 )
