@@ -29,6 +29,9 @@ from bench.sweep.executors.base import (
     worker_env,
 )
 
+#: times a cell is submitted again when the node running it dies (then it is a failed row)
+NODE_LOSS_RETRIES = 2
+
 
 def _ray_cell(
     spec: CellSpec,
@@ -130,22 +133,27 @@ class RayExecutor(Executor):
             )
 
     def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
+        """Submit every cell, yield results as they come; a cell whose node died (the whole
+        node, not only the cell's worker process) is submitted again, at most
+        ``NODE_LOSS_RETRIES`` times, and otherwise becomes a failed row."""
         ray = self.ray
         cuda = torch.device(self.device).type == "cuda"
         options: dict[str, Any] = {
             "num_cpus": 1 if cuda else self.threads,
             "num_gpus": 1 if cuda else 0,
-            "max_retries": 0,
+            "max_retries": 0,  # a cell that kills its own worker is a failed row, not retried
             "runtime_env": {"env_vars": thread_policy.policy_env()},
         }
         if self.config.cell_timeout is not None:
             options["max_calls"] = 1
         task = ray.remote(**options)(_ray_cell)
-        spec_of = {
-            task.remote(spec, self.run_id, self.config, self.plugin_dir, self.threads,
-                        self.config.cell_timeout): spec
-            for spec in list(cells)
-        }
+
+        def submit(spec: CellSpec) -> Any:
+            return task.remote(spec, self.run_id, self.config, self.plugin_dir, self.threads,
+                               self.config.cell_timeout)
+
+        spec_of = {submit(spec): spec for spec in list(cells)}
+        lost: dict[str, int] = {}  # cell key -> times its node died under it
         self.pending = list(spec_of)
         while self.pending:
             ready, self.pending = ray.wait(self.pending, num_returns=1)
@@ -157,11 +165,22 @@ class RayExecutor(Executor):
                 spec = spec_of.pop(ref)
                 try:
                     yield ray.get(ref)
+                except ray.exceptions.NodeDiedError as err:
+                    lost[spec.key] = lost.get(spec.key, 0) + 1
+                    if lost[spec.key] > NODE_LOSS_RETRIES:
+                        yield self._failed(spec, err), []
+                        continue
+                    again = submit(spec)
+                    spec_of[again] = spec
+                    self.pending.append(again)
                 except ray.exceptions.RayError as err:
-                    lines = str(err).strip().splitlines()
-                    reason = f"Ray task failed: {type(err).__name__}: {lines[0] if lines else ''}"
-                    env = worker_env("cpu", self.threads)
-                    yield failed_row(spec, self.run_id, cell_env(spec, env), reason, 0.0), []
+                    yield self._failed(spec, err), []
+
+    def _failed(self, spec: CellSpec, err: Exception) -> dict[str, Any]:
+        lines = str(err).strip().splitlines()
+        reason = f"Ray task failed: {type(err).__name__}: {lines[0] if lines else ''}"
+        env = worker_env("cpu", self.threads)
+        return failed_row(spec, self.run_id, cell_env(spec, env), reason, 0.0)
 
     def close(self) -> None:
         if self.ray is None:
