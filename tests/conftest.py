@@ -21,3 +21,13 @@ def registries_restored():
     for registry, saved in ((PROBLEMS, problems), (ESTIMATORS, estimators)):
         registry.clear()
         registry.update(saved)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` where there is no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -266,7 +266,7 @@ def test_cuda_request_without_cuda_is_one_clear_line(tmp_path, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_cell_runs_and_agrees_with_truth():
     row, _ = run_cell(spec(device="cuda"))
     assert row["status"] == "ok" and row["device"] == "cuda"

@@ -397,7 +397,7 @@ def _gathering_wait(monkeypatch, limit_s: float) -> None:
     from multiprocessing.connection import Connection
     from multiprocessing.connection import wait as real_wait
 
-    from bench.sweep import executors
+    from bench.sweep.executors import process
 
     deadline = time.monotonic() + limit_s
 
@@ -413,7 +413,7 @@ def _gathering_wait(monkeypatch, limit_s: float) -> None:
                 assert time.monotonic() < deadline, "the process pool hangs after its last cell"
                 return ready
 
-    monkeypatch.setattr(executors, "wait", gathering)
+    monkeypatch.setattr(process, "wait", gathering)
 
 
 @pytest.mark.parametrize(("workers", "n_cells"), [(2, 3), (3, 1)])

@@ -1,0 +1,193 @@
+"""What every executor shares: its configuration, its interface, and the guarded cell.
+
+See ``bench.sweep.executors`` for the executors themselves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from bench import env as environment
+from bench import threads as thread_policy
+from bench.cell.run import failed_row, run_cell
+from bench.cell.spec import CellSpec
+from bench.cell.timing import peak_memory_bytes
+from bench.sweep.plugins import load_plugins, register
+
+EXECUTORS = ("local", "process", "ray")
+
+RAY_INSTALL_HINT = (
+    "--executor ray needs Ray, which is an optional extra: "
+    "pip install -e '.[ray]' (or pip install 'ray[default]>=2.9')"
+)
+
+Result = tuple[dict[str, Any], list[dict[str, Any]]]
+
+#: largest --threads and --workers, as a multiple of the CPUs: beyond it cells only wait
+OVERSUBSCRIPTION = 4
+#: largest --cell-timeout, in seconds (one week)
+MAX_CELL_TIMEOUT = 7 * 24 * 3600.0
+#: seconds to wait for a Ray head at HOST:PORT before giving up
+RAY_CONNECT_TIMEOUT = 5.0
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _ray_installed() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # a module object without a spec stands in for ray
+        return True
+
+
+def timeout_reason(seconds: float) -> str:
+    return f"timeout after {seconds:g} s"
+
+
+def worker_env(device: str, threads: int) -> dict[str, Any]:
+    """The environment of a worker, for the rows the driver writes in its place (a timeout,
+    a dead worker): its thread count and the thread policy it was started with."""
+    return environment.environment(device) | {
+        "threads": threads, "omp_wait_policy": thread_policy.policy_env()["OMP_WAIT_POLICY"]}
+
+
+def cell_env(spec: CellSpec, env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` with the ``code_hash`` of the cell's problem and estimator."""
+    return env | {"code_hash": environment.code_hash(spec.problem, spec.estimator)}
+
+
+def run_cell_guarded(spec: CellSpec, run_id: str, env: dict[str, Any]) -> Result:
+    """``run_cell`` with the cell's ``code_hash``, and a ``sys.exit`` inside the cell (a
+    plugin's) as a failed row."""
+    started = time.perf_counter()
+    env = cell_env(spec, env)
+    try:
+        return run_cell(spec, run_id, env)
+    except SystemExit as stop:
+        reason = f"SystemExit: the cell called sys.exit({stop.code!r})"
+        return failed_row(spec, run_id, env, reason, time.perf_counter() - started), []
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How to run the cells of a sweep (see the module docstring).
+
+    Attributes:
+        kind: ``local``, ``process`` or ``ray``.
+        workers: processes of the ``process`` executor (default: one per CPU, or with
+            ``--device cuda`` one per GPU).
+        threads: torch threads per cell (default: 1 for ``local`` and ``ray``,
+            ``cpu_count // workers`` for ``process``).
+        ray_address: cluster to join; None starts a local Ray instance.
+        cell_timeout: seconds after which a cell is stopped and becomes a failed row.
+        plugins: modules whose problems and estimators every worker registers
+            (``bench.sweep.plugins``).
+        classes: problem and estimator classes given to ``run_sweep`` in place of names,
+            which every worker registers (``bench.sweep.plugins.register``).
+    """
+
+    kind: str = "local"
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
+    cell_timeout: float | None = None
+    plugins: tuple[str, ...] = ()
+    classes: tuple[type, ...] = ()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the value and the rule for any invalid setting."""
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"invalid --executor {self.kind!r}; valid: {', '.join(EXECUTORS)}")
+        if self.kind == "ray" and not _ray_installed():
+            raise ValueError(RAY_INSTALL_HINT)
+        most = OVERSUBSCRIPTION * cpu_count()
+        if self.workers is not None:
+            if self.kind != "process":
+                raise ValueError(f"--workers applies to --executor process, not {self.kind}")
+            if not 1 <= self.workers <= most:
+                raise ValueError(f"invalid --workers {self.workers}: expected 1..{most} "
+                                 f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
+            if self.kind != "ray" and self.threads > most:
+                raise ValueError(f"invalid --threads {self.threads}: expected 1..{most} "
+                                 f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
+        if self.ray_address is not None and self.kind != "ray":
+            raise ValueError(f"--ray-address applies to --executor ray, not {self.kind}")
+        if self.cell_timeout is not None and not 0 < self.cell_timeout <= MAX_CELL_TIMEOUT:
+            raise ValueError(f"invalid --cell-timeout {self.cell_timeout}: expected seconds "
+                             f"> 0 and <= {MAX_CELL_TIMEOUT:.0f} (one week)")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as recorded in ``run.json``."""
+        settings = {k: v for k, v in self.__dict__.items() if v is not None and v != ()}
+        if self.classes:
+            settings["classes"] = [f"{c.__module__}.{c.__qualname__}" for c in self.classes]
+        return settings
+
+    def register(self, search: tuple[str, ...] | None = None) -> None:
+        """Register the plugins and classes in this process (a worker, a Ray task)."""
+        load_plugins(self.plugins, search)
+        for cls in self.classes:
+            register(cls)
+
+
+class Executor(ABC):
+    """Runs cells and yields their results as they complete.
+
+    ``open`` connects to whatever the executor needs and raises ValueError for anything
+    unusable; the harness calls it before it writes anything.
+    """
+
+    #: cells run in the driver's own process, so a cell that kills its process kills it
+    in_process: ClassVar[bool] = False
+
+    def __init__(self, config: ExecutorConfig, device: str, run_id: str) -> None:
+        self.config = config
+        self.device = device
+        self.run_id = run_id
+
+    def open(self) -> None:
+        """Check the executor can run cells on ``device`` here; raise ValueError if not."""
+        environment.check_device(self.device)
+
+    @abstractmethod
+    def run(self, cells: Collection[CellSpec]) -> Iterator[Result]:
+        """Yield ``(row, coords)`` for every cell, in completion order; take each cell from
+        ``cells`` only when about to start it (``len(cells)`` is an upper bound)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release workers; called also when the driver is interrupted."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_process(device: str) -> None:
+    """Pay a fresh process's one-off costs before any cell's clock starts.
+
+    The first memory profile imports half of torch (``torch._inductor``, over a second) and
+    the first CUDA tensor creates the context; neither belongs to the first cell's time,
+    nor to its ``--cell-timeout``.
+    """
+    torch.zeros(1, device=device)
+    peak_memory_bytes(lambda: torch.zeros(1), torch.device("cpu"))
