@@ -8,13 +8,12 @@ from estimators.control_variate import MuProp, Rebar, Relax
 from estimators.delta_method import DeltaCV
 from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
+from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
 from estimators.group import GRPO, DrGRPO
+from estimators.lax import Lax
 from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
-from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
-from estimators.lax import Lax
-from estimators.measure_valued import MeasureValued
 from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding

@@ -1,17 +1,17 @@
 """The problem registry. Keys are permanent: they are written into result files."""
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
-from problems.custom import from_callable
 from problems.counts import PoissonQuadratic
+from problems.custom import from_callable
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.importance import BernoulliIWAE
 from problems.logistic_regression import LogisticRegression
 from problems.options import Option
 from problems.policy import Policy
-from problems.subsets import KSubset
 from problems.polynomial import Polynomial
 from problems.sbn import SigmoidBeliefNet
+from problems.subsets import KSubset
 from problems.toys import (
     BernoulliToy,
     CategoricalToy,
