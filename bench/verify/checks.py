@@ -1,13 +1,23 @@
 """The checks of ``bench verify`` on one estimator and one problem setting.
 
-* **Bias**, at a number of estimates R chosen for power: a pilot of ``PILOT`` estimates gives
-  each coordinate's variance v_c; R is the smallest number at which a bias of
-  ``power_bias * max_c |t_c|`` in any coordinate is detected with probability 0.975 by the
-  test below (R = max_c (z_alpha + z_beta)^2 v_c / (power_bias * max |t|)^2, z_beta = 1.96),
-  capped at ``max_repeats`` (the cell then says what it can detect). The test: per coordinate
-  z_c = (mean_c - t_c) / sqrt(v_c / R) against Student's t with R - 1 degrees of freedom,
-  Bonferroni over the D coordinates; a coordinate within float64 rounding of the truth is
-  unbiased, and one with zero variance is biased when it misses the truth by more than that.
+* **Bias**, at a number of estimates R chosen for power *per coordinate*: a pilot of ``PILOT``
+  estimates gives each coordinate's variance v_c; R is the smallest number at which a bias of
+  ``power_bias * s_c`` in *every* coordinate c is detected with probability 0.975 by the test
+  below, with s_c = max(|t_c|, ``FLOOR`` * max_j |t_j|) (small coordinates count on their own
+  scale, down to a tenth of the largest): R = max_c (z_alpha + z_beta)^2 v_c /
+  (power_bias s_c)^2, z_beta = 1.96, capped at ``max_repeats`` and at what the time budget
+  allows at the pilot's speed (the cell then says what it can detect). The test: per
+  coordinate z_c = (|mean_c - t_c| - e_c)_+ / sqrt(v_c / R) against Student's t with R - 1
+  degrees of freedom, Bonferroni over the D coordinates, with e_c the target's numerical error
+  (zero for exact truth); a coordinate within float64 rounding of the target is on target, and
+  one with zero variance misses it when it misses by more than that.
+* **Common random numbers and a control variate.** With reference estimators given (unbiased
+  built-ins), each is drawn from the same random stream as the estimator, sample for sample.
+  A reference g' has mean t exactly, so g_c - beta_c (g'_c - t_c) has the mean of g_c for any
+  fixed beta_c; beta_c = Cov(g_c, g'_c) / Var(g'_c) from the pilot (independent of the test's
+  draws) removes the share rho_c^2 of the variance that the two have in common. A reference is
+  kept only where the pilot shows it halves the variance of the statistic (estimators that draw
+  their samples as the reference does); else the test uses the estimator alone.
 * **Variance** against a standard estimator of the same problem at the same K (pathwise where
   it applies, else the leave-one-out score function, else plain REINFORCE).
 * **Independence of repeats**: the harness reads estimate r off d loss[r] / d params[r], so the
@@ -18,7 +28,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +45,11 @@ PILOT = 400
 Z_POWER = 1.96
 #: float64 rounding allowed for an exactly zero-variance coordinate, relative to max |t|
 ZERO_VARIANCE_TOLERANCE = 1e-10
+#: coordinates below this share of the largest |t_c| are held to its power at this share
+FLOOR = 0.1
+#: a reference is used as control variate when it cuts the statistic's variance below this
+#: share in the worst coordinate
+CONTROL_GAIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,11 +58,18 @@ class BiasResult:
 
     Attributes:
         n_repeats: R, the estimates the test used.
-        p_value: Bonferroni p-value of "unbiased" over the coordinates.
+        p_value: Bonferroni p-value of "mean = target" over the coordinates.
         max_abs_z: the largest |z_c|.
-        detectable: the relative bias (w.r.t. max |t|) detected with probability 0.975.
+        detectable: the largest over coordinates of the bias detected with probability
+            0.975, relative to that coordinate's scale s_c.
         variance: trace of the covariance of one estimate.
         n_nonfinite: estimates with a non-finite coordinate (left out).
+        mean: the mean estimate per coordinate.
+        se: the standard error of ``mean`` (of the control-variate statistic, if one is used).
+        control: the reference used as control variate, or None.
+        references: each reference's trace of covariance, from the paired draws.
+        paired: for the first reference, the largest |z| of the paired difference g - g' and
+            the largest |g - g'| over all draws (0 when the two agree sample for sample).
     """
 
     n_repeats: int
@@ -55,28 +78,103 @@ class BiasResult:
     detectable: float
     variance: float
     n_nonfinite: int
+    mean: torch.Tensor | None = None
+    se: torch.Tensor | None = None
+    control: str | None = None
+    references: dict[str, float] | None = None
+    paired: tuple[float, float] | None = None
 
 
-def _moments(
-    problem: Problem, estimator: Estimator, state: State, point: Params, truth: torch.Tensor,
-    n_samples: int, n_repeats: int,
-) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Mean and unbiased variance per coordinate of ``n_repeats`` estimates of a prepared
-    estimator (float64, centred on the truth for accuracy), the finite and non-finite counts."""
-    s1 = torch.zeros_like(truth)
-    s2 = torch.zeros_like(truth)
-    n = bad = 0
-    for chunk in estimate_chunks(problem, estimator, point, n_samples, n_repeats, state):
-        g = chunk.detach().double().cpu() - truth
-        finite = torch.isfinite(g).all(1)
+def paired_chunks(
+    problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
+    n_samples: int, n_repeats: int, seed: int,
+) -> Iterator[list[torch.Tensor]]:
+    """Chunks ``[c, D]`` of ``n_repeats`` estimates of each prepared estimator, every one drawn
+    from its own copy of the random stream seeded with ``seed`` (common random numbers: the
+    same draws where they consume randomness alike)."""
+    torch.manual_seed(seed)
+    rng = [torch.get_rng_state() for _ in prepared]
+    streams = [estimate_chunks(problem, est, point, n_samples, n_repeats, state)
+               for est, state in prepared]
+    while True:
+        chunks = []
+        for i, stream in enumerate(streams):
+            torch.set_rng_state(rng[i])
+            chunks.append(next(stream, None))
+            rng[i] = torch.get_rng_state()
+        if chunks[0] is None:
+            return
+        yield [c.detach().double().cpu() for c in chunks]
+
+
+@dataclass
+class _Sums:
+    """Running first and second moments of draws centred on a reference point."""
+
+    n: int = 0
+    s1: torch.Tensor | float = 0.0
+    s2: torch.Tensor | float = 0.0
+
+    def add(self, x: torch.Tensor) -> None:
+        self.n += x.shape[0]
+        self.s1 = self.s1 + x.sum(0)
+        self.s2 = self.s2 + (x**2).sum(0)
+
+    def mean(self) -> torch.Tensor:
+        return self.s1 / max(self.n, 1)
+
+    def var(self) -> torch.Tensor:
+        return ((self.s2 - self.s1**2 / max(self.n, 1)) / max(self.n - 1, 1)).clamp_min(0)
+
+
+def _draw(
+    problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
+    truth: torch.Tensor, target: torch.Tensor, n_samples: int, n_repeats: int, seed: int,
+    beta: torch.Tensor | None,
+) -> dict[str, object]:
+    """Moments of the estimator (centred on the target), of each reference (centred on the
+    truth), of the statistic g - beta (g' - t) with the first reference, and of g - g'."""
+    own, stat, diff = _Sums(), _Sums(), _Sums()
+    refs = [_Sums() for _ in prepared[1:]]
+    cross = 0.0
+    bad, worst = 0, 0.0
+    for chunks in paired_chunks(problem, prepared, point, n_samples, n_repeats, seed):
+        finite = torch.isfinite(torch.stack([c.sum(1) for c in chunks])).all(0)
         bad += int((~finite).sum())
-        g = g[finite]
-        n += g.shape[0]
-        s1 += g.sum(0)
-        s2 += (g**2).sum(0)
-    mean = s1 / max(n, 1)
-    variance = ((s2 - s1**2 / max(n, 1)) / max(n - 1, 1)).clamp_min(0)
-    return mean + truth, variance, n, bad
+        g = chunks[0][finite] - target
+        own.add(g)
+        centred = [c[finite] - truth for c in chunks[1:]]
+        for sums, c in zip(refs, centred, strict=True):
+            sums.add(c)
+        if centred:
+            cross = cross + (g * centred[0]).sum(0)
+            gap = chunks[0][finite] - chunks[1][finite]
+            diff.add(gap)
+            worst = max(worst, float(gap.abs().max()) if gap.numel() else 0.0)
+        stat.add(g if beta is None else g - beta * centred[0])
+    return {"own": own, "stat": stat, "refs": refs, "diff": diff, "cross": cross,
+            "bad": bad, "worst": worst}
+
+
+def z_test(
+    mean: torch.Tensor, se: torch.Tensor, n: int, target: torch.Tensor, error: torch.Tensor,
+) -> tuple[float, float]:
+    """Bonferroni p-value and max |z| of "mean = target" per coordinate (module docstring)."""
+    dim = target.numel()
+    scale = float(target.abs().max())
+    miss = ((mean - target).abs() - error).clamp_min(0)
+    # a miss within float64 rounding is no evidence of bias, also where rounding alone gives
+    # an estimator of zero variance in exact arithmetic a tiny se (a huge z otherwise)
+    exact = miss <= ZERO_VARIANCE_TOLERANCE * max(scale, 1e-300)
+    z = torch.where(exact, 0.0, torch.where(se > 0, miss / se.clamp_min(1e-300), math.inf))
+    max_z = float(z.abs().max())
+    p_value = min(1.0, dim * 2 * float(stdtr(max(n - 1, 1), -max_z))) if n > 1 else math.nan
+    return p_value, max_z
+
+
+def coordinate_scale(target: torch.Tensor) -> torch.Tensor:
+    """s_c = max(|t_c|, FLOOR * max |t|): the scale each coordinate's power is relative to."""
+    return target.abs().clamp_min(FLOOR * float(target.abs().max()))
 
 
 def check_bias(
@@ -90,42 +188,77 @@ def check_bias(
     alpha: float,
     power_bias: float,
     max_repeats: int,
+    *,
+    target: torch.Tensor | None = None,
+    error: torch.Tensor | None = None,
+    budget_s: float = math.inf,
+    references: Sequence[tuple[str, Estimator, State]] = (),
+    use_control: bool = True,
 ) -> BiasResult:
-    """The bias test of one cell at a power-chosen R (module docstring), for an estimator
-    already set up and warmed up (``prepare``): the pilot and the test draw their own
-    estimates."""
-    dim = truth.numel()
-    z_alpha = float(ndtri(1 - alpha / (2 * dim)))
-    scale = float(truth.abs().max())
-    torch.manual_seed(seed)
-    _, pilot_var, _, _ = _moments(problem, estimator, state, point, truth, n_samples, PILOT)
-    target = power_bias * scale
-    needed = (z_alpha + Z_POWER) ** 2 * float(pilot_var.max()) / target**2 if target > 0 else 0
-    n_repeats = int(min(max_repeats, max(PILOT, math.ceil(needed))))
-    mean, variance, n, bad = _moments(problem, estimator, state, point, truth, n_samples,
-                                      n_repeats)
-    bias = mean - truth
-    se = (variance / max(n, 1)).sqrt()
-    # a miss within float64 rounding is no evidence of bias, also where rounding alone gives
-    # an estimator of zero variance in exact arithmetic a tiny se (a huge z otherwise)
-    exact = bias.abs() <= ZERO_VARIANCE_TOLERANCE * max(scale, 1e-300)
-    z = torch.where(exact, 0.0, torch.where(se > 0, bias / se.clamp_min(1e-300), math.inf))
-    max_z = float(z.abs().max())
-    p_value = min(1.0, dim * 2 * float(stdtr(max(n - 1, 1), -max_z))) if n > 1 else math.nan
-    detectable = (z_alpha + Z_POWER) * float(se.max()) / scale if scale > 0 else math.inf
-    return BiasResult(n_repeats, p_value, max_z, detectable, float(variance.sum()), bad)
+    """The test of "mean = target" of one cell at a power-chosen R (module docstring), for an
+    estimator already set up and warmed up (``prepare``): the pilot and the test draw their own
+    estimates.
+
+    Args:
+        truth: the exact gradient (the references' mean), flattened.
+        target: what the estimator's mean is tested against (default: ``truth``).
+        error: the target's numerical error per coordinate (default: 0).
+        budget_s: seconds the test's draws may take, at the pilot's speed.
+        references: prepared estimators drawn with common random numbers.
+        use_control: whether the first reference may serve as control variate (it must then
+            be unbiased: its mean is taken to be ``truth``).
+    """
+    target = truth if target is None else target
+    error = torch.zeros_like(target) if error is None else error
+    z_alpha = float(ndtri(1 - alpha / (2 * target.numel())))
+    scale = coordinate_scale(target)
+    prepared = [(estimator, state)] + [(est, st) for _, est, st in references]
+    start = time.perf_counter()
+    pilot = _draw(problem, prepared, point, truth, target, n_samples, PILOT, seed, None)
+    per_estimate = (time.perf_counter() - start) / PILOT
+    beta, control, variance = _control(pilot, references if use_control else ())
+    target_bias = power_bias * scale
+    needed = float(((z_alpha + Z_POWER) ** 2 * variance / target_bias**2).max()) \
+        if float(scale.max()) > 0 else 0.0
+    affordable = budget_s / per_estimate if per_estimate > 0 else math.inf
+    n_repeats = int(min(max_repeats, max(PILOT, min(math.ceil(needed), affordable))))
+    drawn = _draw(problem, prepared, point, truth, target, n_samples, n_repeats, seed + 1, beta)
+    stat, n = drawn["stat"], drawn["stat"].n
+    se = (stat.var() / max(n, 1)).sqrt()
+    mean = stat.mean() + target
+    p_value, max_z = z_test(mean, se, n, target, error)
+    detectable = (z_alpha + Z_POWER) * float((se / scale).max()) if float(scale.max()) > 0 \
+        else math.inf
+    refs = {name: float(sums.var().sum()) for (name, _, _), sums in
+            zip(references, drawn["refs"], strict=True)}
+    paired = None
+    if references:
+        d = drawn["diff"]
+        _, paired_z = z_test(d.mean(), (d.var() / max(d.n, 1)).sqrt(), d.n,
+                             torch.zeros_like(target), torch.zeros_like(target))
+        paired = (paired_z, drawn["worst"])
+    return BiasResult(n_repeats, p_value, max_z, detectable, float(drawn["own"].var().sum()),
+                      drawn["bad"], mean, se, control, refs, paired)
 
 
-def variance_of(
-    problem: Problem, estimator: Estimator, point: Params, n_samples: int, n_repeats: int,
-    seed: int,
-) -> float:
-    """Trace of the covariance of one estimate, from ``n_repeats`` estimates."""
-    torch.manual_seed(seed)
-    state, _ = prepare(problem, estimator, point, n_samples)
-    zero = torch.zeros(sum(v.numel() for v in point.values()), dtype=torch.float64)
-    _, variance, _, _ = _moments(problem, estimator, state, point, zero, n_samples, n_repeats)
-    return float(variance.sum())
+def _control(
+    pilot: dict[str, object], references: Sequence[tuple[str, Estimator, State]],
+) -> tuple[torch.Tensor | None, str | None, torch.Tensor]:
+    """The control-variate coefficients beta (or None), the reference used and the per
+    coordinate variance of the statistic, from the pilot's moments."""
+    own = pilot["own"]
+    variance = own.var()
+    if not references:
+        return None, None, variance
+    ref = pilot["refs"][0]
+    n = max(own.n - 1, 1)
+    cov = (pilot["cross"] - own.s1 * ref.s1 / max(own.n, 1)) / n
+    beta = torch.where(ref.var() > 0, cov / ref.var().clamp_min(1e-300), 0.0)
+    reduced = (variance - beta * cov).clamp_min(0)
+    gain = torch.where(variance > 0, reduced / variance.clamp_min(1e-300), 0.0)
+    if float(gain.max()) <= CONTROL_GAIN:
+        return beta, references[0][0], reduced
+    return None, None, variance
 
 
 def repeat_leak(
