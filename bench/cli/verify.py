@@ -22,6 +22,10 @@ def _options(settings: list[str]) -> dict[str, str]:
     return options
 
 
+def _problems(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _table(report) -> str:
     rows = pd.DataFrame([c.row() for c in report.cells])
     if rows.empty:
@@ -44,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         verify_one(name, options, quick=args.quick, seed=args.seed, alpha=args.alpha,
                    power_bias=args.power_bias, max_repeats=args.max_repeats,
                    budget_s=args.budget, cell_timeout=args.cell_timeout,
-                   against=args.against, progress=not args.no_progress and not args.json)
+                   against=args.against, problems=_problems(args.problem), progress=not args.no_progress and not args.json)
         for name in names
     ]
     if args.json:
@@ -97,6 +101,8 @@ def add_parser(subparsers) -> None:
     verify.add_argument("--against", metavar="ESTIMATOR", default=None,
                         help="a registered estimator drawn from the same random numbers in "
                         "every setting: the paired difference is reported (paired_z, max_diff)")
+    verify.add_argument("--problem", metavar="PROBLEM[,...]", default=None,
+                        help="check only the settings of these problems")
     verify.add_argument("--json", action="store_true", help="print the reports as JSON")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
     verify.set_defaults(handler=main)

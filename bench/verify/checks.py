@@ -11,13 +11,14 @@
   degrees of freedom, Bonferroni over the D coordinates, with e_c the target's numerical error
   (zero for exact truth); a coordinate within float64 rounding of the target is on target, and
   one with zero variance misses it when it misses by more than that.
-* **Common random numbers and a control variate.** With reference estimators given (unbiased
-  built-ins), each is drawn from the same random stream as the estimator, sample for sample.
-  A reference g' has mean t exactly, so g_c - beta_c (g'_c - t_c) has the mean of g_c for any
-  fixed beta_c; beta_c = Cov(g_c, g'_c) / Var(g'_c) from the pilot (independent of the test's
-  draws) removes the share rho_c^2 of the variance that the two have in common. A reference is
-  kept only where the pilot shows it halves the variance of the statistic (estimators that draw
-  their samples as the reference does); else the test uses the estimator alone.
+* **Common random numbers and control variates.** Reference estimators are drawn from the
+  same random stream as the estimator, sample for sample. A reference h of exactly known mean
+  m (an unbiased built-in, mean t; or ``ScoreFunction``, the score, mean 0) gives the
+  statistic g_c - beta_c (h_c - m_c), whose mean is that of g_c for any fixed beta_c;
+  beta_c = Cov(g_c, h_c) / Var(h_c) from the pilot (independent of the test's draws) removes
+  the share rho_c^2 of the variance the two have in common. The reference that cuts the worst
+  coordinate's variance most is used where the pilot shows it at least halves it (estimators
+  that draw their samples as the reference does); else the test uses the estimator alone.
 * **Variance** against a standard estimator of the same problem at the same K (pathwise where
   it applies, else the leave-one-out score function, else plain REINFORCE).
 * **Independence of repeats**: the harness reads estimate r off d loss[r] / d params[r], so the
@@ -36,7 +37,7 @@ import torch
 from scipy.special import ndtri, stdtr
 
 from bench.cell.estimate import estimate_chunks, expand_state, prepare
-from estimators.base import Estimator, State
+from estimators.base import Estimator, State, Surrogate
 from problems.base import Params, Problem, repeat_params
 
 #: estimates of the pilot run that sets R
@@ -47,6 +48,9 @@ Z_POWER = 1.96
 ZERO_VARIANCE_TOLERANCE = 1e-10
 #: coordinates below this share of the largest |t_c| are held to its power at this share
 FLOOR = 0.1
+#: a cell is inconclusive when some coordinate could only detect a bias above this share of its
+#: scale (a sign error is a bias of 2, a dropped term one of 1)
+INCONCLUSIVE = 0.5
 #: a reference is used as control variate when it cuts the statistic's variance below this
 #: share in the worst coordinate
 CONTROL_GAIN = 0.5
@@ -129,31 +133,53 @@ class _Sums:
 
 def _draw(
     problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
-    truth: torch.Tensor, target: torch.Tensor, n_samples: int, n_repeats: int, seed: int,
-    beta: torch.Tensor | None,
+    target: torch.Tensor, means: Sequence[torch.Tensor], n_samples: int, n_repeats: int,
+    seed: int, control: tuple[int, torch.Tensor] | None,
 ) -> dict[str, object]:
-    """Moments of the estimator (centred on the target), of each reference (centred on the
-    truth), of the statistic g - beta (g' - t) with the first reference, and of g - g'."""
+    """Moments of the estimator (centred on the target), of each reference (centred on its
+    mean), their cross moments with the estimator, of the statistic g - beta (h_i - mean_i)
+    with ``control = (i, beta)``, and of g - g' for the first reference."""
     own, stat, diff = _Sums(), _Sums(), _Sums()
     refs = [_Sums() for _ in prepared[1:]]
-    cross = 0.0
+    cross = [0.0 for _ in prepared[1:]]
     bad, worst = 0, 0.0
     for chunks in paired_chunks(problem, prepared, point, n_samples, n_repeats, seed):
         finite = torch.isfinite(torch.stack([c.sum(1) for c in chunks])).all(0)
         bad += int((~finite).sum())
         g = chunks[0][finite] - target
         own.add(g)
-        centred = [c[finite] - truth for c in chunks[1:]]
-        for sums, c in zip(refs, centred, strict=True):
-            sums.add(c)
+        centred = [c[finite] - mean for c, mean in zip(chunks[1:], means, strict=True)]
+        for i, c in enumerate(centred):
+            refs[i].add(c)
+            cross[i] = cross[i] + (g * c).sum(0)
         if centred:
-            cross = cross + (g * centred[0]).sum(0)
             gap = chunks[0][finite] - chunks[1][finite]
             diff.add(gap)
             worst = max(worst, float(gap.abs().max()) if gap.numel() else 0.0)
-        stat.add(g if beta is None else g - beta * centred[0])
+        stat.add(g if control is None else g - control[1] * centred[control[0]])
     return {"own": own, "stat": stat, "refs": refs, "diff": diff, "cross": cross,
             "bad": bad, "worst": worst}
+
+
+class ScoreFunction(Estimator):
+    """The score mean_k grad log q(z_k), z_k ~ q drawn as the score-function estimators draw
+    them: its mean is exactly zero (E_q[grad log q] = grad sum_z q(z) = 0), which makes it a
+    control variate of known mean for every estimator whose samples it shares.
+
+    References: Williams (1992), "Simple Statistical Gradient-Following Algorithms", Machine
+    Learning 8.
+    """
+
+    name = "score"
+    description = "the score function, mean zero (a control variate of bench verify)"
+    requires = frozenset()
+    unbiased = False
+    supports_multi_sample = True
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        dist = problem.distribution(params)
+        z = dist.sample((n_samples,))  # [K, R, *event]
+        return Surrogate(loss=dist.log_prob(z).mean(0), samples=z)
 
 
 def z_test(
@@ -192,44 +218,44 @@ def check_bias(
     target: torch.Tensor | None = None,
     error: torch.Tensor | None = None,
     budget_s: float = math.inf,
-    references: Sequence[tuple[str, Estimator, State]] = (),
-    use_control: bool = True,
+    references: Sequence[tuple[str, Estimator, State, torch.Tensor | None]] = (),
 ) -> BiasResult:
     """The test of "mean = target" of one cell at a power-chosen R (module docstring), for an
     estimator already set up and warmed up (``prepare``): the pilot and the test draw their own
     estimates.
 
     Args:
-        truth: the exact gradient (the references' mean), flattened.
+        truth: the exact gradient, flattened.
         target: what the estimator's mean is tested against (default: ``truth``).
         error: the target's numerical error per coordinate (default: 0).
         budget_s: seconds the test's draws may take, at the pilot's speed.
-        references: prepared estimators drawn with common random numbers.
-        use_control: whether the first reference may serve as control variate (it must then
-            be unbiased: its mean is taken to be ``truth``).
+        references: prepared estimators drawn with common random numbers, each with its exact
+            mean where it may serve as control variate (else None).
     """
     target = truth if target is None else target
     error = torch.zeros_like(target) if error is None else error
     z_alpha = float(ndtri(1 - alpha / (2 * target.numel())))
     scale = coordinate_scale(target)
-    prepared = [(estimator, state)] + [(est, st) for _, est, st in references]
+    prepared = [(estimator, state)] + [(est, st) for _, est, st, _ in references]
+    means = [truth if mean is None else mean for *_, mean in references]
     start = time.perf_counter()
-    pilot = _draw(problem, prepared, point, truth, target, n_samples, PILOT, seed, None)
+    pilot = _draw(problem, prepared, point, target, means, n_samples, PILOT, seed, None)
     per_estimate = (time.perf_counter() - start) / PILOT
-    beta, control, variance = _control(pilot, references if use_control else ())
+    control, variance = _control(pilot, [mean is not None for *_, mean in references])
     target_bias = power_bias * scale
     needed = float(((z_alpha + Z_POWER) ** 2 * variance / target_bias**2).max()) \
         if float(scale.max()) > 0 else 0.0
     affordable = budget_s / per_estimate if per_estimate > 0 else math.inf
     n_repeats = int(min(max_repeats, max(PILOT, min(math.ceil(needed), affordable))))
-    drawn = _draw(problem, prepared, point, truth, target, n_samples, n_repeats, seed + 1, beta)
+    drawn = _draw(problem, prepared, point, target, means, n_samples, n_repeats, seed + 1,
+                  control)
     stat, n = drawn["stat"], drawn["stat"].n
     se = (stat.var() / max(n, 1)).sqrt()
     mean = stat.mean() + target
     p_value, max_z = z_test(mean, se, n, target, error)
     detectable = (z_alpha + Z_POWER) * float((se / scale).max()) if float(scale.max()) > 0 \
         else math.inf
-    refs = {name: float(sums.var().sum()) for (name, _, _), sums in
+    refs = {name: float(sums.var().sum()) for (name, *_), sums in
             zip(references, drawn["refs"], strict=True)}
     paired = None
     if references:
@@ -237,28 +263,32 @@ def check_bias(
         _, paired_z = z_test(d.mean(), (d.var() / max(d.n, 1)).sqrt(), d.n,
                              torch.zeros_like(target), torch.zeros_like(target))
         paired = (paired_z, drawn["worst"])
+    name = None if control is None else references[control[0]][0]
     return BiasResult(n_repeats, p_value, max_z, detectable, float(drawn["own"].var().sum()),
-                      drawn["bad"], mean, se, control, refs, paired)
+                      drawn["bad"], mean, se, name, refs, paired)
 
 
 def _control(
-    pilot: dict[str, object], references: Sequence[tuple[str, Estimator, State]],
-) -> tuple[torch.Tensor | None, str | None, torch.Tensor]:
-    """The control-variate coefficients beta (or None), the reference used and the per
-    coordinate variance of the statistic, from the pilot's moments."""
+    pilot: dict[str, object], usable: Sequence[bool],
+) -> tuple[tuple[int, torch.Tensor] | None, torch.Tensor]:
+    """The control variate (reference index and coefficients beta), or None, and the per
+    coordinate variance of the statistic, from the pilot's moments: of the usable references
+    the one that cuts the worst coordinate's variance most, if it cuts it below
+    ``CONTROL_GAIN``."""
     own = pilot["own"]
     variance = own.var()
-    if not references:
-        return None, None, variance
-    ref = pilot["refs"][0]
-    n = max(own.n - 1, 1)
-    cov = (pilot["cross"] - own.s1 * ref.s1 / max(own.n, 1)) / n
-    beta = torch.where(ref.var() > 0, cov / ref.var().clamp_min(1e-300), 0.0)
-    reduced = (variance - beta * cov).clamp_min(0)
-    gain = torch.where(variance > 0, reduced / variance.clamp_min(1e-300), 0.0)
-    if float(gain.max()) <= CONTROL_GAIN:
-        return beta, references[0][0], reduced
-    return None, None, variance
+    best, best_gain = None, CONTROL_GAIN
+    for i, ok in enumerate(usable):
+        if not ok:
+            continue
+        ref = pilot["refs"][i]
+        cov = (pilot["cross"][i] - own.s1 * ref.s1 / max(own.n, 1)) / max(own.n - 1, 1)
+        beta = torch.where(ref.var() > 0, cov / ref.var().clamp_min(1e-300), 0.0)
+        reduced = (variance - beta * cov).clamp_min(0)
+        gain = float(torch.where(variance > 0, reduced / variance.clamp_min(1e-300), 0.0).max())
+        if gain <= best_gain:
+            best, best_gain, best_variance = (i, beta), gain, reduced
+    return (best, best_variance) if best is not None else (None, variance)
 
 
 def repeat_leak(

@@ -6,8 +6,8 @@ A cell's verdict says how the estimator's mean compares with its declared target
 * ``ok``: on target (no difference detected at the power the cell reached);
 * ``BIASED`` (target: the exact gradient) or ``OFF TARGET`` (any other target): a difference
   detected, a failure;
-* ``inconclusive``: no difference found, but some coordinate could only detect more than
-  twice the power target;
+* ``inconclusive``: no difference found, but some coordinate could only detect a bias of more
+  than half its scale (``checks.INCONCLUSIVE``);
 * ``biased (declared)`` / ``no bias detected``: the target cannot be computed at this setting,
   so only the bias against the exact gradient is reported (no failure either way);
 * ``ERROR``: an exception, ``sys.exit``, a timeout or a non-finite estimate (a failure).
@@ -51,6 +51,12 @@ class Cell:
     @property
     def failed(self) -> bool:
         return self.verdict in FAILED
+
+    def biased(self, alpha: float) -> bool:
+        """Whether the cell shows a bias against the exact gradient at level ``alpha``."""
+        if self.verdict == "biased (declared)":
+            return True
+        return self.truth_p is not None and self.truth_p < alpha
 
     def row(self) -> dict[str, Any]:
         b = self.bias
