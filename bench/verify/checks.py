@@ -51,6 +51,9 @@ FLOOR = 0.1
 #: a cell is inconclusive when some coordinate could only detect a bias above this share of its
 #: scale (a sign error is a bias of 2, a dropped term one of 1)
 INCONCLUSIVE = 0.5
+#: the test's standard error is trusted when the relative standard error of the variance it
+#: rests on, sqrt((kurtosis - 1) / R), is at most this (heavier tails need a larger R)
+TAIL_TOLERANCE = 0.5
 #: a reference is used as control variate when it cuts the statistic's variance below this
 #: share in the worst coordinate
 CONTROL_GAIN = 0.5
@@ -74,6 +77,9 @@ class BiasResult:
         references: each reference's trace of covariance, from the paired draws.
         paired: for the first reference, the largest |z| of the paired difference g - g' and
             the largest |g - g'| over all draws (0 when the two agree sample for sample).
+        kurtosis: the largest kurtosis over coordinates of the test's statistic; with
+            sqrt((kurtosis - 1) / R) above ``TAIL_TOLERANCE`` the standard error is not
+            reliable (``heavy_tailed``).
     """
 
     n_repeats: int
@@ -87,6 +93,12 @@ class BiasResult:
     control: str | None = None
     references: dict[str, float] | None = None
     paired: tuple[float, float] | None = None
+    kurtosis: float = 3.0
+
+    @property
+    def heavy_tailed(self) -> bool:
+        """Whether the tails are too heavy for the standard error at this R."""
+        return math.sqrt(max(self.kurtosis - 1, 0) / max(self.n_repeats, 1)) > TAIL_TOLERANCE
 
 
 def paired_chunks(
@@ -118,11 +130,26 @@ class _Sums:
     n: int = 0
     s1: torch.Tensor | float = 0.0
     s2: torch.Tensor | float = 0.0
+    s3: torch.Tensor | float = 0.0
+    s4: torch.Tensor | float = 0.0
 
     def add(self, x: torch.Tensor) -> None:
         self.n += x.shape[0]
         self.s1 = self.s1 + x.sum(0)
         self.s2 = self.s2 + (x**2).sum(0)
+        self.s3 = self.s3 + (x**3).sum(0)
+        self.s4 = self.s4 + (x**4).sum(0)
+
+    def kurtosis(self, rounding: float) -> torch.Tensor:
+        """m4 / m2^2 per coordinate from the raw moments; 0 where the spread is at most
+        ``rounding`` or within the cancellation error of the raw moments, about
+        sqrt(eps) |mean| (a constant up to float64 rounding has no tails to speak of)."""
+        n = max(self.n, 1)
+        mu, e2, e3, e4 = self.s1 / n, self.s2 / n, self.s3 / n, self.s4 / n
+        m2 = (e2 - mu**2).clamp_min(0)
+        m4 = (e4 - 4 * mu * e3 + 6 * mu**2 * e2 - 3 * mu**4).clamp_min(0)
+        floor = torch.maximum(torch.as_tensor(rounding), 1e-7 * torch.as_tensor(mu).abs())
+        return torch.where(m2 > floor**2, m4 / m2.clamp_min(1e-300) ** 2, 0.0)
 
     def mean(self) -> torch.Tensor:
         return self.s1 / max(self.n, 1)
@@ -239,9 +266,14 @@ def check_bias(
     prepared = [(estimator, state)] + [(est, st) for _, est, st, _ in references]
     means = [truth if mean is None else mean for *_, mean in references]
     start = time.perf_counter()
-    pilot = _draw(problem, prepared, point, target, means, n_samples, PILOT, seed, None)
+    pilot = [torch.cat(chunks) for chunks in
+             zip(*paired_chunks(problem, prepared, point, n_samples, PILOT, seed), strict=True)]
     per_estimate = (time.perf_counter() - start) / PILOT
-    control, variance = _control(pilot, [mean is not None for *_, mean in references])
+    finite = torch.isfinite(torch.stack([c.sum(1) for c in pilot])).all(0)
+    own = pilot[0][finite]
+    candidates = [(c[finite] - mean, mean is not None) for c, mean in
+                  zip(pilot[1:], means, strict=True)]
+    control, variance = _control(own, candidates)
     target_bias = power_bias * scale
     needed = float(((z_alpha + Z_POWER) ** 2 * variance / target_bias**2).max()) \
         if float(scale.max()) > 0 else 0.0
@@ -265,30 +297,47 @@ def check_bias(
         paired = (paired_z, drawn["worst"])
     name = None if control is None else references[control[0]][0]
     return BiasResult(n_repeats, p_value, max_z, detectable, float(drawn["own"].var().sum()),
-                      drawn["bad"], mean, se, name, refs, paired)
+                      drawn["bad"], mean, se, name, refs, paired,
+                      float(stat.kurtosis(ZERO_VARIANCE_TOLERANCE * float(scale.max())).max()))
+
+
+def _kurtosis(x: torch.Tensor) -> torch.Tensor:
+    """Per-column kurtosis m4 / m2^2 of ``[n, D]`` draws (0 for a column constant up to
+    rounding, relative to the largest column's spread)."""
+    centred = x - x.mean(0)
+    m2 = centred.pow(2).mean(0)
+    rounding = (ZERO_VARIANCE_TOLERANCE * float(m2.max().sqrt())) ** 2
+    return torch.where(m2 > rounding, centred.pow(4).mean(0) / m2.clamp_min(1e-300) ** 2, 0.0)
 
 
 def _control(
-    pilot: dict[str, object], usable: Sequence[bool],
+    own: torch.Tensor, candidates: Sequence[tuple[torch.Tensor, bool]],
 ) -> tuple[tuple[int, torch.Tensor] | None, torch.Tensor]:
     """The control variate (reference index and coefficients beta), or None, and the per
-    coordinate variance of the statistic, from the pilot's moments: of the usable references
-    the one that cuts the worst coordinate's variance most, if it cuts it below
-    ``CONTROL_GAIN``."""
-    own = pilot["own"]
-    variance = own.var()
-    best, best_gain = None, CONTROL_GAIN
-    for i, ok in enumerate(usable):
-        if not ok:
+    coordinate variance of the test's statistic, from the pilot's draws ``[n, D]`` (the
+    references' centred on their means; the flag says whether one may serve).
+
+    Of the usable references, the one that cuts the worst coordinate's variance most, if it
+    cuts it below ``CONTROL_GAIN`` and leaves the statistic no heavier-tailed than the
+    estimator (largest kurtosis over coordinates): a control variate that trades variance for
+    rare large deviations would make the test's standard error unreliable at the R it
+    allows.
+    """
+    variance = own.var(0)
+    tails = float(_kurtosis(own).max())
+    best, best_gain, best_variance = None, CONTROL_GAIN, variance
+    for i, (ref, usable) in enumerate(candidates):
+        if not usable:
             continue
-        ref = pilot["refs"][i]
-        cov = (pilot["cross"][i] - own.s1 * ref.s1 / max(own.n, 1)) / max(own.n - 1, 1)
-        beta = torch.where(ref.var() > 0, cov / ref.var().clamp_min(1e-300), 0.0)
-        reduced = (variance - beta * cov).clamp_min(0)
+        ref_var = ref.var(0)
+        cov = ((own - own.mean(0)) * (ref - ref.mean(0))).sum(0) / max(own.shape[0] - 1, 1)
+        beta = torch.where(ref_var > 0, cov / ref_var.clamp_min(1e-300), 0.0)
+        statistic = own - beta * ref
+        reduced = statistic.var(0)
         gain = float(torch.where(variance > 0, reduced / variance.clamp_min(1e-300), 0.0).max())
-        if gain <= best_gain:
+        if gain <= best_gain and float(_kurtosis(statistic).max()) <= tails:
             best, best_gain, best_variance = (i, beta), gain, reduced
-    return (best, best_variance) if best is not None else (None, variance)
+    return best, best_variance
 
 
 def repeat_leak(
