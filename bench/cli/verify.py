@@ -48,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
         verify_one(name, options, quick=args.quick, seed=args.seed, alpha=args.alpha,
                    power_bias=args.power_bias, max_repeats=args.max_repeats,
                    budget_s=args.budget, cell_timeout=args.cell_timeout,
-                   against=args.against, problems=_problems(args.problem), progress=not args.no_progress and not args.json)
+                   against=args.against, problems=_problems(args.problem),
+                   progress=not args.no_progress and not args.json)
         for name in names
     ]
     if args.json:
