@@ -19,7 +19,7 @@ REINFORCE on this toy, so none is checked; their numbers are reported.
 
 Exact variances at theta = 0 (p = 1/2, one sample): f(b) = t^2 + a b with a = 1 - 2t (b^2 = b),
 so REINFORCE's g = f(b) (b - 1/2) has mean a / 4 (0.025 at t = 0.45) and variance
-((1 - t)^4 + t^4) / 8 - (a / 4)^2 (1.593906e-2 at t = 0.45, 1.562475e-2 at t = 0.499); ARM's
+((1 - t)^4 + t^4) / 8 - (a / 4)^2 (1.593906e-2 at t = 0.45, 1.5625125e-2 at t = 0.499); ARM's
 g = 2 a |w| / 2 with w = u - 1/2 (one antithetic pair, K = 2) has variance a^2 / 48
 (2.0833e-4 at t = 0.45); DisARM's is constant (variance 0). Measured and compared with these
 (``exact_variance``).
