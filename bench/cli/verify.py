@@ -93,10 +93,11 @@ def add_parser(subparsers) -> None:
     verify.add_argument("--power-bias", type=number, default=0.05,
                         help="bias, relative to each coordinate, that each test detects with "
                         "probability 0.975")
-    verify.add_argument("--max-repeats", type=integer, default=1_000_000,
+    verify.add_argument("--max-repeats", type=integer, default=200_000,
                         help="largest R of one bias test")
-    verify.add_argument("--budget", type=number, default=4.0, metavar="SECONDS",
-                        help="seconds the draws of one bias test may take (R is capped by it)")
+    verify.add_argument("--budget", type=number, default=None, metavar="SECONDS",
+                        help="seconds the draws of one bias test may take (R is capped by it; "
+                        "R then depends on the machine's speed)")
     verify.add_argument("--cell-timeout", type=number, default=600.0, metavar="SECONDS",
                         help="seconds one setting may take; past it the setting fails")
     verify.add_argument("--against", metavar="ESTIMATOR", default=None,

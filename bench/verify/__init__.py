@@ -124,13 +124,13 @@ def _references(problem: Problem, n_samples: int, own: str, against: str | None)
     return list(dict.fromkeys(names))[: 3 if against else 2]
 
 
-def _check_arguments(alpha: float, power_bias: float, max_repeats: int, budget_s: float,
+def _check_arguments(alpha: float, power_bias: float, max_repeats: int, budget_s: float | None,
                      cell_timeout: float | None, against: str | None) -> None:
     for name, value, valid, rule in (
         ("alpha", alpha, 0 < alpha < 1, "0 < alpha < 1"),
         ("power_bias", power_bias, 0 < power_bias < math.inf, "a finite number > 0"),
         ("max_repeats", max_repeats, 2 <= max_repeats <= 10**9, "an integer in 2..10^9"),
-        ("budget_s", budget_s, budget_s > 0, "a number of seconds > 0"),
+        ("budget_s", budget_s, budget_s is None or budget_s > 0, "a number of seconds > 0"),
         ("cell_timeout", cell_timeout, cell_timeout is None or 0 < cell_timeout < math.inf,
          "a finite number of seconds > 0"),
     ):
@@ -148,8 +148,8 @@ def verify_one(
     seed: int = 0,
     alpha: float = 1e-3,
     power_bias: float = 0.05,
-    max_repeats: int = 1_000_000,
-    budget_s: float = 4.0,
+    max_repeats: int = 200_000,
+    budget_s: float | None = None,
     cell_timeout: float | None = 600.0,
     against: str | None = None,
     problems: Sequence[str] | None = None,
@@ -165,7 +165,9 @@ def verify_one(
         power_bias: the bias, relative to each coordinate's scale (``checks.coordinate_scale``),
             that each test detects with probability 0.975 (R is chosen for it, up to
             ``max_repeats`` and ``budget_s``).
-        budget_s: seconds the draws of one test may take (at the pilot's speed).
+        budget_s: seconds the draws of one test may take (at the pilot's speed), if given: R
+            then depends on the machine's speed, so the outcome is reproducible only on the
+            same machine under the same load (without it, only on the seeds).
         cell_timeout: seconds one cell may take in all; past it the cell fails.
         against: a registered estimator drawn from the same random numbers in every cell
             (its paired difference is reported).
@@ -203,7 +205,7 @@ class _CellRunner:
     """Runs the checks of one (setting, K) cell; problems are built once per setting."""
 
     def __init__(self, cls: type[Estimator], make: Callable[[], Estimator], seed: int,
-                 alpha: float, power_bias: float, max_repeats: int, budget_s: float,
+                 alpha: float, power_bias: float, max_repeats: int, budget_s: float | None,
                  n_references: int, against: str | None) -> None:
         self.cls, self.make, self.seed, self.alpha = cls, make, seed, alpha
         self.power_bias, self.max_repeats, self.budget_s = power_bias, max_repeats, budget_s
@@ -249,7 +251,8 @@ class _CellRunner:
         bias = check_bias(problem, estimator, state, point, truth, k, cell_seed + 1, self.alpha,
                           self.power_bias, self.max_repeats,
                           target=target.value if checked else None,
-                          error=target.error if checked else None, budget_s=self.budget_s,
+                          error=target.error if checked else None,
+                          budget_s=math.inf if self.budget_s is None else self.budget_s,
                           references=references)
         if self.against not in names:  # the paired difference is reported for --against only
             bias = dataclasses.replace(bias, paired=None)

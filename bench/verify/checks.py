@@ -16,9 +16,10 @@
   m (an unbiased built-in, mean t; or ``ScoreFunction``, the score, mean 0) gives the
   statistic g_c - beta_c (h_c - m_c), whose mean is that of g_c for any fixed beta_c;
   beta_c = Cov(g_c, h_c) / Var(h_c) from the pilot (independent of the test's draws) removes
-  the share rho_c^2 of the variance the two have in common. The reference that cuts the worst
-  coordinate's variance most is used where the pilot shows it at least halves it (estimators
-  that draw their samples as the reference does); else the test uses the estimator alone.
+  the share rho_c^2 of the variance the two have in common. The reference that most lowers
+  the worst coordinate's variance on its scale, max_c v_c / s_c^2 (what sets R), is used where
+  the pilot shows it at least halves it and adds no heavier tails (estimators that draw their
+  samples as the reference does); else the test uses the estimator alone.
 * **Variance** against a standard estimator of the same problem at the same K (pathwise where
   it applies, else the leave-one-out score function, else plain REINFORCE).
 * **Independence of repeats**: the harness reads estimate r off d loss[r] / d params[r], so the
@@ -273,7 +274,7 @@ def check_bias(
     own = pilot[0][finite]
     candidates = [(c[finite] - mean, mean is not None) for c, mean in
                   zip(pilot[1:], means, strict=True)]
-    control, variance = _control(own, candidates)
+    control, variance = _control(own, candidates, scale)
     target_bias = power_bias * scale
     needed = float(((z_alpha + Z_POWER) ** 2 * variance / target_bias**2).max()) \
         if float(scale.max()) > 0 else 0.0
@@ -311,21 +312,23 @@ def _kurtosis(x: torch.Tensor) -> torch.Tensor:
 
 
 def _control(
-    own: torch.Tensor, candidates: Sequence[tuple[torch.Tensor, bool]],
+    own: torch.Tensor, candidates: Sequence[tuple[torch.Tensor, bool]], scale: torch.Tensor,
 ) -> tuple[tuple[int, torch.Tensor] | None, torch.Tensor]:
     """The control variate (reference index and coefficients beta), or None, and the per
     coordinate variance of the test's statistic, from the pilot's draws ``[n, D]`` (the
     references' centred on their means; the flag says whether one may serve).
 
-    Of the usable references, the one that cuts the worst coordinate's variance most, if it
-    cuts it below ``CONTROL_GAIN`` and leaves the statistic no heavier-tailed than the
-    estimator (largest kurtosis over coordinates): a control variate that trades variance for
-    rare large deviations would make the test's standard error unreliable at the R it
+    What sets R is the worst coordinate's variance on its own scale, max_c v_c / s_c^2. Of the
+    usable references, the one that lowers it most is used, if it lowers it below
+    ``CONTROL_GAIN`` times the estimator's own and leaves the statistic no heavier-tailed than
+    the estimator (largest kurtosis over coordinates): a control variate that trades variance
+    for rare large deviations would make the test's standard error unreliable at the R it
     allows.
     """
     variance = own.var(0)
+    worst = float((variance / scale**2).max())
     tails = float(_kurtosis(own).max())
-    best, best_gain, best_variance = None, CONTROL_GAIN, variance
+    best, best_worst, best_variance = None, CONTROL_GAIN * worst, variance
     for i, (ref, usable) in enumerate(candidates):
         if not usable:
             continue
@@ -334,9 +337,9 @@ def _control(
         beta = torch.where(ref_var > 0, cov / ref_var.clamp_min(1e-300), 0.0)
         statistic = own - beta * ref
         reduced = statistic.var(0)
-        gain = float(torch.where(variance > 0, reduced / variance.clamp_min(1e-300), 0.0).max())
-        if gain <= best_gain and float(_kurtosis(statistic).max()) <= tails:
-            best, best_gain, best_variance = (i, beta), gain, reduced
+        reduced_worst = float((reduced / scale**2).max())
+        if reduced_worst <= best_worst and float(_kurtosis(statistic).max()) <= tails:
+            best, best_worst, best_variance = (i, beta), reduced_worst, reduced
     return best, best_variance
 
 
