@@ -98,8 +98,8 @@ class DisarmVAE(Reproduction):
     target = "Fig. 5 (Bernoulli VAE by the ELBO)"
     estimators = ("reinforce_loo", "arm", "disarm", "relax")
     runtime: ClassVar[dict[str, str]] = {
-        "short": "6 s",
-        "full": "10 min (estimated)",
+        "short": "4 s",
+        "full": "30 min (estimated)",
         "paper": "days (10^6 steps per curve, estimated)",
     }
     trains = True

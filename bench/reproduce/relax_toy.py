@@ -98,7 +98,7 @@ class RelaxToy(Reproduction):
     paper = "Grathwohl et al. (2018), ICLR (RELAX); Tucker et al. (2017), NeurIPS (REBAR)"
     target = "Fig. 1 (RELAX)"
     estimators = ("reinforce", "rebar", "relax")
-    runtime: ClassVar[dict[str, str]] = {"short": "9 s", "full": "5 min (estimated)"}
+    runtime: ClassVar[dict[str, str]] = {"short": "5 s", "full": "15 min (estimated)"}
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
