@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from estimators.targets import ExactGradient, NoTarget, Target
 from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option, OptionValue, resolve_options
 
@@ -106,12 +107,50 @@ class Estimator(ABC):
     trains_on_variance: ClassVar[bool] = False
     #: ``cost_evals`` in words, for ``bench list`` and the docs (K samples, D coordinates)
     cost_formula: ClassVar[str] = "K"
+    #: what the estimator's mean equals (``estimators.targets``; checked by ``bench verify``):
+    #: None means the exact gradient when ``unbiased``, else nothing checkable
+    target: ClassVar[Target | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.opts: dict[str, OptionValue] = resolve_options(
             f"estimator {self.name!r}", self.options, options or {}
         )
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def declared_target(cls) -> Target:
+        """``target``, or its default: the exact gradient if unbiased, else ``NoTarget``."""
+        if cls.target is not None:
+            return cls.target
+        return ExactGradient() if cls.unbiased else NoTarget()
+
+    @classmethod
+    def declaration_errors(cls) -> list[str]:
+        """What is wrong with the class attributes, one phrase each (empty when valid)."""
+        errors = []
+        for attr in ("description", "requires", "unbiased"):
+            if not hasattr(cls, attr):
+                errors.append(f"{attr} is not set")
+        for attr in ("min_samples", "samples_multiple"):
+            value = getattr(cls, attr)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                errors.append(f"{attr} = {value!r}: expected an integer >= 1")
+        requires = getattr(cls, "requires", frozenset())
+        if not isinstance(requires, (set, frozenset)):
+            errors.append(f"requires = {requires!r}: expected a frozenset of capabilities")
+        else:
+            unknown = sorted(str(c) for c in requires if c not in set(Capability))
+            if unknown:
+                errors.append(f"requires names unknown capabilities {', '.join(unknown)}; "
+                              f"valid: {', '.join(c.value for c in Capability)}")
+        if hasattr(cls, "unbiased") and not isinstance(cls.unbiased, bool):
+            errors.append(f"unbiased = {cls.unbiased!r}: expected True or False")
+        if cls.target is not None and not isinstance(cls.target, Target):
+            errors.append(f"target = {cls.target!r}: expected an estimators.targets.Target")
+        if not isinstance(cls.options, dict) or not all(
+                isinstance(o, Option) for o in cls.options.values()):
+            errors.append("options: expected a dict of name -> problems.options.Option")
+        return errors
 
     # what applies where ----------------------------------------------------------------------
 

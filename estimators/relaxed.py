@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from estimators.base import Estimator, State, Surrogate
 from estimators.discrete import harden, mean_of, relax
+from estimators.targets import RelaxedGradient, StraightThroughMean
 from problems.base import Capability, Params, Problem
 from problems.options import Option
 
@@ -42,6 +43,7 @@ class GumbelSoftmax(Estimator):
     description = "relaxed Gumbel-Softmax / Concrete pathwise gradient (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
+    target = RelaxedGradient()
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
@@ -66,6 +68,7 @@ class STGumbelSoftmax(Estimator):
     description = "straight-through Gumbel-Softmax: hard forward, relaxed backward (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
+    target = RelaxedGradient(straight_through=True)
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
@@ -89,6 +92,7 @@ class StraightThrough(Estimator):
     description = "straight-through: hard sample forward, gradient of the probabilities backward"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
+    target = StraightThroughMean()
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         dist = problem.distribution(params)

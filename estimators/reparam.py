@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 
 from estimators.base import Estimator, State, Surrogate
+from estimators.targets import ExactGradient
 from problems.base import Capability, Params, Problem
 
 #: what the variational pathwise estimators need: a reparameterized sampler, a cost
@@ -94,6 +95,7 @@ class StickingTheLanding(Estimator):
     )
     requires = VARIATIONAL
     unbiased = False
+    target = ExactGradient(expectation_only=True)
     supports_multi_sample = True
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):

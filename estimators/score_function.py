@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
+from estimators.targets import NoTarget
 from problems.base import Capability, Params, Problem
 from problems.options import Option
 
@@ -305,6 +306,7 @@ class NVIL(Estimator):
     )
     requires = frozenset()
     unbiased = False
+    target = NoTarget("the variance normalization rescales the score term by a running std")
     options: ClassVar[dict[str, Option]] = {
         "hidden": Option(100, "tanh units of the baseline MLP on the context", minimum=1),
         "normalize": Option(True, "divide the centred signal by max(1, running std)"),

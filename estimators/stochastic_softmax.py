@@ -101,7 +101,7 @@ class SST(Estimator):
     requires = frozenset({Capability.DIFFERENTIABLE_COST})
     unbiased = False
     #: what the estimate is unbiased for: the gradient of E[f(X_tau)] at its temperature
-    target: ClassVar[str] = "relaxed"
+    target = RelaxedGradient()
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
 
     @classmethod
@@ -142,7 +142,7 @@ class STSST(SST):
 
     name = "st_sst"
     description = "straight-through SST: hard argmax forward, regularized argmax backward (biased)"
-    target: ClassVar[str] = "none"
+    target = RelaxedGradient(straight_through=True)
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         relaxed, hard = self.relaxed_and_hard(problem, params, n_samples)

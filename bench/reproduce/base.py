@@ -11,8 +11,12 @@ What it compares with the paper, it compares honestly:
 
 * a ``Reference`` is a published number with its source (paper, figure or table, value), or,
   where the paper shows only a plot, the statement that the value is not recoverable;
-* a ``Claim`` is a published qualitative statement (an ordering, a curve shape) checked on our
-  run: pass, fail, or not checked (with the reason, e.g. an estimator still waiting);
+* a ``Claim`` is a published qualitative statement (an ordering, a curve shape) or an exact
+  value, checked on our run with its uncertainty: PASS, FAIL, "not resolved at this scale"
+  (the interval does not decide it), or not checked (with the reason, e.g. an estimator still
+  waiting). Orderings are decided by an interval on the difference (``interval_claim``: over
+  seeds), exact values by a z-test on the measured value's standard error (``exact_claim``);
+  never by a strict ``<`` on one run;
 * exact values we derived ourselves (closed forms, enumeration) are labelled as ours.
 """
 
@@ -63,23 +67,76 @@ class Reference:
 
 @dataclass(frozen=True)
 class Claim:
-    """A published qualitative statement checked on our run.
+    """A published (or derived) statement checked on our run, with three outcomes.
 
     Attributes:
         text: the statement, e.g. ``REBAR's gradient log-variance is below REINFORCE's``.
         source: where the paper makes it.
-        passed: True or False when checked, None when it could not be checked.
-        measured: the numbers behind the verdict, or why it was not checked.
+        passed: True (PASS) or False (FAIL) when the run decides it; None when it does not:
+            not resolved at this scale (``unresolved``), or not checked (an estimator
+            waiting, no measurement).
+        measured: the numbers behind the verdict (with their interval), or why it was not
+            checked.
+        unresolved: measured, but the interval does not decide the claim at this scale.
     """
 
     text: str
     source: str
     passed: bool | None
     measured: str
+    unresolved: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.passed is None and self.unresolved:
+            return "not resolved at this scale"
         return {True: "PASS", False: "FAIL", None: "not checked"}[self.passed]
+
+
+#: two-sided level of the intervals that decide claims
+CLAIM_LEVEL = 0.99
+
+
+def interval_claim(
+    text: str, source: str, differences: Sequence[float], quantity: str, shown: str = "",
+) -> Claim:
+    """The claim "difference < 0" decided by a ``CLAIM_LEVEL`` Student-t interval on the mean
+    of ``differences`` (one per seed, or per paired record): PASS when the interval lies
+    below 0, FAIL when above, else not resolved at this scale (also with fewer than two
+    values, or an interval of zero width around exactly 0)."""
+    from scipy.stats import t as student
+
+    values = [float(v) for v in differences]
+    n = len(values)
+    if n == 0:
+        return Claim(text, source, None, "not checked: no measurement")
+    mean = sum(values) / n
+    if n < 2:
+        return Claim(text, source, None, f"{quantity}: difference {mean:.4g} from one value, "
+                     f"no interval; {shown}".rstrip("; "), unresolved=True)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(student.ppf(0.5 + CLAIM_LEVEL / 2, n - 1)) * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
+    measured = (f"{quantity}: difference {mean:.4g}, {CLAIM_LEVEL:.0%} interval "
+                f"[{low:.4g}, {high:.4g}] over {n}; {shown}").rstrip("; ")
+    if high < 0:
+        return Claim(text, source, True, measured)
+    if low > 0:
+        return Claim(text, source, False, measured)
+    return Claim(text, source, None, measured, unresolved=True)
+
+
+def exact_claim(
+    text: str, source: str, rows: Sequence[tuple[str, float, float, float]],
+    alpha: float = 1e-3,
+) -> Claim:
+    """The claim that measured values equal exact ones: ``rows`` of (name, measured, standard
+    error, exact), decided by ``z_agreement`` (PASS within the Bonferroni z, FAIL outside)."""
+    if not rows:
+        return Claim(text, source, None, "not checked: no measurement")
+    ok, worst, critical = z_agreement([(m, s, e) for _, m, s, e in rows], alpha)
+    shown = "; ".join(f"{name} {m:.6g} (se {s:.2g}, exact {e:.6g})" for name, m, s, e in rows)
+    return Claim(text, source, ok, f"max |z| {worst:.2f} (critical {critical:.2f}): {shown}")
 
 
 @dataclass

@@ -9,6 +9,23 @@ K its variance is never above leave-one-out REINFORCE's (derived here): with K =
 the oracle's estimate minus (1/2) sum_k (f_j - E f) s_k (j the other sample), a mean-zero term
 uncorrelated with the oracle's, so Var(RLOO) = Var(oracle) + Var(that term).
 
+Exact variances at theta = 0 (derived here; tests/test_reproduce_exact.py checks them by
+enumeration). Since b^2 = b, f = t^2 + a S with a = (1 - 2t) / d and S = sum_j b_j: the cost is
+linear in the bits. With e_i = b_i - 1/2 = +-1/2 (p = 1/2), per coordinate j at K = 2:
+
+* exact baseline: g_j = (1/2) sum_k a e_kj sum_i e_ki, each term a (1/4 + e_j sum_{i != j}
+  e_i), variance a^2 (d - 1) / 16, so a^2 (d - 1) / 32 for the pair;
+* leave-one-out: g_j = (a/2) D_j sum_i D_i with D_i = b_1i - b_2i in {-1, 0, 1}, variance
+  (a^2 / 4) (Var D_j^2 + (d - 1) / 4) = a^2 d / 16;
+* DisARM: the pair is antithetic (b' = 1 - b at theta = 0), g_j = a e_j sum_i e_i, variance
+  a^2 (d - 1) / 16;
+* ARM: g_j = 2 a w sum_i e_i with w = u_j - 1/2 ~ U(-1/2, 1/2), e_i = sign(w_i) / 2, variance
+  4 a^2 (Var(|w|) / 4 + E[w^2] (d - 1) / 4) = a^2 (1/48 + (d - 1) / 12).
+
+At d = 200, t = 0.499 (a = 1e-5): 6.21875e-10, 1.25e-9, 1.24375e-9 and 1.6604167e-9. The
+exact baseline's variance is half of RLOO's at theta = 0, but RLOO's and DisARM's differ by
+0.5%: an ordering of those two at theta = 0 is a coin flip at any feasible R.
+
 Setup: theta = 0, Adam with learning rate 0.01 (our choice; the papers plot variance curves
 and we compare their orderings), K = 2.
 
@@ -32,7 +49,15 @@ from bench.reproduce.base import (
     Reproduction,
     comparison_row,
 )
-from bench.reproduce.curves import curve_figure, last, mean_log10, ordering_claim, run_curves
+from bench.reproduce.curves import (
+    curve_figure,
+    last,
+    mean_log10,
+    mean_log10s,
+    ordering_claim,
+    run_curves,
+)
+from bench.reproduce.exact_variance import exact_variance_claim, measure
 from bench.reproduce.training import TrainSettings
 from problems.toys import BernoulliToy
 
@@ -40,9 +65,26 @@ SOURCE = "Dong et al. (2020), NeurIPS; Titsias & Shi (2022), AISTATS: toy, d = 2
 ABSTRACT = "Dong et al. (2020), NeurIPS, abstract"
 D, T, LR, K = 200, 0.499, 0.01, 2
 SCALE: dict[str, dict[str, int]] = {
-    "short": {"steps": 150, "every": 50, "variance_repeats": 200},
-    "full": {"steps": 5000, "every": 250, "variance_repeats": 2000},
+    "short": {"steps": 150, "every": 50, "variance_repeats": 200, "replicates": 2,
+              "exact_repeats": 4000},
+    "full": {"steps": 5000, "every": 250, "variance_repeats": 2000, "replicates": 4,
+             "exact_repeats": 40_000},
 }
+
+
+#: estimators whose variance at theta = 0 is compared with its exact value
+AT_ZERO = ("reinforce_loo", "disarm", "reinforce_exact_baseline", "arm")
+
+
+def exact_variances(d: int, t: float) -> dict[str, float]:
+    """The per-coordinate variances at theta = 0, K = 2 (module docstring)."""
+    a2 = ((1 - 2 * t) / d) ** 2
+    return {
+        "reinforce_loo": a2 * d / 16,
+        "disarm": a2 * (d - 1) / 16,
+        "reinforce_exact_baseline": a2 * (d - 1) / 32,
+        "arm": a2 * (1 / 48 + (d - 1) / 12),
+    }
 
 
 class BernoulliD200(Reproduction):
@@ -53,7 +95,8 @@ class BernoulliD200(Reproduction):
     paper = "Dong, Mnih, Tucker (2020), NeurIPS (DisARM); Titsias & Shi (2022), AISTATS"
     target = "toy experiment (variance curves)"
     estimators = ("reinforce_loo", "disarm", "reinforce_exact_baseline")
-    runtime: ClassVar[dict[str, str]] = {"short": "3 s", "full": "50 s"}
+    runtime: ClassVar[dict[str, str]] = {
+        "short": "3 s", "full": "4 min (estimated: 4 replicates of 50 s)"}
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:
@@ -66,6 +109,7 @@ class BernoulliD200(Reproduction):
             [(name, {}, train) for name in self.estimators],
             seed,
             progress,
+            scale["replicates"],
         )
         rows = []
         for name in self.available():
@@ -84,8 +128,20 @@ class BernoulliD200(Reproduction):
                     "exact loss at the final theta (ours)",
                 )
             )
-        variance = {n: mean_log10(data, setting, n, "variance_trace") for n in self.estimators}
+        measured = measure(lambda: BernoulliToy({"t": T, "d": D, "theta": 0.0},
+                                                dtype=torch.float64),
+                           dict.fromkeys(AT_ZERO, K), scale["exact_repeats"], self.name, seed)
+        exact = exact_variances(D, T)
+        for name, (value, _) in measured.items():
+            rows.append(comparison_row(f"variance at theta = 0, {name}", value, None,
+                                       f"exact, derived: {exact[name]:.7g}"))
+        variance = {n: mean_log10s(data, setting, n, "variance_trace") for n in self.estimators}
         claims = [
+            exact_variance_claim(
+                "at theta = 0, the per-coordinate variances of RLOO, DisARM, the exact "
+                "baseline and ARM equal their exact values",
+                "derived in this suite (module docstring); the values of Titsias & Shi (2022)",
+                measured, exact),
             ordering_claim(
                 "DisARM's gradient variance is below REINFORCE-LOO's",
                 ABSTRACT,

@@ -1,5 +1,7 @@
 """Shared pieces of the training reproductions: running the curves of several estimators on
-several settings, the learning-curve figure, and claims about orderings of curves."""
+several settings, each for several replicates (independent seeds), the learning-curve figure,
+and claims about orderings of curves decided by an interval over the replicates
+(``bench.reproduce.base.interval_claim``)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ from plotnine import (
 
 from bench.cell.seeds import derive_seed
 from bench.report.theme import estimator_colours, paper_theme
-from bench.reproduce.base import Claim, not_checked
+from bench.reproduce.base import Claim, interval_claim, not_checked
 from bench.reproduce.training import TrainSettings, train_curve
 from estimators import ESTIMATORS
 from problems.base import Problem
 
-COLUMNS = ["setting", "series", "step", "metric", "value"]
+COLUMNS = ["setting", "series", "replicate", "step", "metric", "value"]
 
 
 def option_subset(name: str, wanted: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,9 +41,11 @@ def run_curves(
     series: Sequence[tuple[str, dict[str, Any], TrainSettings]],
     seed: int,
     progress: bool,
+    replicates: int = 1,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Train every registered estimator of ``series`` (name, options, settings) on every
-    ``(label, make_problem)`` setting.
+    ``(label, make_problem)`` setting, ``replicates`` times from independent seeds (replicate
+    0 from the seed of a single run).
 
     Returns:
         the rows of ``COLUMNS``, and one line per curve that did not run: an estimator that
@@ -60,61 +64,87 @@ def run_curves(
             if reason is not None:
                 errors.append(f"{name} [{label}] did not run: {reason}")
                 continue
-            try:
-                curve = train_curve(
-                    template,
-                    name,
-                    option_subset(name, options),
-                    train,
-                    derive_seed(reproduction, label, seed),
-                    f"{name} [{label}]",
-                    progress,
-                )
-            except Exception as err:  # one broken estimator must not hide the others' results
-                errors.append(f"{name} [{label}] failed: {type(err).__name__}: {err}")
-                continue
-            rows += [{"setting": label, **row, "series": name} for row in curve]
+            for replicate in range(replicates):
+                key = (reproduction, label, seed) + ((replicate,) if replicate else ())
+                try:
+                    curve = train_curve(
+                        template,
+                        name,
+                        option_subset(name, options),
+                        train,
+                        derive_seed(*key),
+                        f"{name} [{label}]" + (f" #{replicate}" if replicates > 1 else ""),
+                        progress,
+                    )
+                except Exception as err:  # one broken estimator must not hide the others'
+                    errors.append(f"{name} [{label}] failed: {type(err).__name__}: {err}")
+                    break
+                rows += [{"setting": label, **row, "series": name, "replicate": replicate}
+                         for row in curve]
     return pd.DataFrame(rows, columns=COLUMNS), errors
 
 
+def _select(data: pd.DataFrame, setting: str, series: str, metric: str) -> pd.DataFrame:
+    return data[(data.setting == setting) & (data.series == series) & (data.metric == metric)]
+
+
+def lasts(data: pd.DataFrame, setting: str, series: str, metric: str) -> list[float]:
+    """The value of ``metric`` at the last recorded step, one per replicate."""
+    part = _select(data, setting, series, metric).sort_values("step")
+    return [float(g["value"].iloc[-1]) for _, g in part.groupby("replicate", sort=True)]
+
+
+def mean_log10s(
+    data: pd.DataFrame, setting: str, series: str, metric: str, after: int = 0
+) -> list[float]:
+    """Mean of log10 ``metric`` over the records at steps > ``after`` (positive values), one
+    per replicate."""
+    part = _select(data, setting, series, metric)
+    part = part[(part.step > after) & (part["value"] > 0)]
+    return [float(np.log10(g["value"]).mean()) for _, g in part.groupby("replicate", sort=True)]
+
+
 def last(data: pd.DataFrame, setting: str, series: str, metric: str) -> float | None:
-    """The value of ``metric`` at the last recorded step."""
-    part = data[(data.setting == setting) & (data.series == series) & (data.metric == metric)]
-    return None if part.empty else float(part.sort_values("step")["value"].iloc[-1])
+    """``lasts`` averaged over the replicates (None without a record)."""
+    values = lasts(data, setting, series, metric)
+    return float(np.mean(values)) if values else None
 
 
 def mean_log10(
     data: pd.DataFrame, setting: str, series: str, metric: str, after: int = 0
 ) -> float | None:
-    """Mean of log10 ``metric`` over the records at steps > ``after`` (positive values)."""
-    part = data[
-        (data.setting == setting)
-        & (data.series == series)
-        & (data.metric == metric)
-        & (data.step > after)
-    ]
-    values = part["value"][part["value"] > 0]
-    return None if values.empty else float(np.log10(values).mean())
+    """``mean_log10s`` averaged over the replicates (None without a record)."""
+    values = mean_log10s(data, setting, series, metric, after)
+    return float(np.mean(values)) if values else None
 
 
 def ordering_claim(
     text: str,
     source: str,
-    values: Mapping[str, float | None],
+    values: Mapping[str, Sequence[float] | None],
     lower: str,
     higher: Sequence[str],
     quantity: str,
 ) -> Claim:
-    """``values[lower] < values[h]`` for every h of ``higher`` (all estimators registered)."""
+    """``values[lower] < values[h]`` for every h of ``higher``, each decided by an interval on
+    the difference paired by replicate (``interval_claim``): PASS when every interval lies
+    below 0, FAIL when one lies above, else not resolved at this scale."""
     missing = [n for n in (lower, *higher) if n not in ESTIMATORS]
     if missing:
         return not_checked(text, source, missing)
-    if any(values.get(n) is None for n in (lower, *higher)):
+    if any(not values.get(n) for n in (lower, *higher)):
         return Claim(text, source, None, "not checked: no measurement")
-    shown = ", ".join(f"{n} {values[n]:.4g}" for n in (lower, *higher))
-    return Claim(
-        text, source, all(values[lower] < values[h] for h in higher), f"{quantity}: {shown}"
-    )
+    parts = [interval_claim(text, source, [a - b for a, b in zip(values[lower], values[h],
+                                                                   strict=False)],
+                            f"{lower} - {h}") for h in higher]
+    shown = ", ".join(f"{n} {np.mean(values[n]):.4g}" for n in (lower, *higher))
+    measured = f"{quantity} (mean over replicates): {shown}; " + "; ".join(
+        p.measured for p in parts)
+    if any(p.passed is False for p in parts):
+        return Claim(text, source, False, measured)
+    if all(p.passed for p in parts):
+        return Claim(text, source, True, measured)
+    return Claim(text, source, None, measured, unresolved=True)
 
 
 def curve_figure(
@@ -129,6 +159,7 @@ def curve_figure(
     shown = data[data.metric.isin(list(metrics))].copy()
     if shown.empty:
         return None
+    shown["curve"] = shown["series"] + "#" + shown["replicate"].astype(str)
     shown["panel"] = shown["metric"].map(metrics)
     shown["panel"] = pd.Categorical(
         shown["panel"], categories=list(dict.fromkeys(metrics.values()))
@@ -142,8 +173,8 @@ def curve_figure(
     colours = estimator_colours(list(shown["series"].unique()))
     rows = shown["panel"].nunique()
     plot = (
-        ggplot(shown, aes("step", "value", color="series"))
-        + geom_line(size=0.5)
+        ggplot(shown, aes("step", "value", color="series", group="curve"))
+        + geom_line(size=0.5, alpha=0.8)
         + facet_grid("panel ~ setting", scales="free_y")
         + scale_color_manual(values=colours)
         + labs(x="training step", y="", caption=caption)
@@ -157,7 +188,9 @@ __all__ = [
     "COLUMNS",
     "curve_figure",
     "last",
+    "lasts",
     "mean_log10",
+    "mean_log10s",
     "option_subset",
     "ordering_claim",
     "run_curves",

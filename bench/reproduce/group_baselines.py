@@ -48,6 +48,7 @@ from plotnine import (
     theme,
 )
 
+from bench.cell.seeds import derive_seed
 from bench.report.theme import PALETTE, paper_theme
 from bench.reproduce.base import (
     Claim,
@@ -56,7 +57,6 @@ from bench.reproduce.base import (
     Reference,
     Reproduction,
     comparison_row,
-    derive_seed,
 )
 from bench.reproduce.training import TrainSettings, train_curve
 from estimators.group import group_advantages

@@ -53,6 +53,7 @@ from plotnine import (
     scale_y_log10,
     theme,
 )
+from scipy.stats import norm
 from tqdm import tqdm
 
 from bench.cell.estimate import estimate_chunks, prepare
@@ -60,6 +61,7 @@ from bench.cell.moments import variance_with_se
 from bench.cell.seeds import derive_seed
 from bench.report.theme import estimator_colours, paper_theme
 from bench.reproduce.base import (
+    CLAIM_LEVEL,
     Claim,
     Mode,
     Outcome,
@@ -245,7 +247,7 @@ class MohamedFig2(Reproduction):
                     f"(Bonferroni limit {critical:.2f})",
                 )
             )
-        by = {(r.series, r.parameter, r.k): r.variance for r in data.itertuples()}
+        by = {(r.series, r.parameter, r.k): (r.variance, r.se) for r in data.itertuples()}
 
         def ordering(text: str, lower: str, higher: str) -> Claim:
             needed = [n for label, n, _ in SERIES if label in (lower, higher)]
@@ -267,13 +269,18 @@ class MohamedFig2(Reproduction):
                     None,
                     "not checked: a series was left out",
                 )
-            worst = max(lo / hi for lo, hi in pairs)
-            return Claim(
-                text,
-                f"{SOURCE} (curves, read as orderings)",
-                worst < 1,
-                f"{len(pairs)} points; largest ratio {lower}/{higher} = {worst:.3g}",
-            )
+            # each point decided by a Bonferroni interval on the difference of the variances
+            z = float(norm.isf((1 - CLAIM_LEVEL) / (2 * len(pairs))))
+            bounds = [(lo - hi - z * math.hypot(s_lo, s_hi), lo - hi + z * math.hypot(s_lo, s_hi))
+                      for (lo, s_lo), (hi, s_hi) in pairs]
+            worst = max(lo / hi if hi > 0 else math.inf for (lo, _), (hi, _) in pairs)
+            measured = (f"{len(pairs)} points; largest ratio {lower}/{higher} = {worst:.3g}; "
+                        f"{sum(high < 0 for _, high in bounds)} below by a {CLAIM_LEVEL:.0%} "
+                        f"interval, {sum(low > 0 for low, _ in bounds)} above")
+            passed = True if all(high < 0 for _, high in bounds) else (
+                False if any(low > 0 for low, _ in bounds) else None)
+            return Claim(text, f"{SOURCE} (curves, read as orderings)", passed, measured,
+                         unresolved=passed is None)
 
         claims.append(
             ordering(

@@ -13,6 +13,7 @@ replace one: registry keys are permanent because they are written into result fi
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -50,9 +51,10 @@ def _import(module_name: str, search: Sequence[str]):
             ) from None
         raise ValueError(f"--plugin {module_name}: importing it failed ({err})") from None
     except SyntaxError as err:
+        where = err.filename or _origin(module_name)
+        line = f", line {err.lineno}" if err.lineno else ""
         raise ValueError(
-            f"--plugin {module_name}: syntax error in {err.filename}, line {err.lineno}: "
-            f"{err.msg}"
+            f"--plugin {module_name}: syntax error in {where}{line}: {err.msg}"
         ) from None
     except SystemExit as err:
         raise ValueError(
@@ -62,6 +64,15 @@ def _import(module_name: str, search: Sequence[str]):
         raise ValueError(
             f"--plugin {module_name}: importing it raised {type(err).__name__}: {err}"
         ) from None
+
+
+def _origin(module_name: str) -> str:
+    """The file a module would be imported from (for messages), or its name."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    return spec.origin if spec is not None and spec.origin else module_name
 
 
 def load_plugins(modules: Sequence[str], search: Sequence[str] | None = None) -> None:
@@ -77,8 +88,10 @@ def load_plugins(modules: Sequence[str], search: Sequence[str] | None = None) ->
         ValueError: one line, for a module that cannot be imported (not found, a syntax
             error, an exception or ``sys.exit`` at import), one that defines neither
             registry or a registry that is not a dict, an entry that is not a problem or
-            estimator class, a malformed or reserved name, or a name already registered to
-            a different class.
+            estimator class, an estimator whose declarations are invalid
+            (``Estimator.declaration_errors``: e.g. ``min_samples = 0`` or an unknown
+            capability in ``requires``), a malformed or reserved name, or a name already
+            registered to a different class.
     """
     for module_name in modules:
         module = _import(module_name, (os.getcwd(),) if search is None else search)
@@ -118,6 +131,9 @@ def _check_entry(where: str, kind: str, base: type, name: object, cls: object,
             f"{where}: {kind} {name!r} is {cls!r}, expected a subclass of "
             f"{base.__module__}.{base.__qualname__}"
         )
+    errors = cls.declaration_errors() if issubclass(cls, Estimator) else []
+    if errors:
+        raise ValueError(f"{where}: {kind} {name!r}: {'; '.join(errors)}")
     if registry.get(name, cls) is not cls:
         raise ValueError(
             f"{where}: {kind} {name!r} is already registered to "

@@ -1,14 +1,19 @@
 """``bench verify``: check an estimator, built in or your own, against exact gradients.
 
 For every problem with exact truth that the estimator applies to, at the stress settings of
-``bench.verify.settings``, it tests whether the estimator is biased (at a number of estimates
-chosen for power), compares its variance with a standard estimator's, and checks that repeats
-are independent and the estimates deterministic under the seed (``bench.verify.checks``). The
-result is checked against what the estimator declares (``unbiased``): a declared-unbiased
-estimator must pass every bias test. Tests are corrected for multiplicity: with ``alpha`` the
-probability that a correct estimator fails anywhere is at most ``alpha`` (Bonferroni over the
-cells and, within a cell, over the coordinates), and fixed seeds make the outcome
-reproducible.
+``bench.verify.settings``, it tests whether the estimator's mean equals its declared target
+(``estimators.targets``: the exact gradient for an unbiased estimator; for a biased one what
+it is unbiased for, e.g. the relaxed objective's gradient at its temperature, computed by
+quadrature or enumeration in ``bench.verify.targets``), at a number of estimates chosen for
+power in every coordinate; compares its variance with a standard estimator's drawn from the
+same random numbers; and checks that repeats are independent and the estimates deterministic
+under the seed (``bench.verify.checks``). Tests are corrected for multiplicity: with ``alpha``
+the probability that a correct estimator fails anywhere is at most ``alpha`` (Bonferroni over
+the cells and, within a cell, over the coordinates), and fixed seeds make the outcome
+reproducible. A cell's seed depends on the setting, K and ``seed`` only, not on the
+estimator, so two estimators that draw their samples alike get the same samples (``against``
+compares them sample for sample). Every cell runs under a time limit; an exception, a
+``sys.exit`` or a timeout inside it is a failed cell.
 
 From Python (e.g. in your own test suite)::
 
@@ -18,132 +23,79 @@ From Python (e.g. in your own test suite)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from bench.cell.estimate import flatten, prepare
+from bench.cell.estimate import prepare
 from bench.cell.seeds import derive_seed
-from bench.verify.checks import BiasResult, check_bias, deterministic, repeat_leak, variance_of
+from bench.verify.checks import (
+    INCONCLUSIVE,
+    BiasResult,
+    ScoreFunction,
+    check_bias,
+    deterministic,
+    repeat_leak,
+    z_test,
+)
+from bench.verify.report import Cell, Report
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
+from bench.verify.targets import TargetValue, compute
 from estimators import ESTIMATORS, Estimator, get_estimator
+from estimators.targets import ExactGradient
 from problems import PROBLEMS, Problem
 from problems.base import Capability
 
-#: standard estimators whose variance each cell is compared with: the lower-variance of the
-#: first two that apply (other than the estimator itself)
+#: standard estimators whose variance each cell is compared with: the first two that apply
+#: (other than the estimator itself), drawn from the same random numbers
 REFERENCES = ("reparam", "disarm", "vimco", "reinforce_loo", "reinforce")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One problem setting at one K, and what the checks found there."""
-
-    setting: Setting
-    n_samples: int
-    verdict: str  # ok, BIASED, inconclusive, biased (declared), no bias detected, ERROR
-    bias: BiasResult | None = None
-    reference: str | None = None
-    variance_ratio: float | None = None
-    message: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in ("BIASED", "ERROR")
-
-    def row(self) -> dict[str, Any]:
-        b = self.bias
-        return {
-            "problem": self.setting.label,
-            "K": self.n_samples,
-            "R": None if b is None else b.n_repeats,
-            "bias_p": None if b is None else b.p_value,
-            "max_abs_z": None if b is None else b.max_abs_z,
-            "detects": None if b is None else b.detectable,
-            "variance": None if b is None else b.variance,
-            "vs": self.reference,
-            "var_ratio": self.variance_ratio,
-            "verdict": self.verdict,
-            "message": self.message,
-        }
+class CellTimeout(Exception):
+    """A cell ran past its time limit."""
 
 
-@dataclass
-class Report:
-    """Everything ``verify`` found for one estimator."""
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ``CellTimeout`` in the block after ``seconds`` (SIGALRM; main thread only, a
+    no-op elsewhere or without a limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    estimator: str
-    declared_unbiased: bool
-    cells: list[Cell] = field(default_factory=list)
-    leaks: dict[str, float] = field(default_factory=dict)
-    nondeterministic: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # settings without exact truth
+    def expire(signum, frame):
+        raise CellTimeout(f"timed out after {seconds:g} s (--cell-timeout)")
 
-    @property
-    def failures(self) -> list[str]:
-        """One line per failed check, naming the problem and setting that caught it."""
-        lines = [
-            f"{self.estimator}: {c.verdict} on {c.setting.label} at K={c.n_samples}"
-            + (f" (p={c.bias.p_value:.2g}, max |z|={c.bias.max_abs_z:.3g})" if c.bias else "")
-            + (f": {c.message}" if c.message else "")
-            for c in self.cells if c.failed
-        ]
-        lines += [f"{self.estimator}: repeats are not independent on {label}: "
-                  f"d loss[r]/d params[s] = {leak:.3g} for s != r"
-                  for label, leak in self.leaks.items() if leak != 0]
-        lines += [f"{self.estimator}: not deterministic under the seed on {label}"
-                  for label in self.nondeterministic]
-        return lines
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.cells) and not self.failures
-
-    def verdict(self) -> str:
-        """The one-line verdict."""
-        if not self.cells:
-            return f"NOT VERIFIED: {self.estimator} applies to no problem with exact truth"
-        if self.failures:
-            return f"FAILED: {self.failures[0]}" + (
-                f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else "")
-        n = len(self.cells)
-        weak = sum(c.verdict == "inconclusive" for c in self.cells)
-        claim = "unbiased" if self.declared_unbiased else "biased"
-        found = sum(c.verdict == "biased (declared)" for c in self.cells)
-        detail = (f"no bias detected in {n} settings" if self.declared_unbiased
-                  else f"bias detected in {found} of {n} settings")
-        extra = f"; {weak} inconclusive (too noisy for the power target)" if weak else ""
-        return f"VERIFIED: {self.estimator} (declared {claim}): {detail}{extra}; " \
-               f"repeats independent and deterministic"
-
-    def assert_ok(self) -> None:
-        """Raise AssertionError with the failures (for a user's test suite)."""
-        assert self.ok, self.verdict() + "".join(f"\n  {line}" for line in self.failures)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "estimator": self.estimator,
-            "declared_unbiased": self.declared_unbiased,
-            "ok": self.ok,
-            "verdict": self.verdict(),
-            "failures": self.failures,
-            "cells": [c.row() for c in self.cells],
-            "repeat_leaks": self.leaks,
-            "nondeterministic": self.nondeterministic,
-            "skipped": self.skipped,
-        }
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
-def plan(estimator: type[Estimator], quick: bool) -> list[tuple[Setting, int]]:
+def _flat(grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads.values()]).double().cpu()
+
+
+def plan(estimator: type[Estimator], quick: bool,
+         problems: Sequence[str] | None = None) -> list[tuple[Setting, int]]:
     """The (setting, K) cells of ``estimator``: every registered problem with exact truth it
-    applies to (problems without a stress setting at their defaults), at every K it takes."""
+    applies to (problems without a stress setting at their defaults), at every K it takes;
+    only those of ``problems`` if given."""
     settings = [s for s in SETTINGS if not quick or s.quick]
     known = {s.problem for s in SETTINGS}
     settings += [Setting(name, ()) for name in PROBLEMS if name not in known]
+    if problems is not None:
+        settings = [s for s in settings if s.problem in problems]
     cells = []
     for setting in settings:
         problem = PROBLEMS.get(setting.problem)
@@ -156,15 +108,32 @@ def plan(estimator: type[Estimator], quick: bool) -> list[tuple[Setting, int]]:
     return cells
 
 
-def _references(problem: Problem, n_samples: int, own: str) -> list[str]:
-    """The first two of ``REFERENCES`` that apply, other than ``own``."""
+def _references(problem: Problem, n_samples: int, own: str, against: str | None) -> list[str]:
+    """``against`` (where it applies), then the first two of ``REFERENCES`` that apply,
+    other than ``own``."""
     names = [
-        name for name in REFERENCES
+        name for name in ((against,) if against else ()) + REFERENCES
         if name != own and name in ESTIMATORS
         and ESTIMATORS[name].incompatibility(problem) is None
         and ESTIMATORS[name].sample_rule(n_samples) is None
     ]
-    return names[:2]
+    return list(dict.fromkeys(names))[: 3 if against else 2]
+
+
+def _check_arguments(alpha: float, power_bias: float, max_repeats: int, budget_s: float | None,
+                     cell_timeout: float | None, against: str | None) -> None:
+    for name, value, valid, rule in (
+        ("alpha", alpha, 0 < alpha < 1, "0 < alpha < 1"),
+        ("power_bias", power_bias, 0 < power_bias < math.inf, "a finite number > 0"),
+        ("max_repeats", max_repeats, 2 <= max_repeats <= 10**9, "an integer in 2..10^9"),
+        ("budget_s", budget_s, budget_s is None or budget_s > 0, "a number of seconds > 0"),
+        ("cell_timeout", cell_timeout, cell_timeout is None or 0 < cell_timeout < math.inf,
+         "a finite number of seconds > 0"),
+    ):
+        if not valid:
+            raise ValueError(f"invalid {name} {value!r}: expected {rule}")
+    if against is not None:
+        get_estimator(against)
 
 
 def verify_one(
@@ -175,7 +144,11 @@ def verify_one(
     seed: int = 0,
     alpha: float = 1e-3,
     power_bias: float = 0.05,
-    max_repeats: int = 100_000,
+    max_repeats: int = 200_000,
+    budget_s: float | None = None,
+    cell_timeout: float | None = 600.0,
+    against: str | None = None,
+    problems: Sequence[str] | None = None,
     progress: bool = False,
 ) -> Report:
     """Verify one estimator (a registry name or a class); see the module docstring.
@@ -184,94 +157,139 @@ def verify_one(
         options: the estimator's options (defaults for the rest).
         quick: one setting per problem at the smallest K it takes, one reference estimator
             (for test suites).
-        alpha: probability that a correct estimator fails any bias test.
-        power_bias: the bias, relative to the largest |true gradient| coordinate, that each
-            bias test detects with probability 0.975 (R is chosen for it, up to max_repeats).
+        alpha: probability that a correct estimator fails any test.
+        power_bias: the bias, relative to each coordinate's scale (``checks.coordinate_scale``),
+            that each test detects with probability 0.975 (R is chosen for it, up to
+            ``max_repeats`` and ``budget_s``).
+        budget_s: seconds the draws of one test may take (at the pilot's speed), if given: R
+            then depends on the machine's speed, so the outcome is reproducible only on the
+            same machine under the same load (without it, only on the seeds).
+        cell_timeout: seconds one cell may take in all; past it the cell fails.
+        against: a registered estimator drawn from the same random numbers in every cell
+            (its paired difference is reported).
+        problems: check only the settings of these problems.
     """
-    for name, value, valid, rule in (
-        ("alpha", alpha, 0 < alpha < 1, "0 < alpha < 1"),
-        ("power_bias", power_bias, 0 < power_bias < math.inf, "a finite number > 0"),
-        ("max_repeats", max_repeats, 2 <= max_repeats <= 10**9, "an integer in 2..10^9"),
-    ):
-        if not valid:
-            raise ValueError(f"invalid {name} {value!r}: expected {rule}")
+    _check_arguments(alpha, power_bias, max_repeats, budget_s, cell_timeout, against)
+    for name in problems or ():
+        if name not in PROBLEMS:
+            raise ValueError(f"unknown problem {name!r}; valid problems: {', '.join(PROBLEMS)}")
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
-    make()  # bad options fail here, before any work
-    report = Report(cls.name, cls.unbiased)
-    cells = plan(cls, quick)
-    alpha_cell = alpha / max(len(cells), 1)
-    built: dict[Setting, tuple[Problem, dict, bool]] = {}
-    determinism_checked = False
+    declared = cls.declared_target()
+    report = Report(cls.name, cls.unbiased, declared.describe(make().opts), against)
+    cells = plan(cls, quick, problems)
+    run = _CellRunner(cls, make, seed, alpha / max(len(cells), 1), power_bias, max_repeats,
+                      budget_s, 1 if quick else 2, against)
     for setting, k in tqdm(cells, disable=not progress, unit="cell", desc=cls.name):
         try:
-            if setting not in built:
-                torch.manual_seed(derive_seed("problem", setting, seed))
-                problem = PROBLEMS[setting.problem](dict(setting.options), dtype=torch.float64)
-                built[setting] = (problem, problem.init_params(), False)
-            problem, point, checked = built[setting]
-            truth = problem.truth(point, k)
-            if truth is None:
-                report.skipped.append(f"{setting.label} K={k}: no exact truth")
-                continue
-            cell_seed = derive_seed(cls.name, setting, k, seed)
-            torch.manual_seed(cell_seed)
-            estimator = make()
-            state, _ = prepare(problem, estimator, point, k)
-            if not checked:  # once per setting: repeats must not mix
-                report.leaks[setting.label] = repeat_leak(problem, estimator, state, point, k)
-                built[setting] = (problem, point, True)
-            if not determinism_checked:  # once per estimator: its own randomness is seeded
-                determinism_checked = True
-                if not deterministic(problem, make, point, k, cell_seed):
-                    report.nondeterministic.append(setting.label)
-            truth_flat = flatten(truth.grad, repeated=False).double().cpu()
-            bias = check_bias(problem, estimator, state, point, truth_flat, k,
-                              cell_seed + 1, alpha_cell, power_bias, max_repeats)
-            reference, ratio = _variance_ratio(problem, cls.name, point, k, bias, cell_seed + 2,
-                                               1 if quick else 2)
-            report.cells.append(Cell(setting, k, _verdict(cls.unbiased, bias, alpha_cell,
-                                                          power_bias), bias, reference, ratio,
-                                     _note(bias)))
-        except Exception as err:  # a crashing estimator is a finding, not a crash of verify
-            report.cells.append(Cell(setting, k, "ERROR",
-                                     message=f"{type(err).__name__}: {err}"))
+            with time_limit(cell_timeout):
+                cell = run(setting, k, report)
+        except (Exception, SystemExit) as err:  # a failing estimator is a finding
+            cell = Cell(setting, k, "ERROR", message=_describe(err))
+        if cell is not None:
+            report.cells.append(cell)
     return report
 
 
-def _variance_ratio(
-    problem: Problem, own: str, point: dict, n_samples: int, bias: BiasResult, seed: int,
-    n_references: int,
-) -> tuple[str | None, float | None]:
-    """The lower-variance of the first ``n_references`` standard estimators that apply, and
-    the ratio of the verified estimator's variance to its."""
-    variances = {
-        name: variance_of(problem, get_estimator(name)(), point, n_samples,
-                          min(bias.n_repeats, 20_000), seed)
-        for name in _references(problem, n_samples, own)[:n_references]
-    }
-    if not variances:
-        return None, None
-    reference = min(variances, key=variances.get)
-    ref = variances[reference]
-    return reference, bias.variance / ref if ref > 0 else math.inf
+def _describe(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"SystemExit: the estimator called sys.exit({err.code!r})"
+    return f"{type(err).__name__}: {err}"
 
 
-def _verdict(unbiased: bool, bias: BiasResult, alpha: float, power_bias: float) -> str:
+class _CellRunner:
+    """Runs the checks of one (setting, K) cell; problems are built once per setting."""
+
+    def __init__(self, cls: type[Estimator], make: Callable[[], Estimator], seed: int,
+                 alpha: float, power_bias: float, max_repeats: int, budget_s: float | None,
+                 n_references: int, against: str | None) -> None:
+        self.cls, self.make, self.seed, self.alpha = cls, make, seed, alpha
+        self.power_bias, self.max_repeats, self.budget_s = power_bias, max_repeats, budget_s
+        self.n_references, self.against = n_references, against
+        self.built: dict[Setting, tuple[Problem, dict]] = {}
+        self.leak_checked: set[Setting] = set()
+        self.determinism_checked = False
+
+    def __call__(self, setting: Setting, k: int, report: Report) -> Cell | None:
+        if setting not in self.built:
+            torch.manualderive_seed(derive_seed("problem", setting, self.seed))
+            problem = PROBLEMS[setting.problem](dict(setting.options), dtype=torch.float64)
+            self.built[setting] = (problem, problem.init_params())
+        problem, point = self.built[setting]
+        truth = problem.truth(point, k)
+        if truth is None:
+            report.skipped.append(f"{setting.label} K={k}: no exact truth")
+            return None
+        truth = _flat(truth.grad)
+        cell_seed = derive_seed("cell", setting, k, self.seed)
+        torch.manualderive_seed(cell_seed)
+        estimator = self.make()
+        state, _ = prepare(problem, estimator, point, k)
+        if setting not in self.leak_checked:  # once per setting: repeats must not mix
+            self.leak_checked.add(setting)
+            report.leaks[setting.label] = repeat_leak(problem, estimator, state, point, k)
+        if not self.determinism_checked:  # once per estimator: its own randomness is seeded
+            self.determinism_checked = True
+            if not deterministic(problem, self.make, point, k, cell_seed):
+                report.nondeterministic.append(setting.label)
+        target = compute(self.cls.declared_target(), problem, point, truth, estimator.opts)
+        names = _references(problem, k, self.cls.name, self.against)
+        names = names[: self.n_references + (self.against in names)]
+        references = []
+        for name in names:
+            torch.manualderive_seed(cell_seed)
+            ref = get_estimator(name)()
+            unbiased = ref.unbiased and isinstance(ref.declared_target(), ExactGradient)
+            references.append((name, ref, prepare(problem, ref, point, k)[0],
+                               truth if unbiased else None))
+        references.append(("score", ScoreFunction(), {}, torch.zeros_like(truth)))
+        checked = isinstance(target, TargetValue)
+        bias = check_bias(problem, estimator, state, point, truth, k, cell_seed + 1, self.alpha,
+                          self.power_bias, self.max_repeats,
+                          target=target.value if checked else None,
+                          error=target.error if checked else None,
+                          budget_s=math.inf if self.budget_s is None else self.budget_s,
+                          references=references)
+        if self.against not in names:  # the paired difference is reported for --against only
+            bias = dataclasses.replace(bias, paired=None)
+        return self._cell(setting, k, bias, truth, target)
+
+    def _cell(self, setting: Setting, k: int, bias: BiasResult, truth: torch.Tensor,
+              target: TargetValue | str) -> Cell:
+        standard = {n: v for n, v in (bias.references or {}).items()
+                    if n not in (self.against, "score")}
+        reference, ratio = None, None
+        if standard:
+            reference = min(standard, key=standard.get)
+            ratio = bias.variance / standard[reference] if standard[reference] > 0 \
+                else math.inf
+        checked = isinstance(target, TargetValue)
+        truth_p = None
+        if checked and target.kind != "exact gradient":
+            truth_p, _ = z_test(bias.mean, bias.se, bias.n_repeats, truth,
+                                torch.zeros_like(truth))
+        verdict = _verdict(self.cls.declared_target(), checked, bias, self.alpha)
+        note = f"{bias.n_nonfinite} non-finite estimates left out" if bias.n_nonfinite else ""
+        if bias.heavy_tailed:
+            note = (f"heavy tails: kurtosis {bias.kurtosis:.3g} at R={bias.n_repeats}, too few "
+                    "estimates for a reliable standard error")
+        if not checked:
+            note = f"target not computable: {target}"
+        return Cell(setting, k, verdict, bias, reference, ratio, note,
+                    target.kind if checked else None, truth_p)
+
+
+def _verdict(declared, checked: bool, bias: BiasResult, alpha: float) -> str:
     if bias.n_nonfinite:
         return "ERROR"
     detected = bias.p_value < alpha
-    if unbiased:
-        if detected:
-            return "BIASED"
-        return "inconclusive" if bias.detectable > 2 * power_bias else "ok"
-    return "biased (declared)" if detected else "no bias detected"
-
-
-def _note(bias: BiasResult) -> str:
-    if bias.n_nonfinite:
-        return f"{bias.n_nonfinite} non-finite estimates left out"
-    return ""
+    if not checked:
+        return "biased (declared)" if detected else "no bias detected"
+    if bias.heavy_tailed:
+        return "inconclusive"
+    if detected:
+        return "BIASED" if isinstance(declared, ExactGradient) else "OFF TARGET"
+    return "inconclusive" if bias.detectable > INCONCLUSIVE else "ok"
 
 
 def verify(
@@ -288,4 +306,4 @@ def verify(
     return [verify_one(e, options, **kwargs) for e in estimators]
 
 
-__all__ = ["Cell", "Report", "verify", "verify_one"]
+__all__ = ["Cell", "CellTimeout", "Report", "verify", "verify_one"]

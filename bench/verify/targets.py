@@ -1,0 +1,177 @@
+"""The declared targets of ``estimators.targets``, computed from their definitions.
+
+* ``ExactGradient``: the problem's exact truth (on expectation objectives only, with
+  ``expectation_only``).
+* ``RelaxedGradient``: d/dtheta E_u[f(z(u, theta), theta)] over the uniforms u of the Concrete
+  relaxation, one per bit or per class, with z = y_tau(u) (the relaxed sample) or
+  z = hard(y) + y - stopgrad(y) (straight-through). The expectation is a tensor-product
+  composite Gauss-Legendre rule on [0, 1]^n (``NODES`` nodes per panel, at most
+  ``MAX_POINTS`` points), the gradient the autograd gradient of the weighted sum. For a bit
+  the relaxed sample's transition (and the hard sample's jump) sits at u = sigmoid(-l), where
+  every rule puts a panel edge. Its error is estimated as the difference from the rule with
+  half the panels, and the bias test treats the target as known to within that error.
+* ``StraightThroughMean``: sum_z q(z) d/dtheta f(z + p - stopgrad(p), theta) with q(z)
+  detached, over the enumerated support (at most ``MAX_SUPPORT`` configurations).
+
+None of these calls the estimator.
+
+References: Maddison, Mnih, Teh (2017), "The Concrete Distribution", ICLR; Davis, Rabinowitz
+(1984), "Methods of Numerical Integration" (composite Gauss-Legendre rules).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from estimators.discrete import is_binary, logits_of, mean_of
+from estimators.targets import (
+    ExactGradient,
+    NoTarget,
+    RelaxedGradient,
+    StraightThroughMean,
+    Target,
+)
+from problems.base import Capability, Params, Problem, repeat_params
+from problems.enumeration import enumerate_support, support_size
+
+#: Gauss-Legendre nodes per panel, quadrature points at most, panels of a 1-D rule at most
+NODES = 8
+MAX_POINTS = 2**18
+MAX_PANELS = 512
+#: points per batch of cost evaluations
+CHUNK = 2**14
+#: largest latent space enumerated
+MAX_SUPPORT = 2**16
+
+
+@dataclass(frozen=True)
+class TargetValue:
+    """A computed target: the value per coordinate (flattened like the estimates) and a bound
+    on its numerical error (zero for exact targets)."""
+
+    value: Tensor
+    error: Tensor
+    kind: str
+
+
+def _flat(grads: Mapping[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
+    values = grads.values() if isinstance(grads, Mapping) else grads
+    return torch.cat([g.reshape(-1) for g in values]).double().cpu()
+
+
+def compute(
+    target: Target, problem: Problem, point: Params, truth: Tensor, options: Mapping[str, Any]
+) -> TargetValue | str:
+    """The target at ``point``, or why it cannot be computed here (a phrase).
+
+    Args:
+        truth: the exact gradient there, flattened.
+        options: the estimator's resolved options (the temperature of relaxed targets).
+    """
+    if isinstance(target, NoTarget):
+        return target.reason
+    if isinstance(target, ExactGradient):
+        if target.expectation_only and problem.multi_sample:
+            return "the target is declared for expectation objectives only"
+        return TargetValue(truth, torch.zeros_like(truth), "exact gradient")
+    if Capability.DISCRETE not in problem.provided:
+        return "the target is defined for discrete latents only"
+    if problem.multi_sample:
+        return "the target is defined for expectation objectives only"
+    if isinstance(target, StraightThroughMean):
+        return _straight_through_mean(problem, point)
+    if isinstance(target, RelaxedGradient):
+        return _relaxed(problem, point, float(options[target.tau_option]),
+                        target.straight_through)
+    return f"bench verify cannot compute a {type(target).__name__}"
+
+
+def _straight_through_mean(problem: Problem, point: Params) -> TargetValue | str:
+    leaf = repeat_params(point, 1)
+    dist = problem.distribution(leaf)
+    if support_size(problem.latent, dist.event_shape) > MAX_SUPPORT:
+        return f"the latent space has more than {MAX_SUPPORT} configurations"
+    probs = mean_of(dist)  # [1, *event]
+    total = 0.0
+    for z in enumerate_support(problem.latent, dist.event_shape, CHUNK,
+                               dtype=problem.dtype, device=problem.device):
+        z = z.unsqueeze(1)  # [N, 1, *event]
+        weight = dist.log_prob(z).exp().detach()  # [N, 1]
+        total = total + (weight * problem.cost(z + probs - probs.detach(), leaf)).sum()
+    grads = torch.autograd.grad(total, list(leaf.values()), allow_unused=True)
+    value = _flat(tuple(torch.zeros_like(v) if g is None else g
+                        for v, g in zip(leaf.values(), grads, strict=True)))
+    return TargetValue(value, torch.zeros_like(value), "enumeration")
+
+
+def _rule(panels: int, breaks: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre nodes and weights on [0, 1] with ``panels`` equal panels,
+    further split at ``breaks``."""
+    edges = np.unique(np.concatenate([np.linspace(0, 1, panels + 1),
+                                      [b for b in breaks if 0 < b < 1]]))
+    x, w = np.polynomial.legendre.leggauss(NODES)
+    left, width = edges[:-1, None], np.diff(edges)[:, None]
+    return (left + width * (x + 1) / 2).ravel(), (width * w / 2).ravel()
+
+
+def _relaxed(problem: Problem, point: Params, tau: float, straight: bool) -> TargetValue | str:
+    leaf = repeat_params(point, 1)
+    dist = problem.distribution(leaf)
+    binary = is_binary(dist)
+    logits = logits_of(dist).detach()[0]  # [*event]
+    n_dims = logits.numel()
+    per_dim = min(MAX_PANELS, int(MAX_POINTS ** (1 / n_dims) + 1e-9) // NODES)
+    if per_dim < 2:
+        return (f"the relaxation has {n_dims} noise dimensions, more than quadrature on "
+                f"{MAX_POINTS} points resolves")
+    breaks = ([[float(b)] for b in torch.sigmoid(-logits).reshape(-1)] if binary
+              else [[] for _ in range(n_dims)])
+    values = [_relaxed_rule(problem, point, tau, straight, binary,
+                            [_rule(panels, b) for b in breaks])
+              for panels in (per_dim, per_dim // 2)]
+    return TargetValue(values[0], (values[0] - values[1]).abs(), "quadrature")
+
+
+def _relaxed_rule(
+    problem: Problem, point: Params, tau: float, straight: bool, binary: bool,
+    rules: list[tuple[np.ndarray, np.ndarray]],
+) -> Tensor:
+    """The target by one tensor-product rule (one 1-D rule per noise dimension)."""
+    leaf = repeat_params(point, 1)
+    grads = [torch.zeros_like(v) for v in leaf.values()]
+    shape = tuple(len(nodes) for nodes, _ in rules)
+    for start in range(0, math.prod(shape), CHUNK):
+        index = np.unravel_index(np.arange(start, min(start + CHUNK, math.prod(shape))), shape)
+        u = np.stack([rule[0][i] for rule, i in zip(rules, index, strict=True)], 1)  # [P, n]
+        w = np.prod([rule[1][i] for rule, i in zip(rules, index, strict=True)], 0)  # [P]
+        logits = logits_of(problem.distribution(leaf))  # [1, *event], differentiable
+        noise = torch.as_tensor(u).to(logits).reshape(len(w), *logits.shape)  # [P, 1, *event]
+        z = _relaxed_sample(logits, noise, tau, straight, binary)
+        loss = (torch.as_tensor(w).to(logits) * problem.cost(z, leaf)[:, 0]).sum()
+        parts = torch.autograd.grad(loss, list(leaf.values()), allow_unused=True)
+        grads = [g if part is None else g + part for g, part in zip(grads, parts, strict=True)]
+    return _flat(tuple(grads))
+
+
+def _relaxed_sample(logits: Tensor, u: Tensor, tau: float, straight: bool,
+                    binary: bool) -> Tensor:
+    """The Concrete sample at uniforms ``u`` (one per logit), or its straight-through form."""
+    harden: Callable[[Tensor], Tensor]
+    if binary:
+        x = (logits + torch.log(u) - torch.log1p(-u)) / tau
+        y = torch.sigmoid(x)
+        harden = lambda _: (x > 0).to(x.dtype)  # noqa: E731
+    else:
+        y = torch.softmax((logits - torch.log(-torch.log(u))) / tau, -1)
+        harden = lambda v: torch.nn.functional.one_hot(  # noqa: E731
+            v.argmax(-1), v.shape[-1]).to(v.dtype)
+    if not straight:
+        return y
+    return harden(y) + y - y.detach()
