@@ -42,6 +42,7 @@ from torch.distributions.utils import clamp_probs
 
 from estimators.base import Estimator, State, Surrogate
 from estimators.discrete import harden, unwrap
+from estimators.targets import RelaxedGradient
 from problems.base import Capability, Params, Problem
 from problems.options import Option
 from problems.subsets import GumbelTopK, top_k_hot
