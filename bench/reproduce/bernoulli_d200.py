@@ -95,8 +95,7 @@ class BernoulliD200(Reproduction):
     paper = "Dong, Mnih, Tucker (2020), NeurIPS (DisARM); Titsias & Shi (2022), AISTATS"
     target = "toy experiment (variance curves)"
     estimators = ("reinforce_loo", "disarm", "reinforce_exact_baseline")
-    runtime: ClassVar[dict[str, str]] = {
-        "short": "3 s", "full": "4 min (estimated: 4 replicates of 50 s)"}
+    runtime: ClassVar[dict[str, str]] = {"short": "3 s", "full": "4 min (estimated)"}
     trains = True
 
     def run(self, mode: Mode, seed: int, progress: bool) -> Outcome:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 import torch
 
 from bench.cell.estimate import estimate_chunks, prepare
+from bench.cell.moments import variance_with_se
 from bench.cell.seeds import derive_seed
-from bench.reproduce.base import Claim, exact_claim, variance_with_se
+from bench.reproduce.base import Claim, exact_claim
 from estimators import ESTIMATORS
 from problems.base import Problem
 

@@ -55,6 +55,9 @@ INCONCLUSIVE = 0.5
 #: the test's standard error is trusted when the relative standard error of the variance it
 #: rests on, sqrt((kurtosis - 1) / R), is at most this (heavier tails need a larger R)
 TAIL_TOLERANCE = 0.5
+#: kurtosis up to which a control variate's statistic counts as light-tailed whatever the
+#: estimator's own (a Gaussian has 3)
+LIGHT_TAILS = 10.0
 #: a reference is used as control variate when it cuts the statistic's variance below this
 #: share in the worst coordinate
 CONTROL_GAIN = 0.5
@@ -320,14 +323,14 @@ def _control(
 
     What sets R is the worst coordinate's variance on its own scale, max_c v_c / s_c^2. Of the
     usable references, the one that lowers it most is used, if it lowers it below
-    ``CONTROL_GAIN`` times the estimator's own and leaves the statistic no heavier-tailed than
-    the estimator (largest kurtosis over coordinates): a control variate that trades variance
-    for rare large deviations would make the test's standard error unreliable at the R it
-    allows.
+    ``CONTROL_GAIN`` times the estimator's own and leaves the statistic light-tailed
+    (largest kurtosis over coordinates at most ``LIGHT_TAILS``) or no heavier-tailed than the
+    estimator: a control variate that trades variance for rare large deviations would make
+    the test's standard error unreliable at the R it allows.
     """
     variance = own.var(0)
     worst = float((variance / scale**2).max())
-    tails = float(_kurtosis(own).max())
+    tails = max(float(_kurtosis(own).max()), LIGHT_TAILS)
     best, best_worst, best_variance = None, CONTROL_GAIN * worst, variance
     for i, (ref, usable) in enumerate(candidates):
         if not usable:
