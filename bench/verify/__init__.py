@@ -212,7 +212,7 @@ class _CellRunner:
 
     def __call__(self, setting: Setting, k: int, report: Report) -> Cell | None:
         if setting not in self.built:
-            torch.manualderive_seed(derive_seed("problem", setting, self.seed))
+            torch.manual_seed(derive_seed("problem", setting, self.seed))
             problem = PROBLEMS[setting.problem](dict(setting.options), dtype=torch.float64)
             self.built[setting] = (problem, problem.init_params())
         problem, point = self.built[setting]
@@ -222,7 +222,7 @@ class _CellRunner:
             return None
         truth = _flat(truth.grad)
         cell_seed = derive_seed("cell", setting, k, self.seed)
-        torch.manualderive_seed(cell_seed)
+        torch.manual_seed(cell_seed)
         estimator = self.make()
         state, _ = prepare(problem, estimator, point, k)
         if setting not in self.leak_checked:  # once per setting: repeats must not mix
@@ -237,7 +237,7 @@ class _CellRunner:
         names = names[: self.n_references + (self.against in names)]
         references = []
         for name in names:
-            torch.manualderive_seed(cell_seed)
+            torch.manual_seed(cell_seed)
             ref = get_estimator(name)()
             unbiased = ref.unbiased and isinstance(ref.declared_target(), ExactGradient)
             references.append((name, ref, prepare(problem, ref, point, k)[0],
