@@ -91,11 +91,14 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``bench`` parser; with ``only`` (a subcommand's name), that subcommand alone, so
+    that ``bench run`` does not import what only others need (plotnine for figures)."""
     parser = Parser(prog="bench", description="Benchmark Monte Carlo gradient estimators.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
-        importlib.import_module(module).add_parser(subparsers)
+        if only is None or module.rsplit(".", 1)[1] == only:
+            importlib.import_module(module).add_parser(subparsers)
     for sub in subparsers.choices.values():
         sub.add_argument(
             "--plugin", action="append", default=[], metavar="MODULE",
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [module.rsplit(".", 1)[1] for module in SUBCOMMANDS]
     command = " ".join(["bench", *[w for w in words[:1] if w in names]])  # before parsing
     try:
-        parser = build_parser()
+        parser = build_parser(words[0] if words and words[0] in names else None)
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:  # --help, or a usage error already printed in one line
