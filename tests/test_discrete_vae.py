@@ -132,6 +132,10 @@ TESTED_ELSEWHERE = {
     "double_cv": "test_double_control",
     "carms": "test_carms",
     "stochastic_triples": "test_stochastic_triples",
+    "grpo": "test_group", "dr_grpo": "test_group",
+    "reinforce_optimal_baseline": "test_group",
+    # equal to gumbel_softmax / st_gumbel_softmax float for float on Bernoulli latents
+    "sst": "test_sst", "st_sst": "test_sst",
 }
 
 

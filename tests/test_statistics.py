@@ -61,7 +61,10 @@ def test_unbiased_estimators_match_the_exact_gradient(estimator, problem):
 @pytest.mark.parametrize(("estimator", "problem"), pairs(unbiased=False))
 def test_biased_estimators_are_caught(estimator, problem):
     prob, est, k = build(estimator, problem)
-    result = compare(draw_estimates(prob, est, k, R), flat_truth(prob, k))
+    # GRPO divides by the group's std, so its estimates are O(1) where polynomial's true
+    # gradient is 0.007: four times the repeats for a test with power there
+    n_repeats = 4 * R if (estimator, problem) == ("grpo", "polynomial") else R
+    result = compare(draw_estimates(prob, est, k, n_repeats), flat_truth(prob, k))
     result.guard()
     assert not result.consistent, "a biased estimator passed the bias test: the test lacks power"
 

@@ -31,7 +31,18 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estima
 BIASED_BEYOND_QUICK = {"zgr", "reinmax"}
 
 
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+#: known false alarms of verify's repeat-leak check, each with its reason (strict xfail: the
+#: test fails once the cause is fixed, so the entry cannot outlive it)
+LEAK_CHECK_FALSE_ALARMS = {
+    "reinforce_optimal_baseline": "its pilot batch on a rejection-sampled Gamma latent draws a "
+    "parameter-dependent amount of randomness, which the check's guard (comparing only the "
+    "returned samples) does not see",
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=LEAK_CHECK_FALSE_ALARMS[n], strict=True))
+    if n in LEAK_CHECK_FALSE_ALARMS else n for n in ESTIMATORS])
 def test_every_builtin_estimator_verifies(name):
     # at the test example's options: a learned control variate's warm-up shortened (its
     # default is checked at full power below)

@@ -83,6 +83,18 @@ PINNED: dict[str, tuple[int, int]] = {
     "grpo": (4, 6),
     "dr_grpo": (3, 1),
     "reinforce_optimal_baseline": (5, 7),
+    # the discrete and continuous registry of 2020-2026 (issues 24, 25)
+    "double_cv": (0, 1),
+    "carms": (3, 0),
+    "stochastic_triples": (6, 0),
+    "local_disarm": (9, 3),
+    "lax": (2, 0),
+    "rqmc_reparam": (5, 0),
+    "implicit_reparam": (8, 2),
+    "generalized_reparam": (1, 0),
+    "rsvi": (4, 0),
+    "sst": (7, 1),
+    "st_sst": (0, 2),
 }
 #: resolution of raster output
 DPI = 300
