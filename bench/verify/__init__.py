@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from bench.cell.estimate import flatten, prepare
 from bench.cell.seeds import derive_seed
+from bench.config import check_seed
 from bench.verify.checks import BiasResult, check_bias, deterministic, repeat_leak, variance_of
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
 from estimators import ESTIMATORS, Estimator, get_estimator
@@ -195,6 +196,7 @@ def verify_one(
     ):
         if not valid:
             raise ValueError(f"invalid {name} {value!r}: expected {rule}")
+    check_seed(seed)
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     make()  # bad options fail here, before any work
