@@ -45,3 +45,32 @@ def apply() -> bool:
 def wait_policy() -> str:
     """``OMP_WAIT_POLICY`` as this process's environment has it (``default`` if unset)."""
     return os.environ.get("OMP_WAIT_POLICY") or "default"
+
+
+#: largest --threads and --workers, as a multiple of the CPUs: beyond it cells only wait
+OVERSUBSCRIPTION = 4
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, cluster: bool = False) -> int | None:
+    """``--threads`` of every subcommand: None (the policy's default: one thread per cell,
+    or the executor's share of the CPUs) or a count from 1 to ``OVERSUBSCRIPTION`` x the
+    CPUs here (any count >= 1 on a ``cluster``, whose machines may have more).
+
+    Raises:
+        ValueError: naming the value and the range.
+    """
+    if threads is None:
+        return None
+    most = OVERSUBSCRIPTION * cpu_count()
+    if threads < 1 or (not cluster and threads > most):
+        raise ValueError(f"invalid --threads {threads}: expected 1..{most} "
+                         f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
+    return threads

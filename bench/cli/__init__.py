@@ -91,6 +91,34 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
 
 
+def threads_count(text: str) -> int:
+    """An argparse type for ``--threads``: an integer (its range: ``bench.threads``)."""
+    return integer(text)
+
+
+#: the options several subcommands share, defined once: name -> argparse keywords
+SHARED: dict[str, dict] = {
+    "--device": {"default": "cpu", "help": "cpu, cuda or cuda:N"},
+    "--dtype": {"default": "float32", "choices": ["float32", "float64"],
+                "help": "floating-point type of parameters and samples"},
+    "--seed": {"type": integer, "default": 0, "help": "base seed"},
+    "--threads": {"type": threads_count, "default": None,
+                  "help": "torch CPU threads (default: the thread policy's, bench.threads)"},
+    "--no-progress": {"action": "store_true", "help": "no progress bar"},
+}
+
+
+def add_shared(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
+    """Add the shared options ``names`` (keys of ``SHARED``) to a subcommand's parser;
+    ``helps`` overrides a help text by option (``threads="..."``), the rest is shared."""
+    for name in names:
+        kwargs = dict(SHARED[name])
+        key = name.lstrip("-").replace("-", "_")
+        if key in helps:
+            kwargs["help"] = helps[key]
+        parser.add_argument(name, **kwargs)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``bench`` parser; with ``only`` (a subcommand's name), that subcommand alone, so
     that ``bench run`` does not import what only others need (plotnine for figures)."""

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import integer
+from bench.cli import add_shared
 from bench.cli.figures import add_drawing_options, read_tables, report_written
-from bench.config import check_range
 from bench.files import check_output_dir
 from bench.report.figures import make_figures, parse_formats
-from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
+from bench.threads import check_threads
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 
@@ -157,13 +156,12 @@ def main(args: argparse.Namespace) -> int:
     config = FULL if args.full else DEFAULT
     out = Path(args.out or ("results/paper-full" if args.full else "results/paper"))
     formats = parse_formats(args.format)
-    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
+    threads = check_threads(args.threads)
     estimators = select_estimators(args.estimators)
     check_output_dir(out)
     progress = not args.no_progress
     print(f"bench paper ({'full' if args.full else 'default'}): {asdict(config)}")
     print(f"estimators ({args.estimators}): {', '.join(estimators)}")
-    threads = args.threads or None
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -203,13 +201,12 @@ def add_parser(subparsers) -> None:
                        help="curated (default: "
                        f"{', '.join(n for n in CURATED if n in ESTIMATORS)}), all registered "
                        "estimators, or a comma-separated list")
-    paper.add_argument("--threads", type=integer, default=0,
-                       help="torch CPU threads per cell and for training (0: the sweeps' "
-                       "policy, one thread per cell)")
+    add_shared(paper, "--threads", threads="torch CPU threads per cell and for training "
+               "(default: the sweeps' policy, one thread per cell)")
     paper.add_argument("--out", default=None, metavar="DIR",
                        help="run directory (default results/paper or results/paper-full)")
     paper.add_argument("--allow-code-change", action="store_true",
                        help="resume --out although its cells were made by other code")
-    paper.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_shared(paper, "--no-progress")
     add_drawing_options(paper)
     paper.set_defaults(handler=main)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import EXIT_FAILED, EXIT_OK, integer
-from bench.config import INT64_MAX, check_range
-from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
+from bench.cli import EXIT_FAILED, EXIT_OK, add_shared, integer
+from bench.config import check_range, check_seed
+from bench.threads import check_threads
 
 
 def _list() -> int:
@@ -34,8 +34,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(
             "name a reproduction, e.g. bench reproduce relax2018_fig1, or use --list to see them"
         )
-    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
-    check_range("--seed", args.seed, -INT64_MAX - 1, INT64_MAX)
+    check_threads(args.threads)
+    check_seed(args.seed)
     if args.steps is not None:
         check_range("--steps", args.steps, 1, 2**40)
     import torch
@@ -93,7 +93,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--out", default=None, help="output directory (default results/reproduce-NAME-MODE)"
     )
-    parser.add_argument("--seed", type=integer, default=0, help="base seed")
+    add_shared(parser, "--seed")
     parser.add_argument(
         "--steps",
         type=integer,
@@ -106,11 +106,5 @@ def add_parser(subparsers) -> None:
         metavar="PATH",
         help="an MNIST file (IDX or .npz) for the paper-scale VAE run (disarm2020_vae --full)",
     )
-    parser.add_argument(
-        "--threads",
-        type=integer,
-        default=0,
-        help="torch CPU threads (0: the thread policy's default)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_shared(parser, "--threads", "--no-progress")
     parser.set_defaults(handler=main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import EXIT_FAILED, EXIT_OK, integer, number
+from bench.cli import EXIT_FAILED, EXIT_OK, add_shared, integer, number
 from bench.report.summary import summary_table
 from bench.sweep.store import default_out
 
@@ -61,11 +61,8 @@ def add_parser(subparsers) -> None:
                      help="independent estimates R per cell (>= 2)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=V[,V...]",
                      help="set or sweep a problem/estimator option (repeatable)")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                     help="floating-point type of parameters and samples")
-    run.add_argument("--seed", type=integer, default=0,
-                     help="base seed; each cell derives its own from its key")
+    add_shared(run, "--device", "--dtype", "--seed",
+               seed="base seed; each cell derives its own from its key")
     run.add_argument("--bootstrap", type=integer, default=1000,
                      help="Poisson-bootstrap replicates for the 95%% intervals (0: none)")
     run.add_argument("--out", default=None, help="run directory (default results/run-<time>)")
@@ -79,13 +76,12 @@ def add_parser(subparsers) -> None:
     run.add_argument("--workers", type=integer, default=None,
                      help="processes of --executor process (default: one per CPU, or per GPU "
                      "with --device cuda)")
-    run.add_argument("--threads", type=integer, default=None,
-                     help="torch threads per cell (default: 1 locally, CPUs // workers for "
-                     "process, 1 on Ray, where a CPU cell requests that many CPUs)")
+    add_shared(run, "--threads", threads="torch threads per cell (default: 1 locally, CPUs // "
+               "workers for process, 1 on Ray, where a CPU cell requests that many CPUs)")
     run.add_argument("--ray-address", default=None,
                      help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: "
                      "start a local Ray instance")
     run.add_argument("--cell-timeout", type=number, default=None, metavar="SECONDS",
                      help="stop a cell after this long; it becomes a failed row")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shared(run, "--no-progress")
     run.set_defaults(handler=main)

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import integer, number
-from bench.config import INT64_MAX, check_range
+from bench.cli import add_shared, integer, number
 from bench.files import check_output_dir
-from bench.sweep.executors import OVERSUBSCRIPTION, cpu_count
 from bench.sweep.store import default_out
+from bench.threads import check_threads
 from bench.training.train import make_spec, run_training
-
-#: the largest --steps, --samples and --variance-repeats: 2^40 is weeks of training, and a
-#: larger count a typo refused before the work starts (the tables hold 64-bit integers)
-MAX_STEPS = 2**40
-#: the largest --lr: Adam moves each parameter by about lr per step
-MAX_LR = 1e3
-#: the most seeds of --seeds N: each is a full training run of every estimator
-MAX_SEEDS = 10_000
 
 
 def add_parser(subparsers) -> None:
@@ -42,17 +33,15 @@ def add_parser(subparsers) -> None:
                        help="estimates R per gradient-variance measurement")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="set a problem or estimator option (repeatable)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--seed", type=integer, default=0, help="the first seed (default 0)")
+    add_shared(train, "--device", "--dtype", "--seed", seed="the first seed (default 0)")
     train.add_argument("--seeds", type=seeds_option, default=1, metavar="N|S1,S2,...",
                        help="train every estimator with N seeds (--seed, --seed + 1, ...) or "
                        "with the listed seeds; the training figure draws their mean and a "
                        "95%% band (default 1)")
-    train.add_argument("--threads", type=integer, default=0,
-                       help="torch CPU threads (0: torch's default); recorded in the table")
+    add_shared(train, "--threads",
+               threads="torch CPU threads (default: the thread policy's); recorded in the table")
     train.add_argument("--out", default=None, help="run directory (default results/train-<time>)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shared(train, "--no-progress")
     train.set_defaults(handler=main)
 
 
@@ -65,20 +54,7 @@ def seeds_option(text: str) -> int | list[int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``bench train``; invalid input raises ValueError before any work starts."""
-    check_range("--threads", args.threads, 0, OVERSUBSCRIPTION * cpu_count())
-    check_range("--steps", args.steps, 1, MAX_STEPS)
-    check_range("--seed", args.seed, -INT64_MAX - 1, INT64_MAX)
-    if isinstance(args.seeds, int):
-        check_range("--seeds", args.seeds, 1, MAX_SEEDS)
-        check_range("--seed", args.seed + args.seeds - 1, -INT64_MAX - 1, INT64_MAX)
-    else:
-        for seed in args.seeds:
-            check_range("--seeds", seed, -INT64_MAX - 1, INT64_MAX)
-    check_range("--samples", args.samples, 1, MAX_STEPS)
-    check_range("--variance-repeats", args.variance_repeats, 2, MAX_STEPS)
-    if not 0 < args.lr <= MAX_LR:
-        raise ValueError(f"invalid --lr {args.lr:g}: expected a number > 0 and <= {MAX_LR:g} "
-                         "(a larger Adam step only makes the parameters overflow)")
+    check_threads(args.threads)
     spec = make_spec(
         args.problem,
         args.estimator,

@@ -8,18 +8,8 @@ import math
 
 import pandas as pd
 
-from bench.cli import EXIT_FAILED, EXIT_OK, integer, number
-from bench.config import parse_setting
-
-
-def _options(settings: list[str]) -> dict[str, str]:
-    options = {}
-    for text in settings:
-        name, values = parse_setting(text)
-        if len(values) != 1:
-            raise ValueError(f"--set {text!r}: bench verify takes one value per option")
-        options[name] = values[0]
-    return options
+from bench.cli import EXIT_FAILED, EXIT_OK, add_shared, integer, number
+from bench.config import single_settings
 
 
 def _problems(text: str | None) -> list[str] | None:
@@ -43,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     if not names:
         raise ValueError("bench verify: name at least one estimator, e.g. bench verify disarm")
-    options = _options(args.set)
+    options = single_settings(args.set, "bench verify")
     reports = [
         verify_one(name, options, quick=args.quick, seed=args.seed, alpha=args.alpha,
                    power_bias=args.power_bias, max_repeats=args.max_repeats,
@@ -87,7 +77,7 @@ def add_parser(subparsers) -> None:
                         help="an option of the estimator (repeatable)")
     verify.add_argument("--quick", action="store_true",
                         help="one setting per problem at its smallest K, one reference")
-    verify.add_argument("--seed", type=integer, default=0, help="base seed")
+    add_shared(verify, "--seed")
     verify.add_argument("--alpha", type=number, default=1e-3,
                         help="probability that a correct estimator fails a bias test anywhere")
     verify.add_argument("--power-bias", type=number, default=0.05,
@@ -106,5 +96,5 @@ def add_parser(subparsers) -> None:
     verify.add_argument("--problem", metavar="PROBLEM[,...]", default=None,
                         help="check only the settings of these problems")
     verify.add_argument("--json", action="store_true", help="print the reports as JSON")
-    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shared(verify, "--no-progress")
     verify.set_defaults(handler=main)

@@ -10,13 +10,17 @@ import itertools
 from dataclasses import dataclass, field
 
 from bench.cell.spec import CellSpec
-from bench.config import DTYPES, INT64_MAX, check_range, select
+from bench.config import (
+    check_count,
+    check_dtype,
+    check_known_options,
+    check_sample_rules,
+    check_samples,
+    check_seed,
+    select,
+)
 from estimators import ESTIMATORS, get_estimator
 from problems import PROBLEMS, get_problem
-
-#: the largest K, R and bootstrap count: 2^40 (10^12) estimates or samples is days of work
-#: for the cheapest cell; a larger count is a typo, refused before the work starts
-MAX_COUNT = 2**40
 
 
 @dataclass(frozen=True)
@@ -83,41 +87,21 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
     """
     problems = select(sweep.problems, PROBLEMS, "problem")
     estimators = select(sweep.estimators, ESTIMATORS, "estimator")
-    if not sweep.samples:
-        raise ValueError("invalid --samples: no K given; expected K[,K...] with every K >= 1")
-    if any(k < 1 for k in sweep.samples):
-        raise ValueError(f"invalid --samples {list(sweep.samples)}: every K must be >= 1")
-    if sweep.repeats < 2:
-        raise ValueError(f"invalid --repeats {sweep.repeats}: R must be >= 2 to measure variance")
-    if sweep.dtype not in DTYPES:
-        raise ValueError(f"invalid --dtype {sweep.dtype!r}; valid: {', '.join(DTYPES)}")
-    if sweep.n_bootstrap < 0:
-        raise ValueError(f"invalid --bootstrap {sweep.n_bootstrap}: must be >= 0")
-    for k in sweep.samples:
-        check_range("--samples", k, 1, MAX_COUNT)
-    check_range("--repeats", sweep.repeats, 2, MAX_COUNT)
-    check_range("--bootstrap", sweep.n_bootstrap, 0, MAX_COUNT)
-    check_range("--seed", sweep.seed, -INT64_MAX - 1, INT64_MAX)
+    check_samples(sweep.samples)
+    check_count("--repeats", sweep.repeats, 2, "R must be >= 2 to measure variance")
+    check_dtype(sweep.dtype)
+    check_count("--bootstrap", sweep.n_bootstrap, 0, "must be >= 0")
+    check_seed(sweep.seed)
     names = [name for name, _ in sweep.settings]
     twice = [name for i, name in enumerate(names) if name in names[:i]]
     if twice:
         raise ValueError(f"--set {twice[0]} is given more than once; give all its values in "
                          f"one --set {twice[0]}=V1,V2,...")
     settings = dict(sweep.settings)
-    known = {n for p in problems for n in PROBLEMS[p].options}
-    known |= {n for e in estimators for n in ESTIMATORS[e].options}
-    for name in settings:
-        if name not in known:
-            raise ValueError(
-                f"unknown option {name!r} for the selected problems and estimators; "
-                f"valid options: {', '.join(sorted(known)) or '(none)'}"
-            )
-    named = [] if list(sweep.estimators) == ["all"] else estimators
-    for e in named:  # with "all", a K an estimator cannot take gives skipped cells instead
-        for k in sweep.samples:
-            rule = get_estimator(e).sample_rule(k)
-            if rule is not None:
-                raise ValueError(f"invalid --samples {list(sweep.samples)}: {rule}")
+    check_known_options(settings, [PROBLEMS[p] for p in problems],
+                        [ESTIMATORS[e] for e in estimators])
+    if list(sweep.estimators) != ["all"]:  # with "all", such a K gives skipped cells instead
+        check_sample_rules([ESTIMATORS[e] for e in estimators], sweep.samples)
     cells = []
     for p in problems:
         problem_grid = _grid(f"problem {p!r}", get_problem(p).options, settings)

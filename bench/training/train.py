@@ -62,7 +62,17 @@ import pandas as pd
 import pyarrow as pa
 
 from bench import env
-from bench.config import DTYPES, parse_setting, select
+from bench.config import (
+    DTYPES,
+    check_count,
+    check_dtype,
+    check_known_options,
+    check_range,
+    check_seed,
+    select,
+    single_settings,
+)
+from bench.config import names as config_names
 from bench.files import write_table
 from bench.schema import TRAIN
 from bench.training.loop import TrainRun, train_loop
@@ -101,6 +111,12 @@ class TrainSpec:
         return self.seeds[0]
 
 
+#: the largest --lr: Adam moves each parameter by about lr per step
+MAX_LR = 1e3
+#: the most seeds of --seeds N: each is a full training run of every estimator
+MAX_SEEDS = 10_000
+
+
 def make_spec(
     problem: str,
     estimators: str | Sequence[str] = "all",
@@ -116,7 +132,8 @@ def make_spec(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> TrainSpec:
-    """Validate names, ``NAME=VALUE`` settings and numbers into a ``TrainSpec``.
+    """Validate names, ``NAME=VALUE`` settings and numbers into a ``TrainSpec`` (the checks
+    of ``bench.config``, shared with ``bench run`` and ``bench verify``).
 
     ``seeds``: a number of seeds (``seed``, ``seed + 1``, ...) or the list of seeds; each
     estimator is trained once per seed.
@@ -128,49 +145,59 @@ def make_spec(
     Raises:
         ValueError: naming the bad value, the rule and the valid choices.
     """
-    if isinstance(estimators, str):
-        estimators = [e.strip() for e in estimators.split(",") if e.strip()]
+    names = config_names(estimators)
     problem_cls = get_problem(problem)
-    chosen = select(estimators, ESTIMATORS, "estimator")
-    for name, value, valid, rule in (
-        ("--steps", steps, steps >= 1, "an integer >= 1"),
-        ("--eval-every", eval_every, eval_every >= 1, "an integer >= 1"),
-        ("--samples", n_samples, n_samples >= 1, "an integer >= 1"),
-        ("--variance-repeats", variance_repeats, variance_repeats >= 2, "an integer >= 2"),
-        ("--lr", lr, lr > 0 and math.isfinite(lr), "a finite number > 0"),
-    ):
-        if not valid:
-            raise ValueError(f"invalid {name} {value}: expected {rule}")
-    if dtype not in DTYPES:
-        raise ValueError(f"invalid --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    chosen = select(names, ESTIMATORS, "estimator")
+    _check_numbers(steps, eval_every, lr, n_samples, variance_repeats, dtype)
     chosen_seeds = _seed_list(seed, seeds)
     env.check_device(device)
-    given: dict[str, str] = {}
-    for text in settings:
-        name, values = parse_setting(text)
-        if len(values) != 1:
-            raise ValueError(f"invalid --set {text!r}: bench train takes one value per option")
-        if name in given:
-            raise ValueError(f"--set {name} is given more than once; bench train takes one "
-                             "value per option")
-        given[name] = values[0]
-    known = set(problem_cls.options) | {n for e in chosen for n in ESTIMATORS[e].options}
-    for name in given:
-        if name not in known:
-            raise ValueError(
-                f"unknown option {name!r} for {problem} and the selected estimators; "
-                f"valid options: {', '.join(sorted(known)) or '(none)'}"
-            )
+    given = single_settings(settings, "bench train")
+    check_known_options(given, [problem_cls], [ESTIMATORS[e] for e in chosen])
     problem_options = resolve_options(
         f"problem {problem!r}", problem_cls.options,
         {k: v for k, v in given.items() if k in problem_cls.options},
     )
+    runs, skipped = _estimator_runs(problem_cls, problem_options, chosen, given, n_samples,
+                                    named=list(names) != ["all"])
+    if not runs:
+        raise ValueError(f"no estimator applies to {problem}: {'; '.join(r for _, r in skipped)}")
+    return TrainSpec(
+        problem=problem, problem_options=problem_options, estimators=tuple(runs),
+        steps=steps, eval_every=eval_every, lr=lr, n_samples=n_samples,
+        variance_repeats=variance_repeats, seeds=chosen_seeds, device=device, dtype=dtype,
+        skipped=tuple(skipped),
+    )
+
+
+def _check_numbers(
+    steps: int, eval_every: int, lr: float, n_samples: int, variance_repeats: int, dtype: str
+) -> None:
+    check_count("--steps", steps, 1)
+    check_count("--eval-every", eval_every, 1)
+    check_count("--samples", n_samples, 1)
+    check_count("--variance-repeats", variance_repeats, 2)
+    if not (0 < lr <= MAX_LR and math.isfinite(lr)):
+        raise ValueError(f"invalid --lr {lr:g}: expected a number > 0 and <= {MAX_LR:g} "
+                         "(a larger Adam step only makes the parameters overflow)")
+    check_dtype(dtype)
+
+
+def _estimator_runs(
+    problem_cls: type[Problem],
+    problem_options: dict[str, OptionValue],
+    chosen: Sequence[str],
+    given: dict[str, str],
+    n_samples: int,
+    named: bool,
+) -> tuple[list[tuple[str, dict[str, OptionValue]]], list[tuple[str, str]]]:
+    """The ``(name, resolved options)`` of the estimators that run, and ``(name, reason)``
+    of those skipped (an error for a ``named`` estimator)."""
     runs, skipped = [], []
     for name in chosen:
         cls = get_estimator(name)
         reason = cls.incompatibility(problem_cls, problem_options) or cls.sample_rule(n_samples)
         if reason is not None:
-            if list(estimators) != ["all"]:
+            if named:
                 raise ValueError(reason)
             skipped.append((name, reason))
             continue
@@ -182,27 +209,25 @@ def make_spec(
         if rule is not None:
             raise ValueError(rule)
         runs.append((name, options))
-    if not runs:
-        raise ValueError(f"no estimator applies to {problem}: {'; '.join(r for _, r in skipped)}")
-    return TrainSpec(
-        problem=problem, problem_options=problem_options, estimators=tuple(runs),
-        steps=steps, eval_every=eval_every, lr=lr, n_samples=n_samples,
-        variance_repeats=variance_repeats, seeds=chosen_seeds, device=device, dtype=dtype,
-        skipped=tuple(skipped),
-    )
+    return runs, skipped
 
 
 def _seed_list(seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
     """``seeds`` consecutive seeds from ``seed``, or the given list (distinct)."""
+    check_seed(seed)
     if isinstance(seeds, int):
         if seeds < 1:
             raise ValueError(f"invalid --seeds {seeds}: expected a number of seeds >= 1 or a "
                              "comma-separated list of seeds")
+        check_range("--seeds", seeds, 1, MAX_SEEDS)
+        check_seed(seed + seeds - 1)
         return tuple(range(seed, seed + seeds))
     chosen = tuple(int(s) for s in seeds)
     if not chosen or len(set(chosen)) != len(chosen):
         raise ValueError(f"invalid --seeds {','.join(map(str, chosen)) or '(empty)'}: expected "
                          "distinct seeds")
+    for value in chosen:
+        check_seed(value, "--seeds")
     return chosen
 
 

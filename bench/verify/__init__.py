@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from bench.cell.estimate import prepare
 from bench.cell.seeds import derive_seed
+from bench.config import check_seed
 from bench.verify.checks import (
     INCONCLUSIVE,
     BiasResult,
@@ -173,6 +174,7 @@ def verify_one(
     for name in problems or ():
         if name not in PROBLEMS:
             raise ValueError(f"unknown problem {name!r}; valid problems: {', '.join(PROBLEMS)}")
+    check_seed(seed)
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     declared = cls.declared_target()

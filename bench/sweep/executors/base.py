@@ -6,7 +6,6 @@ See ``bench.sweep.executors`` for the executors themselves.
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator
@@ -21,6 +20,7 @@ from bench.cell.run import failed_row, run_cell
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes
 from bench.sweep.plugins import load_plugins, register
+from bench.threads import OVERSUBSCRIPTION, check_threads, cpu_count
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -31,20 +31,10 @@ RAY_INSTALL_HINT = (
 
 Result = tuple[dict[str, Any], list[dict[str, Any]]]
 
-#: largest --threads and --workers, as a multiple of the CPUs: beyond it cells only wait
-OVERSUBSCRIPTION = 4
 #: largest --cell-timeout, in seconds (one week)
 MAX_CELL_TIMEOUT = 7 * 24 * 3600.0
 #: seconds to wait for a Ray head at HOST:PORT before giving up
 RAY_CONNECT_TIMEOUT = 5.0
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _ray_installed() -> bool:
@@ -121,12 +111,7 @@ class ExecutorConfig:
             if not 1 <= self.workers <= most:
                 raise ValueError(f"invalid --workers {self.workers}: expected 1..{most} "
                                  f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
-        if self.threads is not None:
-            if self.threads < 1:
-                raise ValueError(f"invalid --threads {self.threads}: must be >= 1")
-            if self.kind != "ray" and self.threads > most:
-                raise ValueError(f"invalid --threads {self.threads}: expected 1..{most} "
-                                 f"({OVERSUBSCRIPTION} x the {cpu_count()} CPUs here)")
+        check_threads(self.threads, cluster=self.kind == "ray")
         if self.ray_address is not None and self.kind != "ray":
             raise ValueError(f"--ray-address applies to --executor ray, not {self.kind}")
         if self.cell_timeout is not None and not 0 < self.cell_timeout <= MAX_CELL_TIMEOUT:
