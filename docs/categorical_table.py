@@ -70,8 +70,8 @@ def problem_table(cells: pd.DataFrame, problem: str, order: list[str]) -> str:
 
 
 def tau_table(cells: pd.DataFrame, order: list[str]) -> str:
-    cells = cells.assign(opts=cells.apply(_options, axis=1))
-    cells = cells[cells["opts"].map(lambda o: "tau" in o)]
+    cells = cells.assign(options=cells.apply(_options, axis=1))
+    cells = cells[cells["options"].map(lambda o: "tau" in o)]
     lines = ["| estimator | problem | " + " | ".join(f"τ = {t:g}" for t in TAUS) + " |",
              "|---|---|" + "---|" * len(TAUS)]
     for problem in NAMES:
@@ -80,10 +80,10 @@ def tau_table(cells: pd.DataFrame, order: list[str]) -> str:
             for gap in gaps:
                 rows = cells[(cells["problem"] == problem) & (cells["estimator"] == name)]
                 if gap is not None:
-                    rows = rows[rows["opts"].map(lambda o, gap=gap: o.get("gap") == gap)]
+                    rows = rows[rows["options"].map(lambda o, gap=gap: o.get("gap") == gap)]
                 if rows.empty:
                     continue
-                by_tau = {o["tau"]: r for o, (_, r) in zip(rows["opts"], rows.iterrows(),
+                by_tau = {o["tau"]: r for o, (_, r) in zip(rows["options"], rows.iterrows(),
                                                              strict=True)}
                 label = f"`{name}`" + ("" if gap is None else f" (gap {gap})")
                 values = [f"{_g(by_tau[t]['bias_l2'])} / {_g(by_tau[t]['variance_trace'])}"

@@ -242,7 +242,7 @@ class DisARM(PairEstimator):
 
     def categorical(self, problem: Problem, params: Params, logits: Tensor, n_pairs: int):
         classes = logits.shape[-1]
-        order = self.opts["order"]
+        order = self.option_values["order"]
         if order == "none":
             perm = torch.arange(classes, device=logits.device).expand(logits.shape)
         else:

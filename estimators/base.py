@@ -112,7 +112,7 @@ class Estimator(ABC):
     target: ClassVar[Target | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        self.opts: dict[str, OptionValue] = resolve_options(
+        self.option_values: dict[str, OptionValue] = resolve_options(
             f"estimator {self.name!r}", self.options, options or {}
         )
         self.optimizer: torch.optim.Optimizer | None = None
@@ -224,7 +224,7 @@ class Estimator(ABC):
 
     def warmup_steps(self) -> int:
         """Steps of ``warm_up`` before measuring: the ``warmup`` option, else 0."""
-        return int(self.opts.get("warmup", 0))
+        return int(self.option_values.get("warmup", 0))
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop (or resume) tracking gradients of the estimator's own parameters."""

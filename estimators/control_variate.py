@@ -243,13 +243,15 @@ class ConditionalRelaxation(Estimator):
         learned = getattr(self, "learned", None)
         if learned is not None:
             return learned["eta"], learned["log_tau"].exp()
-        return like.new_tensor(self.opts["eta"]), like.new_tensor(self.opts["tau"])
+        return like.new_tensor(self.option_values["eta"]), like.new_tensor(
+            self.option_values["tau"]
+        )
 
     def build_scalars(self, problem: Problem) -> dict[str, Tensor]:
         """eta and log tau as trainable leaves, from the options."""
         return {
-            "eta": problem.tensor(self.opts["eta"]).clone().requires_grad_(),
-            "log_tau": problem.tensor(math.log(self.opts["tau"])).clone().requires_grad_(),
+            "eta": problem.tensor(self.option_values["eta"]).clone().requires_grad_(),
+            "log_tau": problem.tensor(math.log(self.option_values["tau"])).clone().requires_grad_(),
         }
 
     def tracking(self) -> bool:
@@ -280,7 +282,7 @@ class ConditionalRelaxation(Estimator):
         self, logits: Tensor, z: Tensor, b: Tensor, u: Tensor, v: Tensor, binary: bool
     ) -> Tensor:
         """z~ given b, from a fresh v or tied to u by the ``coupling`` option."""
-        common = self.opts["coupling"] == "common"
+        common = self.option_values["coupling"] == "common"
         if binary:
             return binary_conditional(logits, b, binary_tied(logits, u, b) if common else v)
         log_probs = torch.log_softmax(logits, -1)
@@ -381,13 +383,13 @@ class Rebar(ConditionalRelaxation):
         self.learned: dict[str, Tensor] | None = None
 
     def warmup_steps(self) -> int:
-        return int(self.opts["warmup"]) if self.opts["tune"] else 0
+        return int(self.option_values["warmup"]) if self.option_values["tune"] else 0
 
     def setup(self, problem: Problem, point: Params) -> None:
-        if not self.opts["tune"]:
+        if not self.option_values["tune"]:
             return
         self.learned = self.build_scalars(problem)
-        self.optimizer = torch.optim.Adam(self.learned.values(), lr=self.opts["lr"])
+        self.optimizer = torch.optim.Adam(self.learned.values(), lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
         return list(self.learned.values()) if self.learned is not None else []
@@ -424,7 +426,7 @@ class Relax(ConditionalRelaxation):
         unit = logits[0].numel() // problem.n_factors
         self.with_context = Capability.CONTEXT in problem.provided
         n_in = unit + (problem.context().shape[-1] if self.with_context else 0)
-        width = self.opts["width"]
+        width = self.option_values["width"]
         bound = 1 / math.sqrt(n_in)
         self.learned = self.build_scalars(problem)
         self.network = {
@@ -435,7 +437,7 @@ class Relax(ConditionalRelaxation):
         }
         for tensor in self.network.values():
             tensor.requires_grad_()
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.opts["lr"])
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
         if self.learned is None or self.network is None:

@@ -94,7 +94,7 @@ class DeltaCV(Estimator):
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
         dim = problem.distribution(repeat_params(problem.init_params(), 1, False)).event_shape
-        return n_samples + self.opts["pilot"] + dim[-1]
+        return n_samples + self.option_values["pilot"] + dim[-1]
 
     def _losses(
         self,
@@ -114,7 +114,7 @@ class DeltaCV(Estimator):
             + (g0 * (loc - mu0)).sum(-1)
             + 0.5 * (hessian.diagonal(dim1=-2, dim2=-1) * scale**2).sum(-1)
         )  # E_q[h], [R]
-        pathwise = self.opts["base"] == "pathwise"
+        pathwise = self.option_values["base"] == "pathwise"
         z = dist.rsample((n_samples,)) if pathwise else dist.sample((n_samples,))  # [K, R, D]
         v = z - mu0
         hv = torch.einsum("rij,krj->kri", hessian, v.detach())  # H v, [K, R, D]
@@ -136,7 +136,7 @@ class DeltaCV(Estimator):
         grads_a = _grads(loss_a, [params[n] for n in names], retain=True)
         grads_b = _grads(loss_b, [params[n] for n in names], retain=False)
         # the pilot: P single-sample estimates per repeat, rows p * R + r, independent of z
-        pilot_size, n_repeats = self.opts["pilot"], loss_a.shape[0]
+        pilot_size, n_repeats = self.option_values["pilot"], loss_a.shape[0]
         pilot = {
             n: v.unsqueeze(0)
             .expand(pilot_size, *v.shape)

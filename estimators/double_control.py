@@ -79,13 +79,13 @@ class DoubleCV(BinaryOnly, Estimator):
         self.alpha: Tensor | None = None
 
     def warmup_steps(self) -> int:
-        return int(self.opts["warmup"]) if self.opts["learn"] else 0
+        return int(self.option_values["warmup"]) if self.option_values["learn"] else 0
 
     def setup(self, problem: Problem, point: Params) -> None:
-        if not self.opts["learn"]:
+        if not self.option_values["learn"]:
             return
-        self.alpha = problem.tensor(self.opts["alpha"]).clone().requires_grad_()
-        self.optimizer = torch.optim.Adam([self.alpha], lr=self.opts["lr"])
+        self.alpha = problem.tensor(self.option_values["alpha"]).clone().requires_grad_()
+        self.optimizer = torch.optim.Adam([self.alpha], lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
         return [self.alpha] if self.alpha is not None else []
@@ -102,7 +102,7 @@ class DoubleCV(BinaryOnly, Estimator):
             raise ValueError(f"{self.name} needs n_samples >= 2, got {n_samples}")
         dist = problem.distribution(params)
         mu = mean_of(dist)  # [R, *event]
-        alpha = self.alpha if self.alpha is not None else mu.new_tensor(self.opts["alpha"])
+        alpha = self.alpha if self.alpha is not None else mu.new_tensor(self.option_values["alpha"])
         with torch.enable_grad():
             at = b.detach().requires_grad_()
             (slope,) = torch.autograd.grad(problem.cost_terms(at, detached(params)).sum(), at)

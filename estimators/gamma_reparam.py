@@ -151,7 +151,7 @@ class RSVI(ScoreCorrected):
     }
 
     def draw_noise(self, alpha: Tensor, n_samples: int) -> tuple[Tensor, ...]:
-        boost = self.opts["boost"]
+        boost = self.option_values["boost"]
         if boost == 0 and bool((alpha < 1).any()):
             raise ValueError(
                 f"rsvi with boost=0 needs every shape alpha >= 1 (Marsaglia-Tsang), got "
@@ -166,7 +166,7 @@ class RSVI(ScoreCorrected):
 
     def transform(self, noise: tuple[Tensor, ...], alpha: Tensor) -> tuple[Tensor, Tensor]:
         eps, uniforms = noise
-        a = alpha + self.opts["boost"]
+        a = alpha + self.option_values["boost"]
         root = torch.sqrt(9 * a - 3)
         base = 1 + eps / root
         y = (a - 1 / 3) * base**3  # h(eps, a) ~ Gamma(a)

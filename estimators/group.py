@@ -105,12 +105,12 @@ class GroupEstimator(Estimator):
         raise NotImplementedError
 
     def length_mode(self) -> str:
-        return str(self.opts["length_norm"])
+        return str(self.option_values["length_norm"])
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         if n_samples < 2:
             raise ValueError(f"{self.name} needs a group of n_samples >= 2, got {n_samples}")
-        rule = self.options_rule(self.opts, n_samples)
+        rule = self.options_rule(self.option_values, n_samples)
         if rule is not None:
             raise ValueError(rule)
         dist = problem.distribution(params)
@@ -157,14 +157,16 @@ class GRPO(GroupEstimator):
 
     @classmethod
     def options_rule(cls, options: Mapping[str, Any], n_samples: int) -> str | None:
-        opts = resolve_options(f"estimator {cls.name!r}", cls.options, options)
-        if opts["scale"] == "std" and opts["ddof"] >= n_samples:
-            return (f"invalid option ddof={opts['ddof']} for estimator {cls.name!r}: the std of "
+        values = resolve_options(f"estimator {cls.name!r}", cls.options, options)
+        if values["scale"] == "std" and values["ddof"] >= n_samples:
+            return (f"invalid option ddof={values['ddof']} for estimator {cls.name!r}: the std of "
                     f"a group of K={n_samples} needs ddof < K")
         return None
 
     def advantage(self, cost: Tensor) -> Tensor:
-        return group_advantages(cost, self.opts["scale"], self.opts["ddof"], self.opts["eps"])
+        return group_advantages(
+            cost, self.option_values["scale"], self.option_values["ddof"], self.option_values["eps"]
+        )
 
 
 class DrGRPO(GroupEstimator):

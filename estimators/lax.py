@@ -85,19 +85,22 @@ class Lax(Estimator):
         self.with_context = False
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
-        return n_samples if self.opts["eta"] == 0 else 2 * n_samples
+        return n_samples if self.option_values["eta"] == 0 else 2 * n_samples
 
     def setup(self, problem: Problem, point: Params) -> None:
-        if self.opts["eta"] != 0 and Capability.DIFFERENTIABLE_COST not in problem.provided:
+        if (
+            self.option_values["eta"] != 0
+            and Capability.DIFFERENTIABLE_COST not in problem.provided
+        ):
             raise ValueError(
-                f"lax with eta={self.opts['eta']} differentiates the cost, which "
+                f"lax with eta={self.option_values['eta']} differentiates the cost, which "
                 f"{problem.name} does not allow (use eta=0)"
             )
         sample = problem.distribution(repeat_params(point, 1, requires_grad=False)).sample()
         unit = sample.numel() // problem.n_factors  # sample: [1, *event]
         self.with_context = Capability.CONTEXT in problem.provided
         n_in = unit + (problem.context().shape[-1] if self.with_context else 0)
-        width, bound = self.opts["width"], 1 / math.sqrt(n_in)
+        width, bound = self.option_values["width"], 1 / math.sqrt(n_in)
         self.network = {
             "weight": problem.tensor((torch.rand(n_in, width) * 2 - 1) * bound),
             "bias": problem.tensor(torch.zeros(width)),
@@ -106,7 +109,7 @@ class Lax(Estimator):
         }
         for tensor in self.network.values():
             tensor.requires_grad_()
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.opts["lr"])
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
         return [] if self.network is None else list(self.network.values())
@@ -126,9 +129,9 @@ class Lax(Estimator):
         net = self.network
         hidden = torch.tanh(features @ net["weight"] + net["bias"])
         learned = (hidden @ net["out"] + net["out_bias"]) * problem.factor_scale  # [K, R, F]
-        if self.opts["eta"] == 0:
+        if self.option_values["eta"] == 0:
             return learned
-        return self.opts["eta"] * problem.cost_terms(z, detached(params)) + learned
+        return self.option_values["eta"] * problem.cost_terms(z, detached(params)) + learned
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         dist = problem.distribution(params)

@@ -108,7 +108,7 @@ class MeasureValued(Estimator):
         mu, sigma = loc.detach(), scale.detach()
         dim = mu.shape[-1]
         x = mu + sigma * torch.randn(n_samples, *mu.shape, dtype=mu.dtype, device=mu.device)
-        noise = weak_derivative_noise(x.shape, self.opts["coupled"], mu)  # [4, K, R, D]
+        noise = weak_derivative_noise(x.shape, self.option_values["coupled"], mu)  # [4, K, R, D]
         own = torch.eye(dim, dtype=torch.bool, device=mu.device).reshape(1, dim, 1, 1, dim)
         # [4, D (perturbed coordinate), K, R, D]: x with coordinate j moved to its part's point
         points = torch.where(own, (mu + sigma * noise).unsqueeze(1), x[None, None])

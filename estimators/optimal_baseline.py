@@ -147,17 +147,17 @@ class ReinforceOptimalBaseline(Estimator):
     }
 
     def source(self, problem: Problem) -> str:
-        return "pilot" if self.opts["moments"] == "pilot" else moment_source(problem)
+        return "pilot" if self.option_values["moments"] == "pilot" else moment_source(problem)
 
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
-        return n_samples + (self.opts["pilot"] if self.source(problem) == "pilot" else 0)
+        return n_samples + (self.option_values["pilot"] if self.source(problem) == "pilot" else 0)
 
     def baselines(self, problem: Problem, params: Params) -> Tensor:
         """b ``[R, D]``, one per repeat: exact moments (computed once where all repeats share
         their parameters, as in a cell), or each repeat's own pilot batch."""
         repeats = next(iter(params.values())).shape[0]
         if self.source(problem) == "pilot":
-            scores, f, _ = per_sample_scores(problem, params, n_draws=self.opts["pilot"])
+            scores, f, _ = per_sample_scores(problem, params, n_draws=self.option_values["pilot"])
             return optimal_baseline(f, scores, torch.full_like(f, 1 / f.shape[1]))
         shared = all(torch.equal(v, v[:1].expand_as(v)) for v in params.values())
         rows = []

@@ -48,7 +48,7 @@ class GumbelSoftmax(Estimator):
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         dist = problem.distribution(params)
-        y = relax(dist, self.opts["tau"]).rsample((n_samples,))  # [K, R, *event]
+        y = relax(dist, self.option_values["tau"]).rsample((n_samples,))  # [K, R, *event]
         return Surrogate(
             loss=problem.cost(y, params).mean(0),
             samples=harden(dist, y.detach()),
@@ -73,7 +73,7 @@ class STGumbelSoftmax(Estimator):
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         dist = problem.distribution(params)
-        y = relax(dist, self.opts["tau"]).rsample((n_samples,))  # [K, R, *event]
+        y = relax(dist, self.option_values["tau"]).rsample((n_samples,))  # [K, R, *event]
         hard = harden(dist, y.detach())
         z = hard + y - y.detach()
         return Surrogate(

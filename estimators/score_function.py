@@ -115,7 +115,7 @@ class ReinforceEMA(Estimator):
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
         baseline = state["baseline"]  # [R]
         loss, z, signal = score_surrogate(problem, params, n_samples, baseline)
-        decay = self.opts["decay"]
+        decay = self.option_values["decay"]
         updated = decay * baseline + (1 - decay) * signal.mean((0, 2))
         return Surrogate(loss=loss, samples=z, state={"baseline": updated})
 
@@ -259,7 +259,7 @@ class VIMCO(Estimator):
         z = dist.sample((n_samples,))  # [K, R, *event]
         joint = problem.joint_cost_terms(z, params)  # [R, F], the bound, direct term
         log_w = problem.log_weights(z, params).detach()  # [K, R, F]
-        loo = -problem.factor_scale * leave_one_out_bounds(log_w, self.opts["baseline"])
+        loo = -problem.factor_scale * leave_one_out_bounds(log_w, self.option_values["baseline"])
         signal = problem.signals(joint.detach().unsqueeze(0) - loo)  # [K, R, F']
         log_q = problem.signals(problem.log_prob_terms(dist, z))  # [K, R, F']
         loss = (signal * log_q).sum((0, -1)) + joint.sum(-1)
@@ -325,7 +325,7 @@ class NVIL(Estimator):
         like = next(iter(point.values()))
         kw = {"dtype": like.dtype, "device": like.device}
         if Capability.CONTEXT in problem.provided:
-            width, hidden = problem.context().shape[-1], self.opts["hidden"]
+            width, hidden = problem.context().shape[-1], self.option_values["hidden"]
             self.weights = {
                 "w1": torch.randn(width, hidden, **kw) / math.sqrt(width),
                 "b1": torch.zeros(hidden, **kw),
@@ -336,7 +336,7 @@ class NVIL(Estimator):
             self.weights = {"b2": torch.zeros((), **kw)}
         for tensor in self.weights.values():
             tensor.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.opts["lr"])
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
         return list(self.weights.values())
@@ -370,11 +370,13 @@ class NVIL(Estimator):
         residual = free - learned.detach()  # [K, R, F']
         centred = residual - centre.reshape(1, -1, 1)
         scale = (
-            variance.sqrt().clamp_min(1.0) if self.opts["normalize"] else torch.ones_like(variance)
+            variance.sqrt().clamp_min(1.0)
+            if self.option_values["normalize"]
+            else torch.ones_like(variance)
         )
         signal = centred / scale.reshape(1, -1, 1)
         loss = ((signal * log_q).sum(-1) + cost.sum(-1)).mean(0)
-        decay = self.opts["decay"]
+        decay = self.option_values["decay"]
         updated = {
             "centre": decay * centre + (1 - decay) * residual.mean((0, 2)),
             "variance": decay * variance + (1 - decay) * (centred**2).mean((0, 2)),

@@ -119,7 +119,7 @@ class SST(Estimator):
     def relaxed_and_hard(self, problem: Problem, params: Params, n_samples: int):
         """(X_tau, X) per sample, ``[K, R, *event]`` each; X_tau on theta's graph."""
         dist = problem.distribution(params)
-        tau = self.opts["tau"]
+        tau = self.option_values["tau"]
         if isinstance(dist, GumbelTopK):
             scores = dist.logits + dist.gumbels((n_samples,))  # U = theta + G
             return relaxed_top_k(scores, dist.k, tau), top_k_hot(scores.detach(), dist.k)

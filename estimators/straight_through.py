@@ -143,8 +143,8 @@ class GumbelRao(StraightThroughFamily):
     }
 
     def soft(self, logits: Tensor, hard: Tensor) -> Tensor:
-        gumbels = conditional_gumbels(logits, hard, self.opts["rao_samples"])
-        return torch.softmax((logits + gumbels) / self.opts["tau"], -1).mean(0)
+        gumbels = conditional_gumbels(logits, hard, self.option_values["rao_samples"])
+        return torch.softmax((logits + gumbels) / self.option_values["tau"], -1).mean(0)
 
 
 class ReinMax(StraightThroughFamily):
@@ -163,7 +163,7 @@ class ReinMax(StraightThroughFamily):
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
 
     def soft(self, logits: Tensor, hard: Tensor) -> Tensor:
-        pi_1 = (hard + torch.softmax(logits.detach() / self.opts["tau"], -1)) / 2
+        pi_1 = (hard + torch.softmax(logits.detach() / self.option_values["tau"], -1)) / 2
         # a softmax whose value is pi_1 and whose Jacobian is J(pi_1)
         pi_1 = torch.softmax(logits + (torch.log(pi_1) - logits).detach(), -1)
         return 2 * pi_1 - torch.softmax(logits, -1) / 2
@@ -194,13 +194,13 @@ class GappedST(StraightThroughFamily):
         fixed = logits.detach().expand_as(hard)
         top = fixed.max(-1, keepdim=True).values
         chosen = (fixed * hard).sum(-1, keepdim=True)
-        if self.opts["gap"] == "p":
+        if self.option_values["gap"] == "p":
             p_c = (torch.softmax(fixed, -1) * hard).sum(-1, keepdim=True)
             gap = -torch.log1p(-p_c) / p_c
         else:
             gap = torch.ones_like(top)
         move = hard * (top - chosen) - (1 - hard) * (fixed - top + gap).clamp(min=0)
-        return torch.softmax((logits + move) / self.opts["tau"], -1)
+        return torch.softmax((logits + move) / self.option_values["tau"], -1)
 
 
 class ZGR(StraightThroughFamily):

@@ -221,7 +221,7 @@ class UnorderedSet(Estimator):
         else:
             rest = -torch.expm1(log_p.detach().logsumexp(-1))
             outside = torch.where(rest > 0, rest, 0.0).log()
-        log_r1, log_r2 = leave_out_ratios(log_p.detach(), outside, self.opts["step"])
+        log_r1, log_r2 = leave_out_ratios(log_p.detach(), outside, self.option_values["step"])
         hard = (classes == 0).to(log_p.dtype) if binary else torch.nn.functional.one_hot(
             classes, n_classes).to(log_p.dtype)
         z = hard.movedim(2, 0).reshape(k, log_p.shape[0], *event)  # [K, R, *event]
@@ -242,6 +242,6 @@ class UnorderedSet(Estimator):
         Returns:
             ``[R, F, K]``.
         """
-        if self.opts["baseline"] == "none" or log_p.shape[-1] < 2:
+        if self.option_values["baseline"] == "none" or log_p.shape[-1] < 2:
             return torch.zeros_like(cost)
         return ((log_p.unsqueeze(-2) + log_r2).exp() * cost.unsqueeze(-2)).sum(-1)

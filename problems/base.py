@@ -161,7 +161,7 @@ class Problem(ABC):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.opts: dict[str, OptionValue] = resolve_options(
+        self.option_values: dict[str, OptionValue] = resolve_options(
             f"problem {self.name!r}", self.options, options or {}
         )
         self.device = torch.device(device)
@@ -185,7 +185,7 @@ class Problem(ABC):
     @property
     def provided(self) -> frozenset[Capability]:
         """The capabilities of this instance (its options resolved)."""
-        return type(self).capabilities(self.opts)
+        return type(self).capabilities(self.option_values)
 
     @property
     def multi_sample(self) -> bool:

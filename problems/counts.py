@@ -43,19 +43,23 @@ class PoissonQuadratic(Problem):
     }
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
-        return {"rate": torch.full((d,), self.opts["rate"], dtype=self.dtype, device=self.device)}
+        d = self.option_values["d"]
+        return {
+            "rate": torch.full(
+                (d,), self.option_values["rate"], dtype=self.dtype, device=self.device
+            )
+        }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Poisson(params["rate"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["k"]) ** 2).sum(-1)
+        return ((z - self.option_values["k"]) ** 2).sum(-1)
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
         rate = params["rate"]
-        return (rate + (rate - self.opts["k"]) ** 2).sum(-1)
+        return (rate + (rate - self.option_values["k"]) ** 2).sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        grad = 1 + 2 * (params["rate"] - self.opts["k"])
+        grad = 1 + 2 * (params["rate"] - self.option_values["k"])
         return Truth(grad={"rate": grad.detach()}, kind="closed_form")

@@ -86,12 +86,12 @@ class CriticConfig:
     batch: int
 
     @classmethod
-    def from_options(cls, opts: dict) -> CriticConfig:
+    def from_options(cls, values: dict) -> CriticConfig:
         return cls(
-            loss=opts["loss"], lipschitz=opts["lipschitz"], clip=opts["clip"],
-            gp_weight=opts["gp_weight"], activation=opts["activation"], slope=opts["slope"],
-            width=opts["critic_width"], depth=opts["critic_depth"], lr=opts["critic_lr"],
-            batch=opts["critic_batch"],
+            loss=values["loss"], lipschitz=values["lipschitz"], clip=values["clip"],
+            gp_weight=values["gp_weight"], activation=values["activation"], slope=values["slope"],
+            width=values["critic_width"], depth=values["critic_depth"], lr=values["critic_lr"],
+            batch=values["critic_batch"],
         )
 
 

@@ -236,7 +236,7 @@ class CallableProblem(Problem):
         return {} if exact is None else {"objective": float(exact[0])}
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.opts["truth"] != "auto":
+        if self.option_values["truth"] != "auto":
             return None
         if self.truth_kind == "enumeration":
             return enumeration_truth(self, params, self.max_configs)
@@ -249,7 +249,7 @@ class CallableProblem(Problem):
         rule's accuracy is that of its arithmetic), or None where its error estimate exceeds
         ``QUADRATURE_TOLERANCE``."""
         wide = self if self.dtype == torch.float64 else type(self)(
-            self.opts, device=self.device, dtype=torch.float64)
+            self.option_values, device=self.device, dtype=torch.float64)
         leaf = repeat_params({k: v.double() for k, v in params.items()}, 1)
         found = line_gradient(lambda: wide.distribution(leaf), lambda z: wide.cost(z, leaf),
                               list(leaf.values()))

@@ -125,20 +125,20 @@ class DiscreteVAE(Problem):
 
     @classmethod
     def capabilities(cls, options: Mapping[str, Any] | None = None) -> frozenset[Capability]:
-        opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         extra = set()
-        if opts["kl"] == "sample":
+        if values["kl"] == "sample":
             extra.add(Capability.LOG_WEIGHTS)
-        if opts["objective"] == "iwae":
+        if values["objective"] == "iwae":
             extra.add(Capability.MULTI_SAMPLE)
-        if cls.per_image_support(opts) <= opts["max_configs"]:
+        if cls.per_image_support(values) <= values["max_configs"]:
             extra.add(Capability.EXACT_OBJECTIVE)
         return cls.provides | extra
 
     @classmethod
     @abstractmethod
-    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
-        """Configurations of one image's latent with options ``opts``."""
+    def per_image_support(cls, values: Mapping[str, Any]) -> int:
+        """Configurations of one image's latent with options ``values``."""
 
     @property
     def reference_estimator(self) -> str:  # type: ignore[override]
@@ -155,45 +155,46 @@ class DiscreteVAE(Problem):
     ) -> None:
         super().__init__(options, device=device, dtype=dtype)
         self.hidden = self._parse_hidden()
-        if self.opts["truth"] == "enumeration" and not self.enumerable:
+        if self.option_values["truth"] == "enumeration" and not self.enumerable:
             raise ValueError(
                 f"invalid option truth=enumeration for problem {self.name!r}: the per-image "
                 f"latent space has {self.support:,} configurations, more than "
-                f"max_configs={self.opts['max_configs']:,}; use truth=auto, reference or none"
+                f"max_configs={self.option_values['max_configs']:,}; "
+                "use truth=auto, reference or none"
             )
-        if self.opts["objective"] == "iwae" and self.opts["kl"] != "sample":
+        if self.option_values["objective"] == "iwae" and self.option_values["kl"] != "sample":
             raise ValueError(
                 f"invalid option objective=iwae for problem {self.name!r} with kl=analytic: the "
                 "importance-weighted bound needs the log-weights of kl=sample"
             )
-        self.activation = ACTIVATIONS[self.opts["activation"]]
+        self.activation = ACTIVATIONS[self.option_values["activation"]]
         self.data = load_data(
-            self.opts["data"],
-            test_source=self.opts["test_data"],
-            test_fraction=self.opts["test_fraction"],
-            binarize=self.opts["binarize"],
-            seed=self.opts["seed"],
+            self.option_values["data"],
+            test_source=self.option_values["test_data"],
+            test_fraction=self.option_values["test_fraction"],
+            binarize=self.option_values["binarize"],
+            seed=self.option_values["seed"],
             dtype=dtype,
             device=self.device,
         )
         n_train = self.data.train.shape[0]
-        if self.opts["batch"] > n_train:
+        if self.option_values["batch"] > n_train:
             raise ValueError(
-                f"invalid option batch={self.opts['batch']} for problem {self.name!r}: the "
-                f"training split of {self.opts['data']} has {n_train} images; use "
+                f"invalid option batch={self.option_values['batch']} for problem {self.name!r}: "
+                f"the training split of {self.option_values['data']} has {n_train} images; use "
                 f"batch <= {n_train}"
             )
-        generator = torch.Generator().manual_seed(self.opts["seed"])
-        self.fixed_batch = self.data.train_batch(self.opts["batch"], generator)  # [B, D]
+        generator = torch.Generator().manual_seed(self.option_values["seed"])
+        self.fixed_batch = self.data.train_batch(self.option_values["batch"], generator)  # [B, D]
         self.x = self.fixed_batch
         initial = self._init_network(generator)
         self.decoder: Params = {k: v for k, v in initial.items() if k.startswith("decoder.")}
-        if self.opts["pretrain_steps"]:
+        if self.option_values["pretrain_steps"]:
             initial = self._pretrain(initial)
             self.decoder = {k: v for k, v in initial.items() if k.startswith("decoder.")}
         self.initial = initial
         self.estimated = [
-            k for k in initial if k.startswith("encoder.") or self.opts["grad_decoder"]
+            k for k in initial if k.startswith("encoder.") or self.option_values["grad_decoder"]
         ]
 
     # latent layout: subclasses -------------------------------------------------------------
@@ -225,22 +226,22 @@ class DiscreteVAE(Problem):
     @property
     def support(self) -> int:
         """Configurations of one image's latent."""
-        return type(self).per_image_support(self.opts)
+        return type(self).per_image_support(self.option_values)
 
     @property
     def enumerable(self) -> bool:
-        return self.support <= self.opts["max_configs"]
+        return self.support <= self.option_values["max_configs"]
 
     def _parse_hidden(self) -> tuple[int, ...]:
         """The mlp's hidden widths (the option's pattern has checked the text)."""
-        if self.opts["arch"] == "linear":
+        if self.option_values["arch"] == "linear":
             return ()
-        return tuple(int(part) for part in self.opts["hidden"].split("-"))
+        return tuple(int(part) for part in self.option_values["hidden"].split("-"))
 
     def sample_elements(self) -> int:
         """Per sample: each image's activations through encoder and decoder, with gradients."""
         widths = self.data.n_pixels * 2 + self.n_units + 2 * sum(self.hidden)
-        return 4 * self.opts["batch"] * widths
+        return 4 * self.option_values["batch"] * widths
 
     def _init_network(self, generator: torch.Generator) -> Params:
         """Uniform(+-1/sqrt(n_in)) weights, zero biases; the decoder's output bias is the logit
@@ -282,14 +283,16 @@ class DiscreteVAE(Problem):
 
     @property
     def local_signals(self) -> bool:
-        return self.opts["signals"] == "local"
+        return self.option_values["signals"] == "local"
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return self.per_image_cost(z, params, self.x, self.opts["beta"]).mean(-1)  # [K, R]
+        return self.per_image_cost(z, params, self.x, self.option_values["beta"]).mean(-1)  # [K, R]
 
     def cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
         """f_i / B, the per-image negative ELBO integrands over B: ``[K, R, B]``."""
-        terms = self.per_image_cost(z, params, self.x, self.opts["beta"], detach_q=detach_q)
+        terms = self.per_image_cost(
+            z, params, self.x, self.option_values["beta"], detach_q=detach_q
+        )
         return terms / self.x.shape[0]
 
     def context(self) -> Tensor:
@@ -306,15 +309,15 @@ class DiscreteVAE(Problem):
         if not self.enumerable:
             return None
         if self.multi_sample:
-            if self.support**n_samples > self.opts["max_configs"]:
+            if self.support**n_samples > self.option_values["max_configs"]:
                 return None
             per_image = self.exact_bound_per_image(params, self.x, n_samples)
         else:
-            per_image = self.exact_per_image(params, self.x, self.opts["beta"])
+            per_image = self.exact_per_image(params, self.x, self.option_values["beta"])
         return per_image / self.x.shape[0]
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.opts["truth"] in ("reference", "none"):
+        if self.option_values["truth"] in ("reference", "none"):
             return None
         leaf = repeat_params(params, 1)
         objective = self.objective(leaf, n_samples)
@@ -364,7 +367,7 @@ class DiscreteVAE(Problem):
         if detach_q:
             params = {k: v.detach() if k.startswith("encoder.") else v for k, v in params.items()}
         logits = self.encode(params, x)  # [R, B, *latent]
-        if self.opts["kl"] == "analytic":
+        if self.option_values["kl"] == "analytic":
             return recon + beta * self._kl(logits)
         log_ratio = self._log_mass(z, logits) - self._log_mass(z, torch.zeros_like(logits))
         return recon + beta * log_ratio
@@ -404,7 +407,7 @@ class DiscreteVAE(Problem):
             device=self.device,
         )))  # [S, *latent]
         z = configs[:, None, None].expand(-1, n_repeats, n_images, *self.latent_shape)
-        log_w = -self.per_image_cost(z, params, x, self.opts["beta"])  # [S, R, B]
+        log_w = -self.per_image_cost(z, params, x, self.option_values["beta"])  # [S, R, B]
         log_q = self._log_mass(z, self.encode(params, x))  # [S, R, B]
         total = x.new_zeros(n_repeats, n_images)
         chunk = max(1, ENUMERATION_ROWS // (n_repeats * n_images))
@@ -425,7 +428,7 @@ class DiscreteVAE(Problem):
         return {k: train[k].detach().clone() for k in self.estimated}
 
     def next_batch(self, step: int, generator: torch.Generator) -> None:
-        self.x = self.data.train_batch(self.opts["batch"], generator)
+        self.x = self.data.train_batch(self.option_values["batch"], generator)
 
     def reset_batch(self) -> None:
         self.x = self.fixed_batch
@@ -435,17 +438,17 @@ class DiscreteVAE(Problem):
         ``eval_samples`` samples per image) and, with ``iw_samples``, the importance-weighted
         bound -log (1/S) sum_s p(x, z_s) / q(z_s | x) (Burda et al. 2016)."""
         params = repeat_params(train, 1, requires_grad=False)
-        generator = torch.Generator().manual_seed(self.opts["seed"])
+        generator = torch.Generator().manual_seed(self.option_values["seed"])
         nelbo, iwae = [], []
         with torch.no_grad():
             for x in self.data.test.split(TEST_CHUNK):
                 if self.enumerable:
                     nelbo.append(self.exact_per_image(params, x, 1.0)[0])
                 else:
-                    z = self._sample(params, x, self.opts["eval_samples"], generator)
+                    z = self._sample(params, x, self.option_values["eval_samples"], generator)
                     nelbo.append(self._log_ratio_terms(z, params, x).mean(0)[0])
-                if self.opts["iw_samples"]:
-                    z = self._sample(params, x, self.opts["iw_samples"], generator)
+                if self.option_values["iw_samples"]:
+                    z = self._sample(params, x, self.option_values["iw_samples"], generator)
                     log_w = -self._log_ratio_terms(z, params, x)  # [S, 1, B]
                     bound = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
                     iwae.append(-bound[0])
@@ -480,12 +483,12 @@ class DiscreteVAE(Problem):
         with the exact gradient (per-image enumeration) when enumerable, else the unbiased
         leave-one-out score-function gradient from ``PRETRAIN_SAMPLES`` samples."""
         leaf = repeat_params(params, 1)
-        optimizer = torch.optim.Adam(leaf.values(), lr=self.opts["pretrain_lr"])
-        generator = torch.Generator().manual_seed(self.opts["seed"] + 1)
-        sampler = torch.Generator().manual_seed(self.opts["seed"] + 2)
-        beta = self.opts["beta"]
-        for _ in range(self.opts["pretrain_steps"]):
-            x = self.data.train_batch(self.opts["batch"], generator)
+        optimizer = torch.optim.Adam(leaf.values(), lr=self.option_values["pretrain_lr"])
+        generator = torch.Generator().manual_seed(self.option_values["seed"] + 1)
+        sampler = torch.Generator().manual_seed(self.option_values["seed"] + 2)
+        beta = self.option_values["beta"]
+        for _ in range(self.option_values["pretrain_steps"]):
+            x = self.data.train_batch(self.option_values["batch"], generator)
             if self.enumerable:
                 loss = self.exact_per_image(leaf, x, beta).mean()
             else:
@@ -521,11 +524,11 @@ class BernoulliVAE(DiscreteVAE):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.opts["latents"],)
+        return (self.option_values["latents"],)
 
     @classmethod
-    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
-        return 2 ** opts["latents"]
+    def per_image_support(cls, values: Mapping[str, Any]) -> int:
+        return 2 ** values["latents"]
 
     def _base(self, logits: Tensor) -> Distribution:
         return Bernoulli(logits=logits, validate_args=False)
@@ -559,11 +562,11 @@ class CategoricalVAE(DiscreteVAE):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.opts["groups"], self.opts["categories"])
+        return (self.option_values["groups"], self.option_values["categories"])
 
     @classmethod
-    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
-        return opts["categories"] ** opts["groups"]
+    def per_image_support(cls, values: Mapping[str, Any]) -> int:
+        return values["categories"] ** values["groups"]
 
     def _base(self, logits: Tensor) -> Distribution:
         return OneHotCategorical(logits=logits, validate_args=False)

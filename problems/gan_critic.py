@@ -77,12 +77,12 @@ class GanCritic(Problem):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.pack: int = self.opts["pack"]
+        self.pack: int = self.option_values["pack"]
         self._critic: Critic | None = None
 
     def sample_elements(self) -> int:
         """Per sample: the critic's activations on one pack, with gradients."""
-        width, depth = self.opts["critic_width"], self.opts["critic_depth"]
+        width, depth = self.option_values["critic_width"], self.option_values["critic_depth"]
         return 4 * (self.pack * self.features + width * depth)
 
     @property
@@ -122,16 +122,16 @@ class GanCritic(Problem):
         trains the critic on such a twin and casts it, so every device and dtype measures the
         same problem."""
         if self._critic is None and (self.device.type != "cpu" or self.dtype != torch.float64):
-            twin = type(self)(self.opts, device="cpu", dtype=torch.float64)
+            twin = type(self)(self.option_values, device="cpu", dtype=torch.float64)
             self._critic = twin.critic.to(self.device, self.dtype)
         if self._critic is None:
-            config = CriticConfig.from_options(self.opts)
+            config = CriticConfig.from_options(self.option_values)
             point = self.init_params()
-            with seeded(self.opts["seed"] + 1, self.device):
+            with seeded(self.option_values["seed"] + 1, self.device):
                 critic = Critic(
                     self.pack * self.features, config, dtype=self.dtype, device=self.device
                 )
-                for _ in range(self.opts["critic_steps"]):
+                for _ in range(self.option_values["critic_steps"]):
                     critic.step(
                         self.target_packs(config.batch), self.generator_packs(point, config.batch)
                     )
@@ -139,7 +139,9 @@ class GanCritic(Problem):
         return self._critic
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return generator_cost(self.critic(self.critic_input(z)), self.opts["loss"])  # [K, R]
+        return generator_cost(
+            self.critic(self.critic_input(z)), self.option_values["loss"]
+        )  # [K, R]
 
     def diagnostics(self, params: Params) -> dict[str, float]:
         """``critic_dead_fraction``: fraction of the critic's hidden units inactive on all of
@@ -148,7 +150,7 @@ class GanCritic(Problem):
         and their interpolates with as many target packs (see ``Critic.lipschitz_estimate``),
         a lower bound of its Lipschitz constant. Fixed seed: the same samples every call."""
         critic = self.critic
-        with seeded(self.opts["seed"] + 2, self.device):
+        with seeded(self.option_values["seed"] + 2, self.device):
             fake = self.generator_packs(params, N_EVAL)
             real = self.target_packs(N_EVAL)
             return {
@@ -159,15 +161,15 @@ class GanCritic(Problem):
 
     def before_step(self, train: Params, step: int, generator: torch.Generator) -> None:
         """``critic_updates`` critic steps against the generator at ``train``."""
-        batch = self.opts["critic_batch"]
-        for _ in range(self.opts["critic_updates"]):
+        batch = self.option_values["critic_batch"]
+        for _ in range(self.option_values["critic_updates"]):
             self.critic.step(
                 self.target_packs(batch, generator), self.generator_packs(train, batch)
             )
 
     def train_metrics(self, train: Params) -> dict[str, float]:
         """``generator_metrics`` and ``diagnostics`` at ``train``."""
-        with seeded(self.opts["seed"] + 2, self.device):
+        with seeded(self.option_values["seed"] + 2, self.device):
             metrics = self.generator_metrics(train)
         return metrics | self.diagnostics(train)
 
@@ -281,10 +283,10 @@ class GanContinuous(GanCritic):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        angles = 2 * math.pi * torch.arange(self.opts["modes"], dtype=torch.float64)
-        angles = angles / self.opts["modes"]
+        angles = 2 * math.pi * torch.arange(self.option_values["modes"], dtype=torch.float64)
+        angles = angles / self.option_values["modes"]
         self.centres = self.tensor(
-            self.opts["radius"] * torch.stack([angles.cos(), angles.sin()], -1)
+            self.option_values["radius"] * torch.stack([angles.cos(), angles.sin()], -1)
         )  # [C, 2]
 
     @property
@@ -293,8 +295,8 @@ class GanContinuous(GanCritic):
 
     def init_params(self) -> Params:
         """Weights drawn like PyTorch's ``nn.Linear`` default, from ``seed``."""
-        k, h = self.opts["noise_dim"], self.opts["gen_width"]
-        with seeded(self.opts["seed"], torch.device("cpu")):
+        k, h = self.option_values["noise_dim"], self.option_values["gen_width"]
+        with seeded(self.option_values["seed"], torch.device("cpu")):
             def uniform(fan_in: int, *shape: int) -> Tensor:  # same draws on every device/dtype
                 draw = torch.rand(*shape, dtype=torch.float64).to(self.device, self.dtype)
                 return (2 * draw - 1) / math.sqrt(fan_in)
@@ -305,16 +307,18 @@ class GanContinuous(GanCritic):
             }
 
     def distribution(self, params: Params) -> NoisyGenerator:
-        return NoisyGenerator(params, self.pack, self.opts["output_std"])
+        return NoisyGenerator(params, self.pack, self.option_values["output_std"])
 
     def critic_input(self, z: Tensor) -> Tensor:
-        x = z[..., self.opts["noise_dim"] :]  # [..., m, 2]
+        x = z[..., self.option_values["noise_dim"] :]  # [..., m, 2]
         return x.reshape(*x.shape[:-2], self.pack * 2)
 
     def target_draws(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         index = torch.randint(len(self.centres), (n,), generator=generator)
         noise = torch.randn(n, 2, dtype=self.dtype, generator=generator)
-        return self.centres[index.to(self.device)] + self.opts["mode_std"] * noise.to(self.device)
+        return self.centres[index.to(self.device)] + self.option_values["mode_std"] * noise.to(
+            self.device
+        )
 
     def generator_metrics(self, params: Params) -> dict[str, float]:
         """``energy_distance`` between ``N_EVAL * pack`` generator and as many target draws
@@ -331,7 +335,7 @@ class GanContinuous(GanCritic):
 
     def coverage_radius(self) -> float:
         """rho = 3 sqrt(mode_std^2 + s^2): 3 std of a generator that outputs a mode's centre."""
-        return 3 * math.hypot(self.opts["mode_std"], self.opts["output_std"])
+        return 3 * math.hypot(self.option_values["mode_std"], self.option_values["output_std"])
 
     def mode_coverage(self, x: Tensor, y: Tensor) -> int:
         """Modes covered by generator draws ``x`` ``[N, 2]``, judged against target draws ``y``.
@@ -406,27 +410,30 @@ class GanDiscrete(GanCritic):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.opts["target"] == "digits":
+        if self.option_values["target"] == "digits":
             self._init_digits()
         else:
             self._init_modes()
         configs = support_size(self.latent, torch.Size([self.pack * self.length, self.vocab]))
-        if self.opts["truth"] == "enumeration" and configs > self.opts["max_configs"]:
+        if (
+            self.option_values["truth"] == "enumeration"
+            and configs > self.option_values["max_configs"]
+        ):
             raise ValueError(
                 f"invalid option truth='enumeration' for problem {self.name!r}: "
                 f"vocab**(pack*length) = {configs} packs exceed max_configs="
-                f"{self.opts['max_configs']}; use truth=reference or raise max_configs"
+                f"{self.option_values['max_configs']}; use truth=reference or raise max_configs"
             )
 
     def _init_modes(self) -> None:
-        self.length, self.vocab = self.opts["length"], self.opts["vocab"]
-        modes = self.opts["modes"]
+        self.length, self.vocab = self.option_values["length"], self.option_values["vocab"]
+        modes = self.option_values["modes"]
         if modes > self.vocab**self.length:
             raise ValueError(
                 f"invalid option modes={modes} for problem {self.name!r}: expected at most "
                 f"vocab**length = {self.vocab**self.length} distinct prototypes"
             )
-        with seeded(self.opts["seed"] + 3, self.device):
+        with seeded(self.option_values["seed"] + 3, self.device):
             prototypes = torch.randint(self.vocab, (modes, self.length))
             while len(torch.unique(prototypes, dim=0)) < modes:
                 prototypes = torch.randint(self.vocab, (modes, self.length))
@@ -450,9 +457,11 @@ class GanDiscrete(GanCritic):
         return self.length * self.vocab
 
     def init_params(self) -> Params:
-        with seeded(self.opts["seed"], torch.device("cpu")):  # same draws on every device/dtype
+        with seeded(
+            self.option_values["seed"], torch.device("cpu")
+        ):  # same draws on every device/dtype
             logits = torch.randn(self.length, self.vocab, dtype=torch.float64)
-        return {"logits": self.opts["logit_std"] * logits.to(self.device, self.dtype)}
+        return {"logits": self.option_values["logit_std"] * logits.to(self.device, self.dtype)}
 
     def distribution(self, params: Params) -> Independent:
         logits = params["logits"].repeat(1, self.pack, 1)  # [R, m*L, V]
@@ -466,7 +475,7 @@ class GanDiscrete(GanCritic):
         if self.images is not None:
             index = torch.randint(len(self.images), (n,), generator=generator)
             return self.images[index.to(self.device)]
-        vocab, eps = self.vocab, self.opts["target_noise"]
+        vocab, eps = self.vocab, self.option_values["target_noise"]
         mode = torch.randint(len(self.prototypes), (n,), generator=generator)
         replace = torch.rand(n, self.length, generator=generator) < eps
         shift = torch.randint(1, vocab, (n, self.length), generator=generator)  # another symbol
@@ -487,13 +496,13 @@ class GanDiscrete(GanCritic):
         }
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.opts["truth"] in ("reference", "none"):
+        if self.option_values["truth"] in ("reference", "none"):
             return None
-        return enumeration_truth(self, params, self.opts["max_configs"])
+        return enumeration_truth(self, params, self.option_values["max_configs"])
 
     def target_log_prob(self, tokens: Tensor) -> Tensor:
         """log p(x) of sequences ``[N, L]`` (token ids) under the ``modes`` target: ``[N]``."""
-        vocab, eps = self.vocab, self.opts["target_noise"]
+        vocab, eps = self.vocab, self.option_values["target_noise"]
         match = tokens.unsqueeze(1) == self.prototypes  # [N, M, L]
         keep = torch.tensor(1 - eps, dtype=torch.float64).log()
         swap = torch.tensor(eps / (vocab - 1), dtype=torch.float64).log()
@@ -503,7 +512,7 @@ class GanDiscrete(GanCritic):
     def total_variation(self, params: Params, chunk_size: int = 4096) -> float:
         """Exact TV(q, p) = 1/2 sum_x |q(x) - p(x)| over the V^L sequences (one draw, not a
         pack), or NaN if V^L exceeds ``max_configs`` (always for ``digits``)."""
-        if self.vocab**self.length > self.opts["max_configs"]:
+        if self.vocab**self.length > self.option_values["max_configs"]:
             return math.nan
         log_q_table = torch.log_softmax(params["logits"].detach().double(), -1)  # [L, V]
         total = 0.0
@@ -535,7 +544,7 @@ class GanDiscrete(GanCritic):
         """Modes covered: c is covered when the share of ``N_EVAL`` generator sequences in
         its region (``mode_shares``) is at least ``COVERAGE_FRACTION`` times the target's
         share (all images for ``digits``; ``N_EVAL`` draws for ``modes``). Fixed seed."""
-        with seeded(self.opts["seed"] + 2, self.device):
+        with seeded(self.option_values["seed"] + 2, self.device):
             logits = params["logits"].detach()
             generated = torch.distributions.Categorical(logits=logits).sample((N_EVAL,))
             target = self.images if self.images is not None else self.target_tokens(N_EVAL)

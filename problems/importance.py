@@ -110,16 +110,20 @@ class BernoulliIWAE(Problem):
 
     @property
     def n_factors(self) -> int:
-        return self.opts["d"]
+        return self.option_values["d"]
 
     def sample_elements(self) -> int:
         """Per sample about 7 d elements (bits, per-factor weights and gradients), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 10 * self.opts["d"])
+        return max(256, 10 * self.option_values["d"])
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
-        return {"theta": torch.full((d,), self.opts["theta"], dtype=self.dtype, device=self.device)}
+        d = self.option_values["d"]
+        return {
+            "theta": torch.full(
+                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
+            )
+        }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
@@ -129,7 +133,7 @@ class BernoulliIWAE(Problem):
         is defined on relaxed b in [0, 1] too."""
         theta = params["theta"].detach() if detach_q else params["theta"]
         log_q = z * F.logsigmoid(theta) + (1 - z) * F.logsigmoid(-theta)
-        log_joint = z * self.opts["log_p1"] + (1 - z) * self.opts["log_p0"]
+        log_joint = z * self.option_values["log_p1"] + (1 - z) * self.option_values["log_p0"]
         return log_q - log_joint
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
@@ -143,8 +147,8 @@ class BernoulliIWAE(Problem):
             k - m + 1)
         log_p1, log_p0 = F.logsigmoid(theta).unsqueeze(-1), F.logsigmoid(-theta).unsqueeze(-1)
         log_mass = log_choose.to(theta) + m * log_p1 + (k - m) * log_p0  # [R, d, K + 1]
-        log_w1 = self.opts["log_p1"] - log_p1
-        log_w0 = self.opts["log_p0"] - log_p0
+        log_w1 = self.option_values["log_p1"] - log_p1
+        log_w0 = self.option_values["log_p0"] - log_p0
         ones = torch.where(m > 0, torch.log(m.clamp_min(1)) + log_w1, -math.inf)
         zeros = torch.where(m < k, torch.log((k - m).clamp_min(1)) + log_w0, -math.inf)
         log_mean = torch.logsumexp(torch.stack([ones, zeros]), 0) - math.log(k)

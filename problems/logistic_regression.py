@@ -82,20 +82,25 @@ class LogisticRegression(Problem):
         super().__init__(*args, **kwargs)
         features, labels = breast_cancer()
         self.signed = self.tensor(features * labels[:, None])  # y_i x_i: [N, D]
-        generator = torch.Generator().manual_seed(self.opts["seed"])
-        self.fixed_batch = torch.randperm(N_EXAMPLES, generator=generator)[: self.opts["batch"]]
+        generator = torch.Generator().manual_seed(self.option_values["seed"])
+        self.fixed_batch = torch.randperm(N_EXAMPLES, generator=generator)[
+            : self.option_values["batch"]
+        ]
         self.batch = self.fixed_batch
 
     def sample_elements(self) -> int:
         """Per sample the batch's activations and their gradients, and the weights."""
-        return max(256, 8 * self.opts["batch"] * (N_FEATURES + 1))
+        return max(256, 8 * self.option_values["batch"] * (N_FEATURES + 1))
 
     def init_params(self) -> Params:
         d = N_FEATURES + 1
         return {
-            "loc": torch.full((d,), self.opts["loc"], dtype=self.dtype, device=self.device),
-            "log_scale": torch.full((d,), self.opts["log_scale"], dtype=self.dtype,
-                                    device=self.device),
+            "loc": torch.full(
+                (d,), self.option_values["loc"], dtype=self.dtype, device=self.device
+            ),
+            "log_scale": torch.full(
+                (d,), self.option_values["log_scale"], dtype=self.dtype, device=self.device
+            ),
         }
 
     def distribution(self, params: Params) -> Independent:
@@ -125,7 +130,7 @@ class LogisticRegression(Problem):
     def _line_sum(self, mean: Tensor, std: Tensor) -> Tensor:
         """sum_i E[log sigmoid(mean_i + std_i e)], e ~ N(0, 1), for one repeat's ``[B]``."""
         widest = max(float(std.detach().max()), 1e-12)
-        step = min(STEP, 1 / (self.opts["resolution"] * widest))
+        step = min(STEP, 1 / (self.option_values["resolution"] * widest))
         eps = torch.arange(-TAIL, TAIL + step / 2, step, dtype=self.dtype, device=self.device)
         weights = step * torch.exp(-0.5 * eps**2) / math.sqrt(2 * math.pi)  # [P]
         values = F.logsigmoid(mean.unsqueeze(-1) + std.unsqueeze(-1) * eps)  # [B, P]
@@ -144,7 +149,7 @@ class LogisticRegression(Problem):
     # training ---------------------------------------------------------------------------------
 
     def next_batch(self, step: int, generator: torch.Generator) -> None:
-        self.batch = torch.randperm(N_EXAMPLES, generator=generator)[: self.opts["batch"]]
+        self.batch = torch.randperm(N_EXAMPLES, generator=generator)[: self.option_values["batch"]]
 
     def reset_batch(self) -> None:
         self.batch = self.fixed_batch

@@ -170,14 +170,14 @@ class Policy(Problem):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        v, length = self.opts["vocab"], self.opts["length"]
-        self.vocab, self.length, self.n_prompts = v, length, self.opts["prompts"]
+        v, length = self.option_values["vocab"], self.option_values["length"]
+        self.vocab, self.length, self.n_prompts = v, length, self.option_values["prompts"]
         self.n_states = sum(v**t for t in range(length))
 
     @classmethod
     def capabilities(cls, options=None) -> frozenset[Capability]:
-        opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
-        exact = n_responses(opts["vocab"], opts["length"]) <= opts["max_configs"]
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        exact = n_responses(values["vocab"], values["length"]) <= values["max_configs"]
         return cls.provides | ({Capability.EXACT_OBJECTIVE} if exact else set())
 
     @property
@@ -193,16 +193,16 @@ class Policy(Problem):
 
     def init_params(self) -> Params:
         classes = self.vocab + 1
-        if self.opts["param"] == "tabular":
+        if self.option_values["param"] == "tabular":
             logits = torch.zeros(self.n_prompts, self.n_states, classes, dtype=self.dtype,
                                  device=self.device)
-            logits[..., self.vocab] = self.opts["eos_logit"]
+            logits[..., self.vocab] = self.option_values["eos_logit"]
             return {"logits": logits}
-        width, hidden = self.n_prompts + self.length + classes, self.opts["hidden"]
-        generator = torch.Generator().manual_seed(self.opts["init_seed"])
+        width, hidden = self.n_prompts + self.length + classes, self.option_values["hidden"]
+        generator = torch.Generator().manual_seed(self.option_values["init_seed"])
         w1 = torch.randn(width, hidden, generator=generator, dtype=torch.float64)
         b2 = torch.zeros(classes, dtype=torch.float64)
-        b2[self.vocab] = self.opts["eos_logit"]
+        b2[self.vocab] = self.option_values["eos_logit"]
         return {
             "w1": self.tensor(w1 / math.sqrt(width)),
             "b1": self.tensor(torch.zeros(hidden)),
@@ -241,7 +241,7 @@ class Policy(Problem):
         """r(o_p) in {0, 1} of ``z [..., P, L]``: ``[..., P]``."""
         content = torch.cumsum((z == self.vocab).long(), -1) == 0  # before the first EOS
         hit = (z == self.targets().unsqueeze(-1)) & content
-        if self.opts["rule"] == "first":
+        if self.option_values["rule"] == "first":
             hit = hit[..., :1]
         return hit.any(-1).to(self.dtype)
 
@@ -282,7 +282,7 @@ class Policy(Problem):
         return log_q.exp().permute(1, 2, 0)
 
     def enumerable(self) -> bool:
-        return n_responses(self.vocab, self.length) <= self.opts["max_configs"]
+        return n_responses(self.vocab, self.length) <= self.option_values["max_configs"]
 
     def response_table(self) -> tuple[Tensor, Tensor]:
         """The reward ``[P, N]`` and the length ``[N]`` of every response of every prompt."""
@@ -302,7 +302,7 @@ class Policy(Problem):
         return None if terms is None else terms.sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.opts["truth"] != "auto" or not self.enumerable():
+        if self.option_values["truth"] != "auto" or not self.enumerable():
             return None
         leaf = {k: v.detach().unsqueeze(0).requires_grad_(True) for k, v in params.items()}
         grads = torch.autograd.grad(self.objective(leaf).sum(), list(leaf.values()),

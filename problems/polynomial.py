@@ -50,22 +50,26 @@ class Polynomial(Problem):
 
     def sample_elements(self) -> int:
         """As ``bernoulli_toy``, whose cost has the same size: about 12 d elements a sample."""
-        return max(256, 12 * self.opts["d"])
+        return max(256, 12 * self.option_values["d"])
 
     def outcomes(self) -> tuple[float, float]:
         """The cost of one bit at 1 and at 0: ``(|1 - c|^p, |c|^p)``."""
-        c, power = self.opts["c"], self.opts["p"]
+        c, power = self.option_values["c"], self.option_values["p"]
         return abs(1 - c) ** power, abs(c) ** power
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
-        return {"theta": torch.full((d,), self.opts["theta"], dtype=self.dtype, device=self.device)}
+        d = self.option_values["d"]
+        return {
+            "theta": torch.full(
+                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
+            )
+        }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["c"]).abs() ** self.opts["p"]).mean(-1)
+        return ((z - self.option_values["c"]).abs() ** self.option_values["p"]).mean(-1)
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
         one, zero = self.outcomes()

@@ -84,26 +84,26 @@ class SigmoidBeliefNet(BernoulliVAE):
     }
 
     @classmethod
-    def per_image_support(cls, opts: Mapping[str, Any]) -> int:
-        return 2 ** sum(parse_layers(opts["layers"]))
+    def per_image_support(cls, values: Mapping[str, Any]) -> int:
+        return 2 ** sum(parse_layers(values["layers"]))
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs) -> None:
-        opts = resolve_options(f"problem {self.name!r}", self.options, options or {})
-        units = sum(parse_layers(opts["layers"]))
+        values = resolve_options(f"problem {self.name!r}", self.options, options or {})
+        units = sum(parse_layers(values["layers"]))
         if units > MAX_UNITS:
-            raise ValueError(f"invalid option layers={opts['layers']} for problem 'sbn': "
+            raise ValueError(f"invalid option layers={values['layers']} for problem 'sbn': "
                              f"{units} units in all, expected at most {MAX_UNITS}")
-        if opts["truth"] == "enumeration" and 2**units > opts["max_configs"]:
+        if values["truth"] == "enumeration" and 2**units > values["max_configs"]:
             raise ValueError(
-                f"invalid option truth=enumeration for problem 'sbn': layers={opts['layers']} "
+                f"invalid option truth=enumeration for problem 'sbn': layers={values['layers']} "
                 f"have 2^{units} joint configurations per image, more than "
-                f"max_configs={opts['max_configs']:,} (at most 2^24); use truth=reference or none"
+                f"max_configs={values['max_configs']:,} (at most 2^24); use truth=reference or none"
             )
         super().__init__(options, **kwargs)
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return parse_layers(self.opts["layers"])
+        return parse_layers(self.option_values["layers"])
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

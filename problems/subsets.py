@@ -113,27 +113,28 @@ class KSubset(Problem):
 
     def __init__(self, options=None, *, dtype=torch.float32, device="cpu") -> None:
         super().__init__(options, dtype=dtype, device=device)
-        if self.opts["k"] >= self.opts["n"]:
+        if self.option_values["k"] >= self.option_values["n"]:
             raise ValueError(
-                f"problem 'k_subset': k={self.opts['k']} must be below n={self.opts['n']}"
+                f"problem 'k_subset': k={self.option_values['k']} must be below "
+                f"n={self.option_values['n']}"
             )
 
     def values(self) -> Tensor:
-        n = self.opts["n"]
+        n = self.option_values["n"]
         return torch.arange(n, dtype=self.dtype, device=self.device) / (n - 1)
 
     def init_params(self) -> Params:
-        return {"logits": self.opts["theta"] * (2 * self.values() - 1)}
+        return {"logits": self.option_values["theta"] * (2 * self.values() - 1)}
 
     def distribution(self, params: Params) -> GumbelTopK:
-        return GumbelTopK(params["logits"], self.opts["k"])
+        return GumbelTopK(params["logits"], self.option_values["k"])
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return (z @ self.values() / self.opts["k"] - self.opts["t"]) ** 2
+        return (z @ self.values() / self.option_values["k"] - self.option_values["t"]) ** 2
 
     def subsets(self) -> Tensor:
         """Every k-subset as a k-hot row: ``[C(n, k), n]``."""
-        n, k = self.opts["n"], self.opts["k"]
+        n, k = self.option_values["n"], self.option_values["k"]
         rows = torch.zeros(math.comb(n, k), n, dtype=self.dtype, device=self.device)
         for row, chosen in enumerate(itertools.combinations(range(n), k)):
             rows[row, list(chosen)] = 1.0

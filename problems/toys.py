@@ -48,26 +48,28 @@ class GaussianQuadratic(Problem):
     def sample_elements(self) -> int:
         """Per sample about 6 d elements (sample, cost, score and their gradients), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.opts["d"])
+        return max(256, 8 * self.option_values["d"])
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
+        d = self.option_values["d"]
         return {
-            "mu": torch.full((d,), self.opts["mu"], dtype=self.dtype, device=self.device),
-            "sigma": torch.full((d,), self.opts["sigma"], dtype=self.dtype, device=self.device),
+            "mu": torch.full((d,), self.option_values["mu"], dtype=self.dtype, device=self.device),
+            "sigma": torch.full(
+                (d,), self.option_values["sigma"], dtype=self.dtype, device=self.device
+            ),
         }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Normal(params["mu"], params["sigma"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["k"]) ** 2).sum(-1)
+        return ((z - self.option_values["k"]) ** 2).sum(-1)
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
-        return ((params["mu"] - self.opts["k"]) ** 2 + params["sigma"] ** 2).sum(-1)
+        return ((params["mu"] - self.option_values["k"]) ** 2 + params["sigma"] ** 2).sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        grad = {"mu": 2 * (params["mu"] - self.opts["k"]), "sigma": 2 * params["sigma"]}
+        grad = {"mu": 2 * (params["mu"] - self.option_values["k"]), "sigma": 2 * params["sigma"]}
         return Truth(grad={k: v.detach() for k, v in grad.items()}, kind="closed_form")
 
 
@@ -99,24 +101,28 @@ class BernoulliToy(Problem):
     def sample_elements(self) -> int:
         """Per sample about 10 d elements (bits, relaxations, cost and their gradients), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 12 * self.opts["d"])
+        return max(256, 12 * self.option_values["d"])
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
-        return {"theta": torch.full((d,), self.opts["theta"], dtype=self.dtype, device=self.device)}
+        d = self.option_values["d"]
+        return {
+            "theta": torch.full(
+                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
+            )
+        }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["t"]) ** 2).mean(-1)
+        return ((z - self.option_values["t"]) ** 2).mean(-1)
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
-        p, t = torch.sigmoid(params["theta"]), self.opts["t"]
+        p, t = torch.sigmoid(params["theta"]), self.option_values["t"]
         return (p * (1 - t) ** 2 + (1 - p) * t**2).mean(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        p, t = torch.sigmoid(params["theta"]), self.opts["t"]
+        p, t = torch.sigmoid(params["theta"]), self.option_values["t"]
         grad = p * (1 - p) * (1 - 2 * t) / p.shape[-1]
         return Truth(grad={"theta": grad.detach()}, kind="closed_form")
 
@@ -150,29 +156,29 @@ class CategoricalToy(Problem):
     }
 
     def class_values(self) -> Tensor:
-        classes = self.opts["classes"]
+        classes = self.option_values["classes"]
         return torch.arange(classes, dtype=self.dtype, device=self.device) / (classes - 1)
 
     def sample_elements(self) -> int:
         """Per sample about 7 d C elements (one-hot samples, relaxations and gradients), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.opts["d"] * self.opts["classes"])
+        return max(256, 8 * self.option_values["d"] * self.option_values["classes"])
 
     def init_params(self) -> Params:
-        logits = self.opts["theta"] * (2 * self.class_values() - 1)
-        return {"logits": logits.expand(self.opts["d"], -1).clone()}
+        logits = self.option_values["theta"] * (2 * self.class_values() - 1)
+        return {"logits": logits.expand(self.option_values["d"], -1).clone()}
 
     def distribution(self, params: Params) -> Independent:
         return Independent(OneHotCategorical(logits=params["logits"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
         s = (z @ self.class_values()).mean(-1)  # [K, R, d] -> [K, R]
-        return (s - self.opts["t"]) ** 2
+        return (s - self.option_values["t"]) ** 2
 
     @classmethod
     def capabilities(cls, options=None) -> frozenset[Capability]:
-        opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
-        exact = opts["classes"] ** opts["d"] <= opts["max_configs"]
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        exact = values["classes"] ** values["d"] <= values["max_configs"]
         return cls.provides | ({Capability.EXACT_OBJECTIVE} if exact else set())
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
@@ -181,7 +187,7 @@ class CategoricalToy(Problem):
         return exact_objective(self, params)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        return enumeration_truth(self, params, self.opts["max_configs"])
+        return enumeration_truth(self, params, self.option_values["max_configs"])
 
 
 class GaussianElbo(Problem):
@@ -244,27 +250,29 @@ class GaussianElbo(Problem):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        generator = torch.Generator().manual_seed(self.opts["data_seed"])
-        d, n = self.opts["d"], self.opts["n_obs"]
+        generator = torch.Generator().manual_seed(self.option_values["data_seed"])
+        d, n = self.option_values["d"], self.option_values["n_obs"]
         z_true = torch.randn(d, generator=generator, dtype=torch.float64)
         noise = torch.randn(n, d, generator=generator, dtype=torch.float64)
-        self.x = self.tensor(z_true + self.opts["sigma_x"] * noise)  # [n, d]
+        self.x = self.tensor(z_true + self.option_values["sigma_x"] * noise)  # [n, d]
 
     @classmethod
     def capabilities(cls, options=None) -> frozenset[Capability]:
-        opts = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
-        return cls.provides | ({Capability.MULTI_SAMPLE} if opts["objective"] == "iwae" else set())
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        return cls.provides | (
+            {Capability.MULTI_SAMPLE} if values["objective"] == "iwae" else set()
+        )
 
     def sample_elements(self) -> int:
         """Per sample about 6 d n_obs elements (the likelihood of every observation), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.opts["d"] * (self.opts["n_obs"] + 1))
+        return max(256, 8 * self.option_values["d"] * (self.option_values["n_obs"] + 1))
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
+        d = self.option_values["d"]
         return {
-            "m": torch.full((d,), self.opts["m"], dtype=self.dtype, device=self.device),
-            "s": torch.full((d,), self.opts["s"], dtype=self.dtype, device=self.device),
+            "m": torch.full((d,), self.option_values["m"], dtype=self.dtype, device=self.device),
+            "s": torch.full((d,), self.option_values["s"], dtype=self.dtype, device=self.device),
         }
 
     def distribution(self, params: Params) -> Independent:
@@ -275,7 +283,7 @@ class GaussianElbo(Problem):
         log_q = self.distribution(q_params).log_prob(z)  # [K, R]
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
         residual = self.x - z.unsqueeze(-2)  # [K, R, n, d]
-        log_lik = Normal(0.0, self.opts["sigma_x"]).log_prob(residual).sum((-1, -2))
+        log_lik = Normal(0.0, self.option_values["sigma_x"]).log_prob(residual).sum((-1, -2))
         return (log_q - log_prior - log_lik).unsqueeze(-1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
@@ -283,8 +291,11 @@ class GaussianElbo(Problem):
 
     def quadrature_points(self, n_samples: int) -> int | None:
         """Points per coordinate of the iwae bound at K = ``n_samples``, or None if too few fit."""
-        dims = n_samples * self.opts["d"]
-        points = min(self.opts["quadrature"], int(self.opts["max_nodes"] ** (1 / dims) + 1e-9))
+        dims = n_samples * self.option_values["d"]
+        points = min(
+            self.option_values["quadrature"],
+            int(self.option_values["max_nodes"] ** (1 / dims) + 1e-9),
+        )
         return points if points >= MIN_QUADRATURE else None
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
@@ -296,7 +307,7 @@ class GaussianElbo(Problem):
                 lambda z: self.cost(z, params), params["m"], params["s"], n_samples, points
             )
         m, s = params["m"], params["s"]  # [R, d]
-        var_x, n = self.opts["sigma_x"] ** 2, self.x.shape[0]
+        var_x, n = self.option_values["sigma_x"] ** 2, self.x.shape[0]
         sq = ((self.x - m.unsqueeze(-2)) ** 2).sum(-2)  # [R, d]
         per_dim = (
             -torch.log(s)
@@ -308,7 +319,7 @@ class GaussianElbo(Problem):
         return per_dim.sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.opts["truth"] != "auto":
+        if self.option_values["truth"] != "auto":
             return None
         if self.multi_sample:
             leaf = {k: v.detach().unsqueeze(0).requires_grad_(True) for k, v in params.items()}
@@ -319,7 +330,7 @@ class GaussianElbo(Problem):
             return Truth(grad={k: g[0].detach() for k, g in zip(leaf, grads, strict=True)},
                          kind="quadrature")
         m, s = params["m"], params["s"]
-        var_x, n = self.opts["sigma_x"] ** 2, self.x.shape[0]
+        var_x, n = self.option_values["sigma_x"] ** 2, self.x.shape[0]
         grad_m = m - (self.x - m.unsqueeze(-2)).sum(-2) / var_x
         grad_s = -1 / s + s * (1 + n / var_x)
         return Truth(grad={"m": grad_m.detach(), "s": grad_s.detach()}, kind="closed_form")
@@ -361,24 +372,28 @@ class GammaQuadratic(Problem):
     }
 
     def init_params(self) -> Params:
-        d = self.opts["d"]
+        d = self.option_values["d"]
         return {
-            "alpha": torch.full((d,), self.opts["alpha"], dtype=self.dtype, device=self.device),
-            "beta": torch.full((d,), self.opts["beta"], dtype=self.dtype, device=self.device),
+            "alpha": torch.full(
+                (d,), self.option_values["alpha"], dtype=self.dtype, device=self.device
+            ),
+            "beta": torch.full(
+                (d,), self.option_values["beta"], dtype=self.dtype, device=self.device
+            ),
         }
 
     def distribution(self, params: Params) -> Independent:
         return Independent(Gamma(params["alpha"], params["beta"], validate_args=False), 1)
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        return ((z - self.opts["t"]) ** 2).sum(-1)
+        return ((z - self.option_values["t"]) ** 2).sum(-1)
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor:
         alpha, beta = params["alpha"], params["beta"]
-        return (alpha / beta**2 + (alpha / beta - self.opts["t"]) ** 2).sum(-1)
+        return (alpha / beta**2 + (alpha / beta - self.option_values["t"]) ** 2).sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        alpha, beta, t = params["alpha"], params["beta"], self.opts["t"]
+        alpha, beta, t = params["alpha"], params["beta"], self.option_values["t"]
         offset = alpha / beta - t
         grad = {
             "alpha": 1 / beta**2 + 2 * offset / beta,

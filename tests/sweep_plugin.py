@@ -32,7 +32,7 @@ class MisbehavingToy(BernoulliToy):
     }
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
-        mode = self.opts["mode"]
+        mode = self.option_values["mode"]
         if mode == "raise":
             raise RuntimeError("deliberate failure")
         if mode == "hang":
@@ -54,7 +54,7 @@ class DataFileToy(BernoulliToy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        path = Path(str(self.opts["data"]))
+        path = Path(str(self.option_values["data"]))
         if not path.is_file():
             raise ValueError(f"{path}: no such file (expected numbers in [0, 1])")
         try:
@@ -63,7 +63,7 @@ class DataFileToy(BernoulliToy):
             raise ValueError(f"{path}: malformed, expected whitespace-separated numbers") from None
         if not values or not all(0 <= v <= 1 for v in values):
             raise ValueError(f"{path}: malformed, expected at least one number, all in [0, 1]")
-        self.opts["t"] = sum(values) / len(values)
+        self.option_values["t"] = sum(values) / len(values)
 
 
 class CountingToy(BernoulliToy):
@@ -82,8 +82,8 @@ class CountingToy(BernoulliToy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.opts["log"]:
-            with open(str(self.opts["log"]), "a") as log:
+        if self.option_values["log"]:
+            with open(str(self.option_values["log"]), "a") as log:
                 log.write(f"{os.getpid()}\n")
 
 

@@ -473,10 +473,10 @@ class UnconditionalGumbelRao(GumbelRao):
     def soft(self, logits, hard):
         gumbels = (
             torch.distributions.Gumbel(0.0, 1.0)
-            .sample((self.opts["rao_samples"], *hard.shape))
+            .sample((self.option_values["rao_samples"], *hard.shape))
             .to(hard)
         )
-        return torch.softmax((logits + gumbels) / self.opts["tau"], -1).mean(0)
+        return torch.softmax((logits + gumbels) / self.option_values["tau"], -1).mean(0)
 
 
 class ThroughConditionalGumbelRao(GumbelRao):
@@ -487,11 +487,13 @@ class ThroughConditionalGumbelRao(GumbelRao):
 
     def soft(self, logits, hard):
         logits = logits.expand_as(hard)
-        exp = torch.empty((self.opts["rao_samples"], *hard.shape), dtype=hard.dtype).exponential_()
+        exp = torch.empty(
+            (self.option_values["rao_samples"], *hard.shape), dtype=hard.dtype
+        ).exponential_()
         top = torch.logsumexp(logits, -1, keepdim=True) - torch.log((exp * hard).sum(-1, True))
         others = -torch.logaddexp(-top, torch.log(exp) - logits)
         values = torch.where(hard.bool(), top, others)
-        return torch.softmax(values / self.opts["tau"], -1).mean(0)
+        return torch.softmax(values / self.option_values["tau"], -1).mean(0)
 
 
 class HalfGapGST(GappedST):
@@ -503,7 +505,7 @@ class HalfGapGST(GappedST):
         fixed = logits.detach().expand_as(hard)
         top = fixed.max(-1, keepdim=True).values
         move = hard * (top - (fixed * hard).sum(-1, keepdim=True))
-        return torch.softmax((logits + move) / self.opts["tau"], -1)
+        return torch.softmax((logits + move) / self.option_values["tau"], -1)
 
 
 class FullScoreZGR(ZGR):
@@ -524,7 +526,8 @@ class TemperedPiZeroReinMax(ReinMax):
     def soft(self, logits, hard):
         return (
             super().soft(logits, hard)
-            + (torch.softmax(logits, -1) - torch.softmax(logits / self.opts["tau"], -1)) / 2
+            + (torch.softmax(logits, -1) - torch.softmax(logits / self.option_values["tau"], -1))
+            / 2
         )
 
 

@@ -67,7 +67,7 @@ def assert_rejected(problem, estimator: Estimator, n_samples: int, repeats: int 
 def elbo_constants(problem) -> tuple[float, np.ndarray]:
     """gaussian_elbo per coordinate: -log p(x, z) = A z^2 / 2 - B_j z + const, with
     A = 1 + n / sigma_x^2 and B_j = sum_i x_ij / sigma_x^2; the posterior is N(B / A, 1 / A)."""
-    var_x = problem.opts["sigma_x"] ** 2
+    var_x = problem.option_values["sigma_x"] ** 2
     x = problem.x.double().numpy()
     return 1 + x.shape[0] / var_x, x.sum(0) / var_x
 

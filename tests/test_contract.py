@@ -146,7 +146,7 @@ def brute_force_iwae(problem, params: dict, n_samples: int) -> torch.Tensor:
     for x in problem.x.double():
         logits = x @ weights["encoder.0.weight"] + weights["encoder.0.bias"]
         configs = [torch.tensor(c, dtype=torch.float64)
-                   for c in itertools.product((0.0, 1.0), repeat=problem.opts["latents"])]
+                   for c in itertools.product((0.0, 1.0), repeat=problem.option_values["latents"])]
         log_w, log_q = [], []
         for z in configs:
             q = Bernoulli(logits=logits).log_prob(z).sum()
@@ -300,7 +300,7 @@ class LearnedBaseline(Estimator):
 
     @property
     def trains_on_variance(self) -> bool:  # type: ignore[override]
-        return self.opts["variance"]
+        return self.option_values["variance"]
 
     def setup(self, problem, point):
         self.b = torch.zeros((), dtype=problem.dtype, requires_grad=True)

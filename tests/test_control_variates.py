@@ -511,7 +511,7 @@ class WrongConditionalNoise(Rebar):
 
     def conditional(self, logits, z, b, u, v, binary):
         p = torch.sigmoid(logits)
-        v = binary_tied(logits, u, b) if self.opts["coupling"] == "common" else v
+        v = binary_tied(logits, u, b) if self.option_values["coupling"] == "common" else v
         u_cond = torch.where(b > 0.5, 1 - p + v * p, v * (1 - p))
         return torch.log(p) + torch.log1p(p) + torch.log(u_cond) - torch.log1p(-u_cond)
 

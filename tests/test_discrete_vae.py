@@ -24,10 +24,10 @@ ACT = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu}
 def brute_force_objective(problem, params: dict, x: torch.Tensor) -> torch.Tensor:
     """(1/B) sum_i sum_z q(z | x_i) f_i(z), image by image and configuration by configuration,
     written from the model's definition without the problem's batched code."""
-    opts = problem.opts
+    values = problem.option_values
     n_layers = len(problem.hidden) + 1
     weights = {**problem.decoder, **params}
-    act = ACT[opts["activation"]]
+    act = ACT[values["activation"]]
 
     def net(prefix: str, h: torch.Tensor) -> torch.Tensor:
         for i in range(n_layers):
@@ -41,11 +41,11 @@ def brute_force_objective(problem, params: dict, x: torch.Tensor) -> torch.Tenso
     for x_i in x.double():
         logits = net("encoder", x_i)
         if categorical:
-            groups, classes = opts["groups"], opts["categories"]
+            groups, classes = values["groups"], values["categories"]
             log_pi = torch.log_softmax(logits.reshape(groups, classes), -1)
             configs = itertools.product(range(classes), repeat=groups)
         else:
-            configs = itertools.product((0.0, 1.0), repeat=opts["latents"])
+            configs = itertools.product((0.0, 1.0), repeat=values["latents"])
         for config in configs:
             if categorical:
                 log_q = sum(log_pi[g, c] for g, c in enumerate(config))
@@ -62,8 +62,8 @@ def brute_force_objective(problem, params: dict, x: torch.Tensor) -> torch.Tenso
                 p = torch.sigmoid(logits)
                 kl = (p * torch.log(2 * p) + (1 - p) * torch.log(2 * (1 - p))).sum()
             log_lik = Bernoulli(logits=net("decoder", z)).log_prob(x_i).sum()
-            term = kl if opts["kl"] == "analytic" else log_q - log_prior
-            total = total + log_q.exp() * (-log_lik + opts["beta"] * term)
+            term = kl if values["kl"] == "analytic" else log_q - log_prior
+            total = total + log_q.exp() * (-log_lik + values["beta"] * term)
     return total / x.shape[0]
 
 

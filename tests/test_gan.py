@@ -117,14 +117,14 @@ def quadrature_truth(problem: GanContinuous, spacing: float, eps_nodes: int = 40
     (covering every G(e_i) +- 8 s), with G written out by hand. The critic's kinks sit at
     fixed grid points, so the integrand that moves with theta (the Gaussian) is smooth.
     Flattened like ``draw_estimates``."""
-    assert problem.opts["noise_dim"] == 1 and problem.pack == 1
+    assert problem.option_values["noise_dim"] == 1 and problem.pack == 1
     t, w = hermegauss(eps_nodes)
     t = torch.tensor(t, dtype=torch.float64)
     w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=torch.float64)
     params = {k: v.double().requires_grad_() for k, v in problem.init_params().items()}
     hidden = torch.tanh(t.reshape(-1, 1) * params["w1"] + params["b1"])  # [E, h]
     centre = hidden @ params["w2"] + params["b2"]  # [E, 2]
-    s = problem.opts["output_std"]
+    s = problem.option_values["output_std"]
     low, high = centre.detach().min(0).values - 8 * s, centre.detach().max(0).values + 8 * s
     axes = [
         torch.arange(lo, hi, spacing, dtype=torch.float64)
@@ -180,7 +180,7 @@ def test_noisy_generator_log_prob_by_hand() -> None:
     p = {k: v[0] for k, v in params.items()}
     eps, x = z[..., :2], z[..., 2:]
     centre = torch.tanh(eps @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-    s = problem.opts["output_std"]
+    s = problem.option_values["output_std"]
     by_hand = (
         torch.distributions.Normal(0.0, 1.0).log_prob(eps).sum((-1, -2))
         + torch.distributions.Normal(centre, s).log_prob(x).sum((-1, -2))
@@ -219,7 +219,7 @@ def test_lipschitz_methods(name: str) -> None:
     clipped = PROBLEMS[name]({**base, "lipschitz": "clip", "clip": 0.05})
     assert all(p.abs().max() <= 0.05 for p in clipped.critic.parameters())
     clip_l = clipped.diagnostics(clipped.init_params())["critic_lipschitz"]
-    width = clipped.opts["critic_width"]
+    width = clipped.option_values["critic_width"]
     # prod_layers ||W||_F >= prod ||W||_2 >= Lipschitz constant, with |W_ij| <= c
     assert clip_l <= 0.05**3 * width**2 * math.sqrt(clipped.features)
     penalised = PROBLEMS[name]({**base, "lipschitz": "gp"})
@@ -248,7 +248,7 @@ def test_diagnostics_definitions() -> None:
     with torch.no_grad():
         problem.critic.biases[0].fill_(-1e3)  # every first-layer unit off on one-hot inputs
         problem.critic.biases[1].fill_(1.0)  # so every second-layer unit is on
-    width = problem.opts["critic_width"]
+    width = problem.option_values["critic_width"]
     assert problem.diagnostics(point)["critic_dead_fraction"] == pytest.approx(width / (2 * width))
 
 

@@ -135,7 +135,7 @@ class VarianceScaledGRPO(GRPO):
 
     def advantage(self, cost):
         centred = cost - cost.mean(0, keepdim=True)
-        return centred / (cost.var(0, correction=1, keepdim=True) + self.opts["eps"])
+        return centred / (cost.var(0, correction=1, keepdim=True) + self.option_values["eps"])
 
 
 class SelfBaselineLOO(GRPO):

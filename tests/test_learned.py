@@ -261,7 +261,7 @@ def test_nvil_whose_centring_sees_its_own_sample_is_rejected():
             dist = problem.distribution(params)
             z = dist.sample((n_samples,))
             cost = problem.cost(z, params)  # [K, R]
-            decay = self.opts["decay"]
+            decay = self.option_values["decay"]
             centre = decay * state["centre"] + (1 - decay) * cost.detach().mean(0)
             signal = cost.detach() - self.baseline(problem).detach() - centre
             return Surrogate(

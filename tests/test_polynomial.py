@@ -19,7 +19,7 @@ def build(power: float, c: float = 0.45):
 
 def brute_force(problem, theta):
     """sum over the 8 bit vectors of prod_j q(b_j) * mean_j |b_j - c|^p, written out."""
-    p, c, power = torch.sigmoid(theta), problem.opts["c"], problem.opts["p"]
+    p, c, power = torch.sigmoid(theta), problem.option_values["c"], problem.option_values["p"]
     total = theta.new_zeros(())
     for bits in itertools.product((0.0, 1.0), repeat=3):
         b = torch.tensor(bits, dtype=F64)

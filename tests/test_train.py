@@ -174,7 +174,7 @@ def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None
         untrained = original(name)(options)
         torch.manual_seed(spec.seed)  # as train_one seeds before the set-up
         untrained.setup(problem, problem.init_params())
-        rows = training.train_one(problem, name, untrained.opts, spec, progress=False)
+        rows = training.train_one(problem, name, untrained.option_values, spec, progress=False)
         assert {row["step"] for row in rows} == {0, 3}
         trained = built[-1].parameters()
         assert trained and all(t.requires_grad for t in trained)

@@ -80,7 +80,7 @@ class TwiceTau(GumbelSoftmax):
 
     def surrogate(self, problem, params, n_samples, state):
         dist = problem.distribution(params)
-        y = relax(dist, self.opts["tau"] ** self.times).rsample((n_samples,))
+        y = relax(dist, self.option_values["tau"] ** self.times).rsample((n_samples,))
         return Surrogate(loss=problem.cost(y, params).mean(0),
                          samples=harden(dist, y.detach()), relaxed=y.detach())
 

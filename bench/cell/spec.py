@@ -84,6 +84,6 @@ class CellSpec:
         return config_seed(self.problem_config())
 
     def label(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in self.estimator_options)
-        return f"{self.problem}/{self.estimator}{f'[{opts}]' if opts else ''} K={self.n_samples}"
-
+        options = ",".join(f"{k}={v}" for k, v in self.estimator_options)
+        bracket = f"[{options}]" if options else ""
+        return f"{self.problem}/{self.estimator}{bracket} K={self.n_samples}"

@@ -32,8 +32,8 @@ def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int =
     estimator = get_estimator(name)()
     if not get_estimator(name).unbiased:
         raise ValueError(f"reference estimator {name!r} of {problem.name!r} is biased")
-    samples = int(problem.opts.get("reference_samples", REFERENCE_SAMPLES))
-    n_repeats = int(problem.opts.get("reference_repeats", REFERENCE_REPEATS))
+    samples = int(problem.option_values.get("reference_samples", REFERENCE_SAMPLES))
+    n_repeats = int(problem.option_values.get("reference_repeats", REFERENCE_REPEATS))
     if problem.multi_sample:
         n_repeats = max(n_repeats, samples * n_repeats // n_samples)
     else:
@@ -50,8 +50,8 @@ def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int =
 def cell_truth(problem: Problem, point: Params, seed: int, n_samples: int = 1) -> Truth | None:
     """The truth a cell with K = ``n_samples`` is measured against (see module docstring);
     K matters only for multi-sample objectives."""
-    if problem.opts.get("truth") == "reference":
+    if problem.option_values.get("truth") == "reference":
         return reference_truth(problem, point, seed, n_samples)
-    if problem.opts.get("truth") == "none":
+    if problem.option_values.get("truth") == "none":
         return None
     return problem.truth(point, n_samples)

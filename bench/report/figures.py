@@ -181,8 +181,10 @@ def _panels(table: pd.DataFrame) -> pd.DataFrame:
         texts = list(dict.fromkeys(rows["problem_options"]))
         parsed = [_options(t) for t in texts]
         changed = _changed(parsed)
-        for text, opts in zip(texts, parsed, strict=True):
-            labels[problem, text] = f"{problem} ({_format(opts, changed)})" if changed else problem
+        for text, option_values in zip(texts, parsed, strict=True):
+            labels[problem, text] = (
+                f"{problem} ({_format(option_values, changed)})" if changed else problem
+            )
     table["panel"] = [labels[p, o] for p, o in zip(table["problem"], table["problem_options"],
                                                    strict=True)]
     table["panel"] = pd.Categorical(table["panel"], categories=list(dict.fromkeys(table["panel"])))
@@ -208,10 +210,10 @@ def _variants(table: pd.DataFrame, default_only: bool) -> pd.DataFrame:
         keep = is_default | ~has_default.to_numpy(dtype=bool)
     table, parsed = table[keep], [p for p, k in zip(parsed, keep, strict=True) if k]
     labels = []
-    for estimator, opts in zip(table["estimator"], parsed, strict=True):
+    for estimator, option_values in zip(table["estimator"], parsed, strict=True):
         same = [p for e, p in zip(table["estimator"], parsed, strict=True) if e == estimator]
         changed = _changed(same)
-        labels.append(f"{estimator} ({_format(opts, changed)})" if changed else estimator)
+        labels.append(f"{estimator} ({_format(option_values, changed)})" if changed else estimator)
     table = table.assign(variant=labels)
     return _order_estimators(table)
 

@@ -48,7 +48,8 @@ def option_columns(cells: pd.DataFrame) -> pd.DataFrame:
         for kind in ("problem_options", "estimator_options")
     }
     names = {
-        kind: list(dict.fromkeys(n for opts in rows for n in opts)) for kind, rows in parsed.items()
+        kind: list(dict.fromkeys(n for values in rows for n in values))
+        for kind, rows in parsed.items()
     }
     both = set(names["problem_options"]) & set(names["estimator_options"])
     for kind in ("problem_options", "estimator_options"):
@@ -57,7 +58,7 @@ def option_columns(cells: pd.DataFrame) -> pd.DataFrame:
         for name in names[kind]:
             column = prefix + name if name in both or name in cells.columns else name
             values = pd.Series(
-                [opts.get(name) for opts in parsed[kind]], index=table.index, dtype=object
+                [values.get(name) for values in parsed[kind]], index=table.index, dtype=object
             )
             table.insert(at, column, values.infer_objects())
             at += 1
@@ -141,14 +142,14 @@ def varying(cells: pd.DataFrame, kind: str) -> list[str]:
     """The options of ``kind`` (``problem_options`` or ``estimator_options``) whose values
     differ between cells of ``cells`` that have them."""
     rows = [json.loads(t) for t in cells[kind]]
-    names = dict.fromkeys(n for opts in rows for n in opts)
+    names = dict.fromkeys(n for values in rows for n in values)
     return [n for n in names if len({json.dumps(o[n]) for o in rows if n in o}) > 1]
 
 
 def label(options_text: str, names: Sequence[str]) -> str:
     """``name=value`` of the options ``names`` that ``options_text`` (JSON) has."""
-    opts = json.loads(options_text)
-    return ", ".join(f"{n}={opts[n]}" for n in names if n in opts)
+    values = json.loads(options_text)
+    return ", ".join(f"{n}={values[n]}" for n in names if n in values)
 
 
 def paper_table(cells: pd.DataFrame, fmt: str = "markdown", digits: int = 3) -> str:

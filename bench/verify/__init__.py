@@ -178,7 +178,7 @@ def verify_one(
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     declared = cls.declared_target()
-    report = Report(cls.name, cls.unbiased, declared.describe(make().opts), against)
+    report = Report(cls.name, cls.unbiased, declared.describe(make().option_values), against)
     cells = plan(cls, quick, problems)
     run = _CellRunner(cls, make, seed, alpha / max(len(cells), 1), power_bias, max_repeats,
                       budget_s, 1 if quick else 2, against)
@@ -234,7 +234,7 @@ class _CellRunner:
             self.determinism_checked = True
             if not deterministic(problem, self.make, point, k, cell_seed):
                 report.nondeterministic.append(setting.label)
-        target = compute(self.cls.declared_target(), problem, point, truth, estimator.opts)
+        target = compute(self.cls.declared_target(), problem, point, truth, estimator.option_values)
         names = _references(problem, k, self.cls.name, self.against)
         names = names[: self.n_references + (self.against in names)]
         references = []

@@ -32,8 +32,8 @@ class Setting:
 
     @property
     def label(self) -> str:
-        opts = " ".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.problem}[{opts}]" if opts else self.problem
+        option_values = " ".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.problem}[{option_values}]" if option_values else self.problem
 
 
 def _setting(problem: str, quick: bool = False, **options: Any) -> Setting:
