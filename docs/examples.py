@@ -22,6 +22,7 @@ import contextlib
 import io
 import math
 import re
+import resource
 import sys
 import tempfile
 from collections.abc import Callable
@@ -49,6 +50,15 @@ class Example:
     subset: bool = False
 
 
+#: CPU seconds (user + system) of each full sweep run here, by command, for ``costs``
+SWEEP_CPU_S: dict[str, float] = {}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def sweep_summary(command: str, **kw) -> str:
     """``$ command`` and what ``bench run`` prints for it (without the ``wrote`` line)."""
     import torch
@@ -57,8 +67,10 @@ def sweep_summary(command: str, **kw) -> str:
     from bench.report.summary import summary_table
 
     torch.set_num_threads(1)
+    started = _cpu_s()
     with tempfile.TemporaryDirectory() as out:
         cells = bench.run_sweep(out=out, progress=False, threads=1, **kw)
+    SWEEP_CPU_S[command] = _cpu_s() - started
     return f"$ {command}\n{summary_table(cells)}\n"
 
 
@@ -78,6 +90,45 @@ def gan_discrete(fast: bool) -> str:
     estimators = "reinforce_loo,straight_through" if fast else "all"
     return sweep_summary(
         command, estimators=estimators, problems="gan_discrete", samples=[8], repeats=1000
+    )
+
+
+def costs(fast: bool) -> str:
+    """What ``bench run --estimator all`` covers, counted from the registries, and (full
+    mode) its CPU time at one thread, from the quick start's sweep when this run made it.
+
+    The cell counts come from the same expansion and skip rules as a run, so they cannot go
+    stale; only the CPU time (the last word, not compared by ``--check``) is a measurement.
+    """
+    from collections import Counter
+
+    from bench.sweep.spec import SweepSpec, expand
+    from estimators import ESTIMATORS, get_estimator
+    from problems import PROBLEMS, get_problem
+
+    def fate(cell) -> str:
+        estimator = get_estimator(cell.estimator)
+        if estimator.incompatibility(get_problem(cell.problem), dict(cell.problem_options)):
+            return "does not apply"
+        return "K out of range" if estimator.sample_rule(cell.n_samples) else "runs"
+
+    sweep = SweepSpec()
+    cells = expand(sweep)
+    reasons = Counter(fate(c) for c in cells)
+    command = "bench run --estimator all"
+    if fast:
+        cpu = "-"
+    else:
+        if command not in SWEEP_CPU_S:
+            quickstart(False)
+        cpu = f"{SWEEP_CPU_S[command]:.0f}"
+    return (
+        f"registered: {len(ESTIMATORS)} estimators, {len(PROBLEMS)} problems\n"
+        f"{command}: {len(cells)} cells at K = {sweep.samples[0]}, R = {sweep.repeats}; "
+        f"{reasons['runs']} measured, "
+        f"{reasons['does not apply']} do not apply, {reasons['K out of range']} outside "
+        f"the estimator's K range\n"
+        f"CPU seconds of the measured cells (one thread, user + system): {cpu}\n"
     )
 
 
@@ -116,6 +167,7 @@ EXAMPLES = {
         Example("python", "README.md", python_example),
         Example("gan_discrete", "docs/gan_critic.md", gan_discrete, ignore_last=True, subset=True),
         Example("group_bias", "docs/group_baselines.md", group_bias),
+        Example("costs", "docs/sweeps.md", costs, ignore_last=True),
     )
 }
 
