@@ -1,4 +1,4 @@
-"""Control variates for discrete latents: MuProp, REBAR and RELAX.
+"""Control variates for discrete latents: MuProp, and the helpers REBAR and RELAX share.
 
 All three subtract a control variate c from the learning signal of the score function and
 add back its expectation's gradient, so that they stay unbiased for any c:
