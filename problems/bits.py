@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent
 
-from problems.base import Params, Problem
+from problems.base import Capability, LatentKind, Params, Problem
 
 
 class IndependentBits(Problem):
@@ -33,7 +33,14 @@ class IndependentBits(Problem):
 
 class OutcomeBits(IndependentBits):
     """Independent bits whose cost is the mean of a two-outcome per-bit cost (module
-    docstring); subclasses give ``outcomes``."""
+    docstring); subclasses give ``outcomes``. The cost is differentiable (defined at relaxed
+    bits too), the support enumerable and the expectation in closed form."""
+
+    latent = LatentKind.BINARY
+    provides = frozenset({
+        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
+        Capability.EXACT_OBJECTIVE,
+    })
 
     def sample_elements(self) -> int:
         """Per sample about 10 d elements (bits, relaxations, cost and their gradients),

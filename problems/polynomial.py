@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from problems.base import Capability, LatentKind, Params, Truth
+from problems.base import Params, Truth
 from problems.bits import OutcomeBits
 from problems.options import Option
 
@@ -35,11 +35,6 @@ class Polynomial(OutcomeBits):
 
     name = "polynomial"
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j |b_j - c|^p (ReinMax programme)"
-    latent = LatentKind.BINARY
-    provides = frozenset({
-        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
-        Capability.EXACT_OBJECTIVE,
-    })
     truth_kind = "closed_form"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "initial logit of every bit"),

@@ -87,11 +87,6 @@ class BernoulliToy(OutcomeBits):
 
     name = "bernoulli_toy"
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j (b_j - t)^2 (REBAR/RELAX toy)"
-    latent = LatentKind.BINARY
-    provides = frozenset({
-        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
-        Capability.EXACT_OBJECTIVE,
-    })
     truth_kind = "closed_form"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of every bit"),

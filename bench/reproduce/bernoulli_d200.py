@@ -46,9 +46,9 @@ import torch
 from bench.reproduce.base import (
     Mode,
     Outcome,
-    Reference,
     Reproduction,
     comparison_row,
+    curve_row,
 )
 from bench.reproduce.curves import (
     curve_figure,
@@ -161,10 +161,10 @@ class BernoulliD200(Reproduction):
         rows = []
         for name in self.available():
             rows.append(
-                comparison_row(
+                curve_row(
                     f"mean log10 variance, {name}",
                     mean_log10(data, setting, name, "variance_trace"),
-                    Reference(f"variance {name}", SOURCE, note="curve only"),
+                    SOURCE,
                 )
             )
             rows.append(

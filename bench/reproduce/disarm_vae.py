@@ -35,9 +35,9 @@ from bench.reproduce.base import (
     Claim,
     Mode,
     Outcome,
-    Reference,
     Reproduction,
     comparison_row,
+    curve_row,
 )
 from bench.reproduce.curves import (
     curve_figure,
@@ -166,10 +166,10 @@ class DisarmVAE(Reproduction):
         rows = []
         for name in self.available():
             rows.append(
-                comparison_row(
+                curve_row(
                     f"{arch}: final training ELBO, {name}",
                     _neg(last(data, arch, name, "train_loss")),
-                    Reference(f"train ELBO {name}", SOURCE, note="curves only"),
+                    SOURCE, note="curves only",
                 )
             )
             rows.append(
@@ -181,10 +181,10 @@ class DisarmVAE(Reproduction):
                 )
             )
             rows.append(
-                comparison_row(
+                curve_row(
                     f"{arch}: mean log10 variance, {name}",
                     mean_log10(data, arch, name, "variance_trace"),
-                    Reference(f"variance {name}", SOURCE, note="curves only"),
+                    SOURCE, note="curves only",
                 )
             )
         return rows
