@@ -28,6 +28,7 @@ from problems import PROBLEMS
 from problems.base import repeat_params
 
 metrics = bench_module("metrics")
+cell_run = bench_module("run")  # bench.cell.run
 
 #: the configuration of issue 14's throughput target: bernoulli_toy d = 200, reinforce_loo
 THROUGHPUT_D, THROUGHPUT_K, THROUGHPUT_R = 200, 2, 20_000
@@ -117,11 +118,7 @@ class CellThroughput:
         chunks = estimate.TimedChunks(estimate.estimate_chunks(
             self.problem, self.estimator, self.point, THROUGHPUT_K, THROUGHPUT_R, self.state
         ), self.device)
-        statistics = 0.0
-        for chunk in chunks:
-            start = time.perf_counter()
-            accumulator.add(chunk)
-            statistics += time.perf_counter() - start
+        statistics = cell_run.accumulate(accumulator, chunks)
         start = time.perf_counter()
         accumulator.summary()
         return chunks.seconds, statistics + time.perf_counter() - start

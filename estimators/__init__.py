@@ -4,7 +4,7 @@ from estimators.antithetic import ARM, ARMS, DisARM
 from estimators.arsm import ARSM
 from estimators.base import Estimator, State, Surrogate
 from estimators.carms import CARMS
-from estimators.control_variate import MuProp, Rebar, Relax
+from estimators.control_variate import MuProp
 from estimators.delta_method import DeltaCV
 from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
@@ -15,6 +15,7 @@ from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.quasi_monte_carlo import RQMCReparam
+from estimators.rebar_relax import Rebar, Relax
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (

@@ -38,7 +38,6 @@ Optimizing control variates for black-box gradient estimation", ICLR, Sections 3
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -46,6 +45,7 @@ from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
 from estimators.control_variate import detached
+from estimators.rebar_relax import apply_network, control_network
 from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option
 
@@ -98,17 +98,9 @@ class Lax(Estimator):
             )
         sample = problem.distribution(repeat_params(point, 1, requires_grad=False)).sample()
         unit = sample.numel() // problem.n_factors  # sample: [1, *event]
-        self.with_context = Capability.CONTEXT in problem.provided
-        n_in = unit + (problem.context().shape[-1] if self.with_context else 0)
-        width, bound = self.option_values["width"], 1 / math.sqrt(n_in)
-        self.network = {
-            "weight": problem.tensor((torch.rand(n_in, width) * 2 - 1) * bound),
-            "bias": problem.tensor(torch.zeros(width)),
-            "out": problem.tensor(torch.zeros(width)),  # r_phi = 0 until trained
-            "out_bias": problem.tensor(0.0),
-        }
-        for tensor in self.network.values():
-            tensor.requires_grad_()
+        self.network, self.with_context = control_network(
+            problem, unit, self.option_values["width"]
+        )
         self.optimizer = torch.optim.Adam(self.parameters(), lr=self.option_values["lr"])
 
     def parameters(self) -> list[Tensor]:
@@ -123,12 +115,7 @@ class Lax(Estimator):
                 "variate's network is sized for the problem)"
             )
         features = z.reshape(*z.shape[:2], problem.n_factors, -1)  # [K, R, F, U]
-        if self.with_context:
-            context = 2 * problem.context().to(z) - 1  # [F, C]
-            features = torch.cat([features, context.expand(*z.shape[:2], *context.shape)], -1)
-        net = self.network
-        hidden = torch.tanh(features @ net["weight"] + net["bias"])
-        learned = (hidden @ net["out"] + net["out_bias"]) * problem.factor_scale  # [K, R, F]
+        learned = apply_network(self.network, problem, features, self.with_context)  # [K, R, F]
         if self.option_values["eta"] == 0:
             return learned
         return self.option_values["eta"] * problem.cost_terms(z, detached(params)) + learned

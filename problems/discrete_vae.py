@@ -36,7 +36,6 @@ ICLR (the importance-weighted test bound).
 
 from __future__ import annotations
 
-import itertools
 import math
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -56,18 +55,19 @@ from problems.base import (
     batched_linear,
     repeat_params,
 )
-from problems.data import BINARIZATIONS, BUILTIN, load_data
-from problems.enumeration import enumerate_support
+from problems.data import BINARIZATIONS, BUILTIN
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.vae_parts import (
+    ACTIVATIONS,
+    enumerated_bound,
+    enumerated_cost,
+    load_images,
+    pretrain,
+    test_set_metrics,
+    uniform_layers,
+)
 
 TRUTH_CHOICES = ("auto", "enumeration", "reference", "none")
-ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
-#: bound on (configurations x images) evaluated at once by the enumeration
-ENUMERATION_ROWS = 2**16
-#: images per chunk of the test-set metrics
-TEST_CHUNK = 256
-#: samples per estimate of the leave-one-out gradient used to pretrain non-enumerable models
-PRETRAIN_SAMPLES = 8
 
 COMMON_OPTIONS: dict[str, Option] = {
     "arch": Option("linear", "encoder/decoder network", choices=("linear", "mlp")),
@@ -168,29 +168,14 @@ class DiscreteVAE(Problem):
                 "importance-weighted bound needs the log-weights of kl=sample"
             )
         self.activation = ACTIVATIONS[self.option_values["activation"]]
-        self.data = load_data(
-            self.option_values["data"],
-            test_source=self.option_values["test_data"],
-            test_fraction=self.option_values["test_fraction"],
-            binarize=self.option_values["binarize"],
-            seed=self.option_values["seed"],
-            dtype=dtype,
-            device=self.device,
-        )
-        n_train = self.data.train.shape[0]
-        if self.option_values["batch"] > n_train:
-            raise ValueError(
-                f"invalid option batch={self.option_values['batch']} for problem {self.name!r}: "
-                f"the training split of {self.option_values['data']} has {n_train} images; use "
-                f"batch <= {n_train}"
-            )
+        self.data = load_images(self.name, self.option_values, dtype, self.device)
         generator = torch.Generator().manual_seed(self.option_values["seed"])
         self.fixed_batch = self.data.train_batch(self.option_values["batch"], generator)  # [B, D]
         self.x = self.fixed_batch
         initial = self._init_network(generator)
         self.decoder: Params = {k: v for k, v in initial.items() if k.startswith("decoder.")}
         if self.option_values["pretrain_steps"]:
-            initial = self._pretrain(initial)
+            initial = pretrain(self, initial)
             self.decoder = {k: v for k, v in initial.items() if k.startswith("decoder.")}
         self.initial = initial
         self.estimated = [
@@ -251,13 +236,7 @@ class DiscreteVAE(Problem):
             "encoder": [n_pixels, *self.hidden, self.n_units],
             "decoder": [self.n_units, *reversed(self.hidden), n_pixels],
         }
-        params: Params = {}
-        for net, widths in sizes.items():
-            for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
-                bound = 1 / math.sqrt(n_in)
-                weight = (torch.rand(n_in, n_out, generator=generator) * 2 - 1) * bound
-                params[f"{net}.{i}.weight"] = self.tensor(weight)
-                params[f"{net}.{i}.bias"] = self.tensor(torch.zeros(n_out))
+        params = uniform_layers(sizes, generator, self.tensor)
         mean = self.data.binary(self.data.train, generator).mean(0).clamp(1e-3, 1 - 1e-3)
         params[f"decoder.{len(self.hidden)}.bias"] = torch.logit(mean).to(self.dtype)
         return params
@@ -311,9 +290,9 @@ class DiscreteVAE(Problem):
         if self.multi_sample:
             if self.support**n_samples > self.option_values["max_configs"]:
                 return None
-            per_image = self.exact_bound_per_image(params, self.x, n_samples)
+            per_image = enumerated_bound(self, params, self.x, n_samples)
         else:
-            per_image = self.exact_per_image(params, self.x, self.option_values["beta"])
+            per_image = enumerated_cost(self, params, self.x, self.option_values["beta"])
         return per_image / self.x.shape[0]
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
@@ -372,52 +351,6 @@ class DiscreteVAE(Problem):
         log_ratio = self._log_mass(z, logits) - self._log_mass(z, torch.zeros_like(logits))
         return recon + beta * log_ratio
 
-    def exact_per_image(self, params: Params, x: Tensor, beta: float) -> Tensor:
-        """``E_q[f_i]`` per image by enumerating each image's 2^L (or C^G) configurations.
-
-        Args:
-            params: ``[R, ...]``.
-            x: ``[B, D]``.
-
-        Returns:
-            ``[R, B]``, differentiable w.r.t. params.
-        """
-        n_repeats, n_images = params["encoder.0.weight"].shape[0], x.shape[0]
-        log_q_unit = self.encode(params, x)  # [R, B, *latent]
-        total = x.new_zeros(n_repeats, n_images)
-        chunk = max(1, ENUMERATION_ROWS // (n_repeats * n_images))
-        for configs in enumerate_support(
-            self.latent, torch.Size(self.latent_shape), chunk, dtype=self.dtype, device=self.device
-        ):
-            z = configs[:, None, None].expand(-1, n_repeats, n_images, *self.latent_shape)
-            weight = self._log_mass(z, log_q_unit).exp()  # [N, R, B]
-            total = total + (weight * self.per_image_cost(z, params, x, beta)).sum(0)
-        return total
-
-    def exact_bound_per_image(self, params: Params, x: Tensor, n_samples: int) -> Tensor:
-        """The negative K-sample bound per image by enumerating the S^K K-tuples of each
-        image's S configurations: ``[R, B]``, differentiable w.r.t. params.
-
-        With log w_s = -f(z_s) per configuration s and log q_s its log-mass, the bound is
-        ``-sum_{s_1..s_K} prod_k q_{s_k} log (1/K) sum_k w_{s_k}``.
-        """
-        n_repeats, n_images = params["encoder.0.weight"].shape[0], x.shape[0]
-        configs = torch.cat(list(enumerate_support(
-            self.latent, torch.Size(self.latent_shape), self.support, dtype=self.dtype,
-            device=self.device,
-        )))  # [S, *latent]
-        z = configs[:, None, None].expand(-1, n_repeats, n_images, *self.latent_shape)
-        log_w = -self.per_image_cost(z, params, x, self.option_values["beta"])  # [S, R, B]
-        log_q = self._log_mass(z, self.encode(params, x))  # [S, R, B]
-        total = x.new_zeros(n_repeats, n_images)
-        chunk = max(1, ENUMERATION_ROWS // (n_repeats * n_images))
-        tuples = itertools.product(range(self.support), repeat=n_samples)
-        while block := list(itertools.islice(tuples, chunk)):
-            index = torch.tensor(block, device=self.device)  # [N, K]
-            bound = torch.logsumexp(log_w[index], 1) - math.log(n_samples)  # [N, R, B]
-            total = total - (log_q[index].sum(1).exp() * bound).sum(0)
-        return total
-
     # training hooks (see problems.base) -------------------------------------------------------
 
     def train_params(self) -> Params:
@@ -434,74 +367,17 @@ class DiscreteVAE(Problem):
         self.x = self.fixed_batch
 
     def train_metrics(self, train: Params) -> dict[str, float]:
-        """Test-set negative ELBO (beta = 1, exact by enumeration when enumerable, else from
-        ``eval_samples`` samples per image) and, with ``iw_samples``, the importance-weighted
-        bound -log (1/S) sum_s p(x, z_s) / q(z_s | x) (Burda et al. 2016)."""
-        params = repeat_params(train, 1, requires_grad=False)
-        generator = torch.Generator().manual_seed(self.option_values["seed"])
-        nelbo, iwae = [], []
-        with torch.no_grad():
-            for x in self.data.test.split(TEST_CHUNK):
-                if self.enumerable:
-                    nelbo.append(self.exact_per_image(params, x, 1.0)[0])
-                else:
-                    z = self._sample(params, x, self.option_values["eval_samples"], generator)
-                    nelbo.append(self._log_ratio_terms(z, params, x).mean(0)[0])
-                if self.option_values["iw_samples"]:
-                    z = self._sample(params, x, self.option_values["iw_samples"], generator)
-                    log_w = -self._log_ratio_terms(z, params, x)  # [S, 1, B]
-                    bound = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-                    iwae.append(-bound[0])
-        metrics = {"test_nelbo": torch.cat(nelbo).mean().item()}
-        if iwae:
-            metrics["test_iwae"] = torch.cat(iwae).mean().item()
-        return metrics
+        """Test-set negative ELBO and, with ``iw_samples``, the importance-weighted bound
+        (``problems.vae_parts.test_set_metrics``)."""
+        return test_set_metrics(self, train)
 
-    def _sample(self, params: Params, x: Tensor, n: int, generator: torch.Generator) -> Tensor:
-        """Hard samples ``[n, R, B, *latent]`` from q(. | x) drawn with ``generator``."""
-        logits = self.encode(params, x)
-        if self.latent is LatentKind.BINARY:
-            u = torch.rand((n, *logits.shape), generator=generator, dtype=self.dtype)
-            return (u.to(self.device) < torch.sigmoid(logits)).to(self.dtype)
-        gumbel = -torch.log(-torch.log(
-            torch.rand((n, *logits.shape), generator=generator, dtype=self.dtype)
-            .clamp_min(torch.finfo(self.dtype).tiny)
-        )).to(self.device)
-        index = (logits + gumbel).argmax(-1)
-        return F.one_hot(index, logits.shape[-1]).to(self.dtype)
-
-    def _log_ratio_terms(self, z: Tensor, params: Params, x: Tensor) -> Tensor:
+    def log_ratio_terms(self, z: Tensor, params: Params, x: Tensor) -> Tensor:
         """``-log p(x | z) + log q(z | x) - log p(z)`` per image, ``[S, R, B]``."""
         logits = self.encode(params, x)
         recon = F.binary_cross_entropy_with_logits(
             (pixel := self.decode(z, params)), x.expand_as(pixel), reduction="none"
         ).sum(-1)
         return recon + self._log_mass(z, logits) - self._log_mass(z, torch.zeros_like(logits))
-
-    def _pretrain(self, params: Params) -> Params:
-        """``pretrain_steps`` Adam steps on the negative ELBO of fresh minibatches (seeded),
-        with the exact gradient (per-image enumeration) when enumerable, else the unbiased
-        leave-one-out score-function gradient from ``PRETRAIN_SAMPLES`` samples."""
-        leaf = repeat_params(params, 1)
-        optimizer = torch.optim.Adam(leaf.values(), lr=self.option_values["pretrain_lr"])
-        generator = torch.Generator().manual_seed(self.option_values["seed"] + 1)
-        sampler = torch.Generator().manual_seed(self.option_values["seed"] + 2)
-        beta = self.option_values["beta"]
-        for _ in range(self.option_values["pretrain_steps"]):
-            x = self.data.train_batch(self.option_values["batch"], generator)
-            if self.enumerable:
-                loss = self.exact_per_image(leaf, x, beta).mean()
-            else:
-                logits = self.encode(leaf, x)
-                z = self._sample(leaf, x, PRETRAIN_SAMPLES, sampler).detach()
-                cost = self.per_image_cost(z, leaf, x, beta)  # [S, 1, B]
-                free = cost.detach()
-                baseline = (free.sum(0, keepdim=True) - free) / (PRETRAIN_SAMPLES - 1)
-                loss = ((free - baseline) * self._log_mass(z, logits) + cost).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        return {k: v[0].detach() for k, v in leaf.items()}
 
 
 class BernoulliVAE(DiscreteVAE):

@@ -34,17 +34,9 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, OneHotCategorical, constraints
+from torch.distributions import Independent, OneHotCategorical
 
-from problems.base import (
-    Capability,
-    LatentKind,
-    Params,
-    Problem,
-    Truth,
-    batched_linear,
-    repeat_params,
-)
+from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
 from problems.critic import (
     CRITIC_OPTIONS,
     N_EVAL,
@@ -54,7 +46,16 @@ from problems.critic import (
     generator_cost,
     seeded,
 )
-from problems.enumeration import enumerate_support, enumeration_truth, support_size
+from problems.enumeration import enumeration_truth, support_size
+from problems.gan_parts import (
+    NoisyGenerator,
+    digit_images,
+    disk_shares,
+    hamming_shares,
+    mode_prototypes,
+    noisy_modes_log_prob,
+    total_variation,
+)
 from problems.options import Option
 
 #: a mode counts as covered when the generator puts at least this fraction of the target's
@@ -174,75 +175,6 @@ class GanCritic(Problem):
         return metrics | self.diagnostics(train)
 
 
-class NoisyGenerator(Distribution):
-    """The joint law of the generator's noise and output: z = (eps, x) with
-
-        eps ~ N(0, I_k),   x | eps ~ N(G_theta(eps), s^2 I_d),
-
-    G_theta(eps) = W2 tanh(W1 eps + b1) + b2, so that
-    ``log q_theta(eps, x) = log N(eps; 0, I) + log N(x; G_theta(eps), s^2 I)`` is exact and
-    ``rsample`` is the reparameterization x = G_theta(eps) + s xi, xi ~ N(0, I). Event shape
-    ``[pack, k + d]``: a pack of iid draws, each the concatenation (eps, x).
-
-    Args:
-        params: ``w1 [R, k, h]``, ``b1 [R, h]``, ``w2 [R, h, d]``, ``b2 [R, d]``.
-        pack: draws per latent sample.
-        output_std: s.
-    """
-
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, params: Params, pack: int, output_std: float) -> None:
-        self.params = params
-        self.pack = pack
-        self.output_std = output_std
-        self.noise_dim = params["w1"].shape[1]
-        self.dim = params["w2"].shape[2]
-        super().__init__(
-            batch_shape=params["w1"].shape[:1],
-            event_shape=torch.Size([pack, self.noise_dim + self.dim]),
-            validate_args=False,
-        )
-
-    def mean_output(self, eps: Tensor) -> Tensor:
-        """G_theta(eps): ``[R, N, k]`` -> ``[R, N, d]``."""
-        p = self.params
-        return batched_linear(torch.tanh(batched_linear(eps, p["w1"], p["b1"])), p["w2"], p["b2"])
-
-    def rsample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
-        n = math.prod(sample_shape)
-        n_repeats = self.batch_shape[0]
-        w1 = self.params["w1"]
-        eps = torch.randn(
-            n_repeats, n * self.pack, self.noise_dim, dtype=w1.dtype, device=w1.device
-        )  # [R, N*m, k]
-        mean = self.mean_output(eps)  # [R, N*m, d]
-        x = mean + self.output_std * torch.randn_like(mean)
-        z = torch.cat([eps, x], -1).reshape(n_repeats, n, *self.event_shape)  # [R, N, m, k+d]
-        return z.movedim(0, 1).reshape(*sample_shape, n_repeats, *self.event_shape)
-
-    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        lead = value.shape[:-2]  # [*S, R]
-        n_repeats = self.batch_shape[0]
-        flat = value.reshape(-1, n_repeats, *self.event_shape).movedim(1, 0)  # [R, N, m, k+d]
-        flat = flat.reshape(n_repeats, -1, self.noise_dim + self.dim)
-        eps, x = flat[..., : self.noise_dim], flat[..., self.noise_dim :]
-        resid = (x - self.mean_output(eps)) / self.output_std
-        log_norm = -0.5 * math.log(2 * math.pi)
-        per_draw = (
-            (log_norm - 0.5 * eps**2).sum(-1)
-            + (log_norm - math.log(self.output_std) - 0.5 * resid**2).sum(-1)
-        )  # [R, N*m]
-        per_pack = per_draw.reshape(n_repeats, -1, self.pack).sum(-1)  # [R, N]
-        return per_pack.movedim(0, 1).reshape(lead)
-
-
 class GanContinuous(GanCritic):
     """A continuous generator's gradient through a partly trained critic; 2-D ring target.
 
@@ -344,11 +276,9 @@ class GanContinuous(GanCritic):
         covered when the fraction of x in it is at least ``COVERAGE_FRACTION`` times the
         fraction of y in it.
         """
-        def shares(points: Tensor) -> Tensor:
-            inside = torch.cdist(points, self.centres) <= self.coverage_radius()  # [N, C]
-            return inside.to(torch.float64).mean(0)
-
-        return int((shares(x) >= COVERAGE_FRACTION * shares(y)).sum())
+        radius = self.coverage_radius()
+        shares = [disk_shares(points, self.centres, radius) for points in (x, y)]
+        return int((shares[0] >= COVERAGE_FRACTION * shares[1]).sum())
 
 
 class GanDiscrete(GanCritic):
@@ -427,30 +357,15 @@ class GanDiscrete(GanCritic):
 
     def _init_modes(self) -> None:
         self.length, self.vocab = self.option_values["length"], self.option_values["vocab"]
-        modes = self.option_values["modes"]
-        if modes > self.vocab**self.length:
-            raise ValueError(
-                f"invalid option modes={modes} for problem {self.name!r}: expected at most "
-                f"vocab**length = {self.vocab**self.length} distinct prototypes"
-            )
-        with seeded(self.option_values["seed"] + 3, self.device):
-            prototypes = torch.randint(self.vocab, (modes, self.length))
-            while len(torch.unique(prototypes, dim=0)) < modes:
-                prototypes = torch.randint(self.vocab, (modes, self.length))
-        self.prototypes = prototypes.to(self.device)  # [M, L] token ids
+        self.prototypes = mode_prototypes(
+            self.name, self.vocab, self.length, self.option_values["modes"],
+            self.option_values["seed"] + 3, self.device,
+        )  # [M, L] token ids
         self.images: Tensor | None = None
 
     def _init_digits(self) -> None:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = torch.as_tensor(digits.data > 8).long()  # [1797, 64] grey levels 0..16
-        labels = torch.as_tensor(digits.target)
-        self.length, self.vocab = images.shape[1], 2
-        self.images = images.to(self.device)
-        self.prototypes = torch.stack(
-            [(images[labels == c].double().mean(0) > 0.5).long() for c in range(10)]
-        ).to(self.device)  # [10, 64]
+        self.images, self.prototypes = digit_images(self.device)  # [1797, 64], [10, 64]
+        self.length, self.vocab = self.images.shape[1], 2
 
     @property
     def features(self) -> int:
@@ -502,12 +417,9 @@ class GanDiscrete(GanCritic):
 
     def target_log_prob(self, tokens: Tensor) -> Tensor:
         """log p(x) of sequences ``[N, L]`` (token ids) under the ``modes`` target: ``[N]``."""
-        vocab, eps = self.vocab, self.option_values["target_noise"]
-        match = tokens.unsqueeze(1) == self.prototypes  # [N, M, L]
-        keep = torch.tensor(1 - eps, dtype=torch.float64).log()
-        swap = torch.tensor(eps / (vocab - 1), dtype=torch.float64).log()
-        per_mode = torch.where(match, keep, swap).sum(-1)  # [N, M]
-        return torch.logsumexp(per_mode, -1) - math.log(len(self.prototypes))
+        return noisy_modes_log_prob(
+            tokens, self.prototypes, self.vocab, self.option_values["target_noise"]
+        )
 
     def total_variation(self, params: Params, chunk_size: int = 4096) -> float:
         """Exact TV(q, p) = 1/2 sum_x |q(x) - p(x)| over the V^L sequences (one draw, not a
@@ -515,15 +427,7 @@ class GanDiscrete(GanCritic):
         if self.vocab**self.length > self.option_values["max_configs"]:
             return math.nan
         log_q_table = torch.log_softmax(params["logits"].detach().double(), -1)  # [L, V]
-        total = 0.0
-        for x in enumerate_support(
-            self.latent, torch.Size([self.length, self.vocab]), chunk_size,
-            dtype=torch.float64, device=self.device,
-        ):
-            log_q = (x * log_q_table).sum((-1, -2))
-            p = self.target_log_prob(x.argmax(-1)).exp()
-            total += (log_q.exp() - p).abs().sum().item()
-        return 0.5 * total
+        return total_variation(log_q_table, self.target_log_prob, chunk_size)
 
     def coverage_radius(self) -> int:
         """h = floor(L / 4), the largest Hamming distance of a sequence from its mode's
@@ -534,11 +438,7 @@ class GanDiscrete(GanCritic):
         """Fraction of the sequences ``[N, L]`` in each mode's region ``[M]``: the sequences
         whose nearest prototype (Hamming distance, ties to the lower index) is s_c and lies
         within ``coverage_radius()``."""
-        distance = (tokens.unsqueeze(1) != self.prototypes).sum(-1)  # [N, M]
-        nearest = distance.min(-1)
-        inside = (nearest.values <= self.coverage_radius()).to(torch.float64)  # [N]
-        one_hot = torch.nn.functional.one_hot(nearest.indices, len(self.prototypes))
-        return (one_hot.to(torch.float64) * inside.unsqueeze(-1)).mean(0)
+        return hamming_shares(tokens, self.prototypes, self.coverage_radius())
 
     def mode_coverage(self, params: Params) -> int:
         """Modes covered: c is covered when the share of ``N_EVAL`` generator sequences in

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Bernoulli, Independent
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Truth
+from problems.bits import IndependentBits
 from problems.options import Option
 
 
@@ -73,7 +73,7 @@ def quadrature_bound(
     return total
 
 
-class BernoulliIWAE(Problem):
+class BernoulliIWAE(IndependentBits):
     """The importance-weighted bound of a one-bit model, exact at every K.
 
     Each of ``d`` independent factors has one latent bit b ~ q = Bernoulli(sigmoid(theta))
@@ -116,17 +116,6 @@ class BernoulliIWAE(Problem):
         """Per sample about 7 d elements (bits, per-factor weights and gradients), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
         return max(256, 10 * self.option_values["d"])
-
-    def init_params(self) -> Params:
-        d = self.option_values["d"]
-        return {
-            "theta": torch.full(
-                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
-            )
-        }
-
-    def distribution(self, params: Params) -> Independent:
-        return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
 
     def cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
         """-log w(b) = log q(b) - log p(x, b) per factor, ``[K, R, d]``; linear in b, so it

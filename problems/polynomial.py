@@ -6,13 +6,13 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Bernoulli, Independent
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Params, Truth
+from problems.bits import OutcomeBits
 from problems.options import Option
 
 
-class Polynomial(Problem):
+class Polynomial(OutcomeBits):
     """d bits b_j ~ Bernoulli(sigmoid(theta_j)), f(b) = mean_j |b_j - c|^p.
 
     With p_j = sigmoid(theta_j) and the two outcomes a_1 = |1 - c|^p, a_0 = |c|^p,
@@ -35,11 +35,6 @@ class Polynomial(Problem):
 
     name = "polynomial"
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j |b_j - c|^p (ReinMax programme)"
-    latent = LatentKind.BINARY
-    provides = frozenset({
-        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
-        Capability.EXACT_OBJECTIVE,
-    })
     truth_kind = "closed_form"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "initial logit of every bit"),
@@ -48,33 +43,13 @@ class Polynomial(Problem):
         "d": Option(8, "number of bits (the paper: 128)", minimum=1),
     }
 
-    def sample_elements(self) -> int:
-        """As ``bernoulli_toy``, whose cost has the same size: about 12 d elements a sample."""
-        return max(256, 12 * self.option_values["d"])
-
     def outcomes(self) -> tuple[float, float]:
         """The cost of one bit at 1 and at 0: ``(|1 - c|^p, |c|^p)``."""
         c, power = self.option_values["c"], self.option_values["p"]
         return abs(1 - c) ** power, abs(c) ** power
 
-    def init_params(self) -> Params:
-        d = self.option_values["d"]
-        return {
-            "theta": torch.full(
-                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
-            )
-        }
-
-    def distribution(self, params: Params) -> Independent:
-        return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
-
     def cost(self, z: Tensor, params: Params) -> Tensor:
         return ((z - self.option_values["c"]).abs() ** self.option_values["p"]).mean(-1)
-
-    def objective(self, params: Params, n_samples: int = 1) -> Tensor:
-        one, zero = self.outcomes()
-        p = torch.sigmoid(params["theta"])
-        return (p * one + (1 - p) * zero).mean(-1)
 
     def train_metrics(self, train: Params) -> dict[str, float]:
         """``objective``: the exact E[f] at the trained logits (its minimum is c^p)."""
@@ -82,7 +57,4 @@ class Polynomial(Problem):
             return {"objective": float(self.objective({"theta": train["theta"].unsqueeze(0)})[0])}
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        one, zero = self.outcomes()
-        p = torch.sigmoid(params["theta"])
-        grad = p * (1 - p) * (one - zero) / p.shape[-1]
-        return Truth(grad={"theta": grad.detach()}, kind="closed_form")
+        return Truth(grad={"theta": self.outcome_gradient(params)}, kind="closed_form")

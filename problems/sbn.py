@@ -4,7 +4,6 @@ ARM, DisARM and VIMCO benchmark)."""
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -15,6 +14,7 @@ from torch import Tensor
 from problems.base import Params, batched_linear
 from problems.discrete_vae import COMMON_OPTIONS, BernoulliVAE
 from problems.options import Option, resolve_options
+from problems.vae_parts import uniform_layers
 
 #: the most units in all stochastic layers together
 MAX_UNITS = 4096
@@ -123,13 +123,7 @@ class SigmoidBeliefNet(BernoulliVAE):
         for up in range(1, len(self.widths)):
             nets[f"decoder.z{up}"] = [self.widths[up], *reversed(self.hidden),
                                       self.widths[up - 1]]
-        params: Params = {}
-        for net, sizes in nets.items():
-            for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-                bound = 1 / math.sqrt(n_in)
-                weight = (torch.rand(n_in, n_out, generator=generator) * 2 - 1) * bound
-                params[f"{net}.{i}.weight"] = self.tensor(weight)
-                params[f"{net}.{i}.bias"] = self.tensor(torch.zeros(n_out))
+        params = uniform_layers(nets, generator, self.tensor)
         params["decoder.prior"] = self.tensor(torch.zeros(self.widths[-1]))
         mean = self.data.binary(self.data.train, generator).mean(0).clamp(1e-3, 1 - 1e-3)
         params[f"decoder.x.{len(self.hidden)}.bias"] = torch.logit(mean).to(self.dtype)
@@ -181,6 +175,6 @@ class SigmoidBeliefNet(BernoulliVAE):
         log_q = self._log_mass(z, self.encode(q_params, x))
         return recon + beta * (log_q - self.log_prior(z, params))
 
-    def _log_ratio_terms(self, z: Tensor, params: Params, x: Tensor) -> Tensor:
+    def log_ratio_terms(self, z: Tensor, params: Params, x: Tensor) -> Tensor:
         """``-log p(x, z) + log q(z | x)`` per image, ``[S, R, B]``."""
         return self.per_image_cost(z, params, x, 1.0)

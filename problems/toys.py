@@ -7,9 +7,10 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Bernoulli, Gamma, Independent, Normal, OneHotCategorical
+from torch.distributions import Gamma, Independent, Normal, OneHotCategorical
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.bits import OutcomeBits
 from problems.enumeration import enumeration_truth, exact_objective
 from problems.importance import quadrature_bound
 from problems.options import MAX_ENUMERATED, Option, resolve_options
@@ -73,7 +74,7 @@ class GaussianQuadratic(Problem):
         return Truth(grad={k: v.detach() for k, v in grad.items()}, kind="closed_form")
 
 
-class BernoulliToy(Problem):
+class BernoulliToy(OutcomeBits):
     """d independent bits b_j ~ Bernoulli(sigmoid(theta_j)), f(b) = mean_j (b_j - t)^2.
 
     With p = sigmoid(theta), E[f] = mean_j [p_j (1 - t)^2 + (1 - p_j) t^2], so
@@ -86,11 +87,6 @@ class BernoulliToy(Problem):
 
     name = "bernoulli_toy"
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j (b_j - t)^2 (REBAR/RELAX toy)"
-    latent = LatentKind.BINARY
-    provides = frozenset({
-        Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
-        Capability.EXACT_OBJECTIVE,
-    })
     truth_kind = "closed_form"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of every bit"),
@@ -98,33 +94,20 @@ class BernoulliToy(Problem):
         "d": Option(1, "number of bits", minimum=1),
     }
 
-    def sample_elements(self) -> int:
-        """Per sample about 10 d elements (bits, relaxations, cost and their gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 12 * self.option_values["d"])
+    def outcomes(self) -> tuple[float, float]:
+        """The cost of one bit at 1 and at 0: ``((1 - t)^2, t^2)``."""
+        t = self.option_values["t"]
+        return (1 - t) ** 2, t**2
 
-    def init_params(self) -> Params:
-        d = self.option_values["d"]
-        return {
-            "theta": torch.full(
-                (d,), self.option_values["theta"], dtype=self.dtype, device=self.device
-            )
-        }
-
-    def distribution(self, params: Params) -> Independent:
-        return Independent(Bernoulli(logits=params["theta"], validate_args=False), 1)
+    def outcome_difference(self) -> float:
+        """(1 - t)^2 - t^2 written as 1 - 2 t, without the cancellation."""
+        return 1 - 2 * self.option_values["t"]
 
     def cost(self, z: Tensor, params: Params) -> Tensor:
         return ((z - self.option_values["t"]) ** 2).mean(-1)
 
-    def objective(self, params: Params, n_samples: int = 1) -> Tensor:
-        p, t = torch.sigmoid(params["theta"]), self.option_values["t"]
-        return (p * (1 - t) ** 2 + (1 - p) * t**2).mean(-1)
-
     def truth(self, params: Params, n_samples: int = 1) -> Truth:
-        p, t = torch.sigmoid(params["theta"]), self.option_values["t"]
-        grad = p * (1 - p) * (1 - 2 * t) / p.shape[-1]
-        return Truth(grad={"theta": grad.detach()}, kind="closed_form")
+        return Truth(grad={"theta": self.outcome_gradient(params)}, kind="closed_form")
 
 
 class CategoricalToy(Problem):

@@ -1,4 +1,4 @@
-"""MuProp, REBAR and RELAX (estimators/control_variate.py) against exact truth.
+"""MuProp, REBAR and RELAX (estimators/control_variate.py, rebar_relax.py) against exact truth.
 
 Three proofs per estimator (../shared/STYLE.md): single estimates replayed from fixed noise
 against hand-derived formulas; means against the closed-form or enumerated gradient on the
@@ -20,8 +20,9 @@ import torch
 from scipy.integrate import quad
 
 from estimators import get_estimator
-from estimators.control_variate import (
-    MuProp,
+from estimators.control_variate import MuProp
+from estimators.discrete import logits_of
+from estimators.rebar_relax import (
     Rebar,
     Relax,
     binary_conditional,
@@ -31,7 +32,6 @@ from estimators.control_variate import (
     categorical_gumbel,
     categorical_tied,
 )
-from estimators.discrete import logits_of
 from estimators.score_function import Reinforce
 from problems import get_problem
 from problems.base import repeat_params

@@ -14,7 +14,8 @@ from bench.training.train import make_spec, train_one
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 from problems.base import repeat_params
-from problems.gan_critic import GanContinuous, GanDiscrete, NoisyGenerator
+from problems.gan_critic import GanContinuous, GanDiscrete
+from problems.gan_parts import NoisyGenerator
 from tests.stats import compare, draw_estimates, flat_truth
 
 SMALL_CRITIC = {"critic_width": 16, "critic_steps": 100}

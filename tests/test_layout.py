@@ -1,6 +1,7 @@
 """The layering of docs/architecture.md holds, and every package ships in the wheel."""
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -85,3 +86,40 @@ def test_every_package_is_in_the_wheel():
         for p in (ROOT / top).rglob("__init__.py")
     }
     assert on_disk == listed
+
+
+def module_table() -> dict[str, set[str]]:
+    """The module table of docs/architecture.md: ``{package dir: names in its modules cell}``
+    (``name.py`` and ``sub/`` for a subpackage)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`[a-z_/]+/`", cells[0]):
+            names = re.findall(r"`([A-Za-z0-9_]+\.py|[a-z0-9_]+/)`", cells[1])
+            rows[cells[0].strip("`")] = set(names)
+    return rows
+
+
+def test_module_table_lists_every_module():
+    table = module_table()
+    assert {"problems/", "estimators/", "bench/", "bench/cell/", "bench/cli/"} <= set(table)
+    missing = []
+    for _, path in modules():
+        relative = path.relative_to(ROOT).as_posix()
+        row = max((p for p in table if relative.startswith(p)), key=len, default=None)
+        assert row is not None, f"{relative} belongs to no row of the module table"
+        parts = relative.removeprefix(row).split("/")  # [sub/, ..., name.py]
+        needed = [f"{part}/" for part in parts[:-1]] + [parts[-1]]
+        missing += [f"{relative} ({name})" for name in needed if name not in table[row]]
+    assert not missing, f"docs/architecture.md's module table lacks: {missing}"
+
+
+def test_module_table_names_only_modules_that_exist():
+    stale = []
+    for row, names in module_table().items():
+        for name in names:
+            found = list((ROOT / row).rglob(name.rstrip("/")))
+            if not found:
+                stale.append(f"{row}{name}")
+    assert not stale, f"docs/architecture.md's module table names what does not exist: {stale}"

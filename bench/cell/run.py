@@ -123,7 +123,7 @@ def _measure(
     chunks = TimedChunks(
         estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state), device
     )
-    stats_s = _accumulate(accumulator, chunks)
+    stats_s = accumulate(accumulator, chunks)
     result: dict[str, Any] = {
         "truth": "none" if truth is None else truth.kind,
         "grad_dim": dim,
@@ -149,8 +149,9 @@ def _measure(
     return result, _coordinates(point, truth, summary)
 
 
-def _accumulate(accumulator: Accumulator, chunks: TimedChunks) -> float:
-    """Stream ``chunks`` into ``accumulator``; returns the seconds the statistics took."""
+def accumulate(accumulator: Accumulator, chunks: TimedChunks) -> float:
+    """Stream ``chunks`` into ``accumulator``; returns the seconds the statistics took (the
+    drawing is ``chunks.seconds``): how a cell and the asv suites time a measurement."""
     stats_s = 0.0
     for chunk in chunks:
         start = time.perf_counter()

@@ -188,6 +188,13 @@ def comparison_row(
     }
 
 
+def curve_row(
+    quantity: str, ours: float | None, source: str, note: str = "curve only"
+) -> dict[str, Any]:
+    """A comparison row for a value the paper shows only as a plot (``note`` says how)."""
+    return comparison_row(quantity, ours, Reference(quantity, source, note=note))
+
+
 def waiting_line(name: str) -> str:
     return f"waiting for estimator {name} (not registered)"
 

@@ -38,16 +38,17 @@ Models", AISTATS.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import pandas as pd
 import torch
 
 from bench.reproduce.base import (
     Mode,
     Outcome,
-    Reference,
     Reproduction,
     comparison_row,
+    curve_row,
 )
 from bench.reproduce.curves import (
     curve_figure,
@@ -110,30 +111,7 @@ class BernoulliD200(Reproduction):
             progress,
             scale["replicates"],
         )
-        rows = []
-        for name in self.available():
-            rows.append(
-                comparison_row(
-                    f"mean log10 variance, {name}",
-                    mean_log10(data, setting, name, "variance_trace"),
-                    Reference(f"variance {name}", SOURCE, note="curve only"),
-                )
-            )
-            rows.append(
-                comparison_row(
-                    f"final loss, {name}",
-                    last(data, setting, name, "loss"),
-                    None,
-                    "exact loss at the final theta (ours)",
-                )
-            )
-        measured = measure(lambda: BernoulliToy({"t": T, "d": D, "theta": 0.0},
-                                                dtype=torch.float64),
-                           dict.fromkeys(AT_ZERO, K), scale["exact_repeats"], self.name, seed)
-        exact = exact_variances(D, T)
-        for name, (value, _) in measured.items():
-            rows.append(comparison_row(f"variance at theta = 0, {name}", value, None,
-                                       f"exact, derived: {exact[name]:.7g}"))
+        rows, measured, exact = self._rows(data, setting, scale, seed)
         variance = {n: mean_log10s(data, setting, n, "variance_trace") for n in self.estimators}
         claims = [
             exact_variance_claim(
@@ -174,3 +152,34 @@ class BernoulliD200(Reproduction):
             width=6.0,
         )
         return self.outcome(mode, data, rows, claims, notes, figure, errors)
+
+    def _rows(
+        self, data: pd.DataFrame, setting: str, scale: dict[str, Any], seed: int
+    ) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float]], dict[str, float]]:
+        """Per estimator the mean log10 variance and final loss along training, and the
+        variances at theta = 0 measured against their exact values (also returned)."""
+        rows = []
+        for name in self.available():
+            rows.append(
+                curve_row(
+                    f"mean log10 variance, {name}",
+                    mean_log10(data, setting, name, "variance_trace"),
+                    SOURCE,
+                )
+            )
+            rows.append(
+                comparison_row(
+                    f"final loss, {name}",
+                    last(data, setting, name, "loss"),
+                    None,
+                    "exact loss at the final theta (ours)",
+                )
+            )
+        measured = measure(lambda: BernoulliToy({"t": T, "d": D, "theta": 0.0},
+                                                dtype=torch.float64),
+                           dict.fromkeys(AT_ZERO, K), scale["exact_repeats"], self.name, seed)
+        exact = exact_variances(D, T)
+        for name, (value, _) in measured.items():
+            rows.append(comparison_row(f"variance at theta = 0, {name}", value, None,
+                                       f"exact, derived: {exact[name]:.7g}"))
+        return rows, measured, exact

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pandas as pd
+
 from bench.reproduce.base import (
+    Claim,
     Mode,
     Outcome,
-    Reference,
     Reproduction,
     comparison_row,
+    curve_row,
 )
 from bench.reproduce.curves import (
     curve_figure,
@@ -145,53 +148,72 @@ class DisarmVAE(Reproduction):
                                   REPLICATES[key])
         rows, claims = [], []
         for arch in ARCHS:
-            elbo = {n: _neg(last(data, arch, n, "train_loss")) for n in self.estimators}
-            variance = {n: mean_log10(data, arch, n, "variance_trace") for n in self.estimators}
-            by_seed = {n: mean_log10s(data, arch, n, "variance_trace") for n in self.estimators}
-            nelbo = {n: lasts(data, arch, n, "train_loss") for n in self.estimators}
-            for name in self.available():
-                rows.append(
-                    comparison_row(
-                        f"{arch}: final training ELBO, {name}",
-                        elbo[name],
-                        Reference(f"train ELBO {name}", SOURCE, note="curves only"),
-                    )
-                )
-                rows.append(
-                    comparison_row(
-                        f"{arch}: final test -ELBO, {name}",
-                        last(data, arch, name, "test_nelbo"),
-                        None,
-                        "ours (held-out split)",
-                    )
-                )
-                rows.append(
-                    comparison_row(
-                        f"{arch}: mean log10 variance, {name}",
-                        variance[name],
-                        Reference(f"variance {name}", SOURCE, note="curves only"),
-                    )
-                )
-            claims.append(
-                ordering_claim(
-                    f"{arch}: DisARM's gradient variance is below ARM's and REINFORCE-LOO's",
-                    ABSTRACT,
-                    by_seed,
-                    "disarm",
-                    ["arm", "reinforce_loo"],
-                    "mean log10 variance",
+            rows += self._rows(data, arch)
+            claims += self._claims(data, arch)
+        figure = curve_figure(
+            data,
+            {
+                "train_loss": "training -ELBO",
+                "test_nelbo": "test -ELBO",
+                "variance_trace": "log10 gradient variance",
+            },
+            f"ours, {key} scale. Published: {SOURCE} (curves only)",
+        )
+        return self.outcome(mode, data, rows, claims, self._notes(key, scale), figure, errors)
+
+    def _rows(self, data: pd.DataFrame, arch: str) -> list[dict[str, Any]]:
+        """Per estimator: final training ELBO, final test -ELBO, mean log10 variance."""
+        rows = []
+        for name in self.available():
+            rows.append(
+                curve_row(
+                    f"{arch}: final training ELBO, {name}",
+                    _neg(last(data, arch, name, "train_loss")),
+                    SOURCE, note="curves only",
                 )
             )
-            claims.append(
-                ordering_claim(
-                    f"{arch}: DisARM reaches a higher training ELBO than ARM and REINFORCE-LOO",
-                    ABSTRACT,
-                    nelbo,
-                    "disarm",
-                    ["arm", "reinforce_loo"],
-                    "final -ELBO (lower is better)",
+            rows.append(
+                comparison_row(
+                    f"{arch}: final test -ELBO, {name}",
+                    last(data, arch, name, "test_nelbo"),
+                    None,
+                    "ours (held-out split)",
                 )
             )
+            rows.append(
+                curve_row(
+                    f"{arch}: mean log10 variance, {name}",
+                    mean_log10(data, arch, name, "variance_trace"),
+                    SOURCE, note="curves only",
+                )
+            )
+        return rows
+
+    def _claims(self, data: pd.DataFrame, arch: str) -> list[Claim]:
+        """The abstract's orderings: DisARM below ARM and REINFORCE-LOO in variance and in
+        final -ELBO, by replicate."""
+        by_seed = {n: mean_log10s(data, arch, n, "variance_trace") for n in self.estimators}
+        nelbo = {n: lasts(data, arch, n, "train_loss") for n in self.estimators}
+        return [
+            ordering_claim(
+                f"{arch}: DisARM's gradient variance is below ARM's and REINFORCE-LOO's",
+                ABSTRACT,
+                by_seed,
+                "disarm",
+                ["arm", "reinforce_loo"],
+                "mean log10 variance",
+            ),
+            ordering_claim(
+                f"{arch}: DisARM reaches a higher training ELBO than ARM and REINFORCE-LOO",
+                ABSTRACT,
+                nelbo,
+                "disarm",
+                ["arm", "reinforce_loo"],
+                "final -ELBO (lower is better)",
+            ),
+        ]
+
+    def _notes(self, key: str, scale: dict[str, Any]) -> list[str]:
         notes = [
             f"scale: {key} ({scale['latents']} latents, nonlinear hidden {scale['hidden']}, "
             f"minibatch {scale['batch']}, Adam lr {scale['lr']:g}, {scale['steps']} steps, "
@@ -207,16 +229,7 @@ class DisarmVAE(Reproduction):
                 "scaled down from the paper (200 latents, MNIST); run with --full "
                 "--data MNIST_FILE for the paper's model"
             )
-        figure = curve_figure(
-            data,
-            {
-                "train_loss": "training -ELBO",
-                "test_nelbo": "test -ELBO",
-                "variance_trace": "log10 gradient variance",
-            },
-            f"ours, {key} scale. Published: {SOURCE} (curves only)",
-        )
-        return self.outcome(mode, data, rows, claims, notes, figure, errors)
+        return notes
 
 
 def _neg(value: float | None) -> float | None:

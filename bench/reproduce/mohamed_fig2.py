@@ -119,6 +119,45 @@ def exact_variance(
     return None
 
 
+def _ordering(
+    by: dict[tuple[str, str, float], tuple[float, float]], text: str, lower: str, higher: str
+) -> Claim:
+    """``lower``'s variance below ``higher``'s at every (parameter, k) of ``by``
+    (``{(series, parameter, k): (variance, se)}``), each point decided by a Bonferroni
+    interval on the difference: PASS when all lie below 0, FAIL when one lies above."""
+    needed = [n for label, n, _ in SERIES if label in (lower, higher)]
+    if any(n not in ESTIMATORS for n in needed):
+        return not_checked(
+            text,
+            f"{SOURCE} (curves, read as orderings)",
+            [n for n in needed if n not in ESTIMATORS],
+        )
+    pairs = [
+        (by[(lower, p, k)], by[(higher, p, k)])
+        for (s, p, k) in by
+        if s == lower and (higher, p, k) in by
+    ]
+    if not pairs:
+        return Claim(
+            text,
+            f"{SOURCE} (curves, read as orderings)",
+            None,
+            "not checked: a series was left out",
+        )
+    # each point decided by a Bonferroni interval on the difference of the variances
+    z = float(norm.isf((1 - CLAIM_LEVEL) / (2 * len(pairs))))
+    bounds = [(lo - hi - z * math.hypot(s_lo, s_hi), lo - hi + z * math.hypot(s_lo, s_hi))
+              for (lo, s_lo), (hi, s_hi) in pairs]
+    worst = max(lo / hi if hi > 0 else math.inf for (lo, _), (hi, _) in pairs)
+    measured = (f"{len(pairs)} points; largest ratio {lower}/{higher} = {worst:.3g}; "
+                f"{sum(high < 0 for _, high in bounds)} below by a {CLAIM_LEVEL:.0%} "
+                f"interval, {sum(low > 0 for low, _ in bounds)} above")
+    passed = True if all(high < 0 for _, high in bounds) else (
+        False if any(low > 0 for low, _ in bounds) else None)
+    return Claim(text, f"{SOURCE} (curves, read as orderings)", passed, measured,
+                 unresolved=passed is None)
+
+
 class MohamedFig2(Reproduction):
     """Variance of the score function, pathwise and measure-valued estimators against k."""
 
@@ -249,41 +288,9 @@ class MohamedFig2(Reproduction):
             )
         by = {(r.series, r.parameter, r.k): (r.variance, r.se) for r in data.itertuples()}
 
-        def ordering(text: str, lower: str, higher: str) -> Claim:
-            needed = [n for label, n, _ in SERIES if label in (lower, higher)]
-            if any(n not in ESTIMATORS for n in needed):
-                return not_checked(
-                    text,
-                    f"{SOURCE} (curves, read as orderings)",
-                    [n for n in needed if n not in ESTIMATORS],
-                )
-            pairs = [
-                (by[(lower, p, k)], by[(higher, p, k)])
-                for (s, p, k) in by
-                if s == lower and (higher, p, k) in by
-            ]
-            if not pairs:
-                return Claim(
-                    text,
-                    f"{SOURCE} (curves, read as orderings)",
-                    None,
-                    "not checked: a series was left out",
-                )
-            # each point decided by a Bonferroni interval on the difference of the variances
-            z = float(norm.isf((1 - CLAIM_LEVEL) / (2 * len(pairs))))
-            bounds = [(lo - hi - z * math.hypot(s_lo, s_hi), lo - hi + z * math.hypot(s_lo, s_hi))
-                      for (lo, s_lo), (hi, s_hi) in pairs]
-            worst = max(lo / hi if hi > 0 else math.inf for (lo, _), (hi, _) in pairs)
-            measured = (f"{len(pairs)} points; largest ratio {lower}/{higher} = {worst:.3g}; "
-                        f"{sum(high < 0 for _, high in bounds)} below by a {CLAIM_LEVEL:.0%} "
-                        f"interval, {sum(low > 0 for low, _ in bounds)} above")
-            passed = True if all(high < 0 for _, high in bounds) else (
-                False if any(low > 0 for low, _ in bounds) else None)
-            return Claim(text, f"{SOURCE} (curves, read as orderings)", passed, measured,
-                         unresolved=passed is None)
-
         claims.append(
-            ordering(
+            _ordering(
+                by,
                 "the pathwise estimator has lower variance than the score "
                 "function at every k, for mu and sigma",
                 "pathwise",
@@ -291,14 +298,16 @@ class MohamedFig2(Reproduction):
             )
         )
         claims.append(
-            ordering(
+            _ordering(
+                by,
                 "a baseline lowers the score function's variance at every k",
                 "score function + baseline",
                 "score function",
             )
         )
         claims.append(
-            ordering(
+            _ordering(
+                by,
                 "the measure-valued estimator has lower variance than the "
                 "score function at every k",
                 "measure-valued (coupled)",

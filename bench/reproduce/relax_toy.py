@@ -40,9 +40,9 @@ from bench.reproduce.base import (
     Claim,
     Mode,
     Outcome,
-    Reference,
     Reproduction,
     comparison_row,
+    curve_row,
 )
 from bench.reproduce.curves import (
     curve_figure,
@@ -157,17 +157,17 @@ class RelaxToy(Reproduction):
             )
             for name in self.available():
                 rows.append(
-                    comparison_row(
+                    curve_row(
                         f"{setting}: final loss, {name}",
                         last(data, setting, name, "loss"),
-                        Reference(f"final loss {name}", SOURCE, note="curve only"),
+                        SOURCE,
                     )
                 )
                 rows.append(
-                    comparison_row(
+                    curve_row(
                         f"{setting}: mean log10 variance, {name}",
                         mean_log10(data, setting, name, "variance_trace"),
-                        Reference(f"log-variance {name}", SOURCE, note="curve only"),
+                        SOURCE,
                     )
                 )
         setting = "t=0.499"

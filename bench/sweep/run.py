@@ -21,6 +21,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,48 +249,70 @@ def run_sweep(
     plugins = tuple(plugins)
     load_plugins(plugins)
     classes: list[type] = []
-    estimator_names = _names(estimators, "estimator", classes)
-    problem_names = _names(problems, "problem", classes)
-    if settings is None:
-        pairs: tuple = ()
-    elif isinstance(settings, dict):
-        pairs = tuple((k, tuple(str(v) for v in vs)) for k, vs in settings.items())
-    else:
-        pairs = tuple(parse_setting(s) for s in settings)
+    chosen = _names(estimators, "estimator", classes), _names(problems, "problem", classes)
+    pairs = _pairs(settings)
     sweep = SweepSpec(
-        estimators=estimator_names,
-        problems=problem_names,
-        samples=tuple(int(k) for k in samples),
-        repeats=int(repeats),
-        seed=int(seed),
-        device=device,
-        dtype=dtype,
-        n_bootstrap=int(bootstrap),
-        settings=pairs,
+        estimators=chosen[0], problems=chosen[1], samples=tuple(int(k) for k in samples),
+        repeats=int(repeats), seed=int(seed), device=device, dtype=dtype,
+        n_bootstrap=int(bootstrap), settings=pairs,
     )
-    cells = expand(sweep)
     config = ExecutorConfig(
-        kind=executor,
-        workers=workers,
-        threads=threads,
-        ray_address=ray_address,
-        cell_timeout=cell_timeout,
-        plugins=plugins,
-        classes=tuple(classes),
+        kind=executor, workers=workers, threads=threads, ray_address=ray_address,
+        cell_timeout=cell_timeout, plugins=plugins, classes=tuple(classes),
     )
+    command = None if command is None else tuple(command)
+    return execute(SweepRun(sweep, config, out, retry_failed, progress, command,
+                            allow_code_change))
+
+
+def _pairs(settings: dict[str, Sequence[Any]] | Sequence[str] | None) -> tuple:
+    """Swept options as ``((name, (value text, ...)), ...)``."""
+    if settings is None:
+        return ()
+    if isinstance(settings, dict):
+        return tuple((k, tuple(str(v) for v in vs)) for k, vs in settings.items())
+    return tuple(parse_setting(s) for s in settings)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One invocation of a sweep (``run_sweep``'s arguments, grouped): what it measures
+    (``sweep``), where its cells run (``executor``) and how it treats its run directory.
+
+    Attributes:
+        out: the run directory (None: a new one, ``default_out``).
+        retry_failed: re-run cells that failed in an earlier invocation.
+        progress: show a progress bar on stderr.
+        command: the command line, recorded in the run directory.
+        allow_code_change: resume a run directory whose cells other code made.
+    """
+
+    sweep: SweepSpec
+    executor: ExecutorConfig
+    out: str | Path | None = None
+    retry_failed: bool = False
+    progress: bool = True
+    command: tuple[str, ...] | None = None
+    allow_code_change: bool = False
+
+
+def execute(run: SweepRun) -> pd.DataFrame:
+    """Expand, check, plan and run the cells of ``run``; returns them as ``run_sweep`` does."""
+    cells = expand(run.sweep)
+    config, device = run.executor, run.sweep.device
     config.validate()
-    if executor != "ray":  # a Ray driver need not have the cluster's GPUs
+    if config.kind != "ray":  # a Ray driver need not have the cluster's GPUs
         environment.check_device(device)
     check_constructible(cells)
-    store = RunStore(out if out is not None else default_out())
+    store = RunStore(run.out if run.out is not None else default_out())
     store.check_writable()
     store.check_readable()
     stored, damaged = store.stored()
-    env = environment.environment(device if executor != "ray" else "cpu")
-    check_resume(store.root, cells, stored, env, allow_code_change)
+    env = environment.environment(device if config.kind != "ray" else "cpu")
+    check_resume(store.root, cells, stored, env, run.allow_code_change)
     todo = by_problem([
         c for c in cells
-        if c.key not in stored or (retry_failed and stored[c.key].status == "failed")
+        if c.key not in stored or (run.retry_failed and stored[c.key].status == "failed")
     ])
     planned = {c.key for c in cells}
     notes = [
@@ -297,9 +320,8 @@ def run_sweep(
         + ("recomputing it" if key in planned else "left out of cells.parquet (not in this sweep)")
         for key, reason in damaged.items()
     ]
-    run_id = store.root.name
     with contextlib.ExitStack() as stack:
-        runner = stack.enter_context(make_executor(config, device, run_id))
+        runner = stack.enter_context(make_executor(config, device, store.root.name))
         if todo:
             runner.open()
         invocation = stack.enter_context(Invocation(store))
@@ -309,18 +331,25 @@ def run_sweep(
         with store.lock():
             store.record_invocation({
                 "invocation": invocation.id,
-                "command": list(command) if command is not None else None,
+                "command": list(run.command) if run.command is not None else None,
                 "created_utc": environment.utc_now(),
-                "sweep": {k: v for k, v in sweep.__dict__.items()},
+                "sweep": {k: v for k, v in run.sweep.__dict__.items()},
                 "executor": config.describe(),
                 "cells": len(cells),
                 "already_finished": len(cells) - len(todo),
                 "notes": notes,
                 "environment": env,
             })
-        computed = _run_cells(store, invocation, runner, config, device, todo, progress)
+        computed = _run_cells(store, invocation, runner, config, device, todo, run.progress)
         store.update_invocation(invocation.id, {"finished_utc": environment.utc_now(),
                                                 "computed": computed})
+    return _consolidated(store, cells, damaged)
+
+
+def _consolidated(
+    store: RunStore, cells: Sequence[CellSpec], damaged: dict[str, str]
+) -> pd.DataFrame:
+    """Consolidate the run directory's tables; return the rows of ``cells``, in order."""
     table, left_out = store.consolidate()
     for key, reason in left_out.items():
         if key not in damaged:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.cell.estimate import prepare
+from bench.cell.estimate import flatten, prepare
 from bench.cell.seeds import derive_seed
 from bench.config import check_seed
 from bench.verify.checks import (
@@ -81,10 +81,6 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _flat(grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([g.reshape(-1) for g in grads.values()]).double().cpu()
 
 
 def plan(estimator: type[Estimator], quick: bool,
@@ -222,7 +218,7 @@ class _CellRunner:
         if truth is None:
             report.skipped.append(f"{setting.label} K={k}: no exact truth")
             return None
-        truth = _flat(truth.grad)
+        truth = flatten(truth.grad, repeated=False).double().cpu()
         cell_seed = derive_seed("cell", setting, k, self.seed)
         torch.manual_seed(cell_seed)
         estimator = self.make()

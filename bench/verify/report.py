@@ -71,7 +71,7 @@ class Cell:
             "detects": None if b is None else b.detectable,
             "cv": None if b is None else b.control,
             "bias_p": self.truth_p,
-            "variance": None if b is None else b.variance,
+            "variance_trace": None if b is None else b.variance,
             "vs": self.reference,
             "var_ratio": self.variance_ratio,
             "paired_z": None if paired is None else paired[0],

@@ -176,3 +176,22 @@ def prepare_process(device: str) -> None:
     """
     torch.zeros(1, device=device)
     peak_memory_bytes(lambda: torch.zeros(1), torch.device("cpu"))
+
+
+def start_worker(
+    config: ExecutorConfig,
+    threads: int,
+    device: str,
+    search: tuple[str, ...] | None = None,
+    prepare: bool = True,
+) -> dict[str, Any]:
+    """What a worker (a pool process, a Ray task) does before its first cell: register the
+    invocation's plugins (from ``search`` too), take its thread count, record its
+    environment and, with ``prepare``, pay the process's one-off costs
+    (``prepare_process``). Returns the environment."""
+    config.register(search)
+    torch.set_num_threads(threads)
+    env = environment.environment(device)
+    if prepare:
+        prepare_process(device)
+    return env

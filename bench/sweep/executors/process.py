@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from bench import env as environment
 from bench import threads as thread_policy
 from bench.cell.run import failed_row
 from bench.cell.spec import CellSpec
@@ -24,8 +23,8 @@ from bench.sweep.executors.base import (
     ExecutorConfig,
     Result,
     cell_env,
-    prepare_process,
     run_cell_guarded,
+    start_worker,
     timeout_reason,
     worker_env,
 )
@@ -72,10 +71,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops us
     if gpu is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    config.register()
-    torch.set_num_threads(threads)
-    env = environment.environment(device)
-    prepare_process(device)
+    env = start_worker(config, threads, device)
     conn.send(None)  # ready
     while True:
         try:
@@ -197,35 +193,40 @@ class ProcessExecutor(Executor):
             wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers],
                  wait_s)
             for worker in list(self.workers):
-                spec = worker.spec
-                try:
-                    if worker.conn.poll():
-                        result = worker.receive()
-                        if result is not None:
-                            yield result
-                        continue
-                    if not worker.process.is_alive():
-                        raise EOFError
-                except (EOFError, OSError):
-                    worker.process.join(timeout=5)  # the pipe can close before exitcode is set
-                    code = worker.process.exitcode
-                    self.workers.remove(worker)
-                    worker.stop(kill=True)
-                    if not worker.ready:
-                        raise RuntimeError(
-                            f"bench worker process failed to start (exit code {code}); "
-                            "run with --executor local to see the error"
-                        ) from None
-                    if spec is not None:
-                        reason = f"worker process died (exit code {code})"
-                        yield self._failed(spec, reason, time.monotonic() - worker.started), []
-                    continue
-                if spec is not None and timeout is not None:
-                    elapsed = time.monotonic() - worker.started
-                    if elapsed >= timeout:
-                        self.workers.remove(worker)
-                        worker.stop(kill=True)
-                        yield self._failed(spec, timeout_reason(timeout), elapsed), []
+                yield from self._collect(worker, timeout)
+
+    def _collect(self, worker: _Worker, timeout: float | None) -> Iterator[Result]:
+        """What ``worker`` has for the driver after a wait: its result, or a failed row
+        when it died or ran past ``timeout`` (then it is stopped and removed)."""
+        spec = worker.spec
+        try:
+            if worker.conn.poll():
+                result = worker.receive()
+                if result is not None:
+                    yield result
+                return
+            if not worker.process.is_alive():
+                raise EOFError
+        except (EOFError, OSError):
+            worker.process.join(timeout=5)  # the pipe can close before exitcode is set
+            code = worker.process.exitcode
+            self.workers.remove(worker)
+            worker.stop(kill=True)
+            if not worker.ready:
+                raise RuntimeError(
+                    f"bench worker process failed to start (exit code {code}); "
+                    "run with --executor local to see the error"
+                ) from None
+            if spec is not None:
+                reason = f"worker process died (exit code {code})"
+                yield self._failed(spec, reason, time.monotonic() - worker.started), []
+            return
+        if spec is not None and timeout is not None:
+            elapsed = time.monotonic() - worker.started
+            if elapsed >= timeout:
+                self.workers.remove(worker)
+                worker.stop(kill=True)
+                yield self._failed(spec, timeout_reason(timeout), elapsed), []
 
     def _failed(self, spec: CellSpec, reason: str, cell_s: float) -> dict[str, Any]:
         env = worker_env(self.device, self.threads)

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from bench import env as environment
 from bench import threads as thread_policy
 from bench.cell.run import failed_row
 from bench.cell.spec import CellSpec
@@ -23,8 +22,8 @@ from bench.sweep.executors.base import (
     ExecutorConfig,
     Result,
     cell_env,
-    prepare_process,
     run_cell_guarded,
+    start_worker,
     timeout_reason,
     worker_env,
 )
@@ -42,12 +41,9 @@ def _ray_cell(
     timeout: float | None,
 ) -> Result:
     """The body of a cell's Ray task (see the module docstring on timeouts)."""
-    config.register(search=(plugin_dir,))
-    torch.set_num_threads(threads)
-    env = environment.environment(spec.device)
+    env = start_worker(config, threads, spec.device, (plugin_dir,), prepare=timeout is not None)
     if timeout is None:
         return run_cell_guarded(spec, run_id, env)
-    prepare_process(spec.device)
     box: list[Result] = []
     started = time.perf_counter()
     thread = threading.Thread(target=lambda: box.append(run_cell_guarded(spec, run_id, env)),
