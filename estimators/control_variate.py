@@ -23,7 +23,7 @@ same); ``muprop`` here has no learned parts, so it measures the Taylor control v
 
 REBAR and RELAX (Tucker et al. 2017, Grathwohl et al. 2018) take c from a continuous
 relaxation of a conditional reparameterization; they live in ``estimators.rebar_relax``,
-which shares ``per_factor``, ``detached`` and ``open_unit`` from here.
+which shares ``per_factor`` and ``detached`` from here.
 
 Per-example signals. On a problem with factors (minibatch examples, ``problems.base``), every
 control variate is per factor: factor i's score d log q(b_i) is multiplied by
@@ -63,12 +63,6 @@ def per_factor(problem: Problem, units: Tensor) -> Tensor:
 def detached(params: Params) -> Params:
     """The parameters cut from the graph (for coefficients of the score)."""
     return {name: value.detach() for name, value in params.items()}
-
-
-def open_unit(shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
-    """Uniforms on the open interval (0, 1), shaped ``shape``, dtype and device of ``like``."""
-    u = torch.rand(shape, dtype=like.dtype, device=like.device)
-    return u.clamp(torch.finfo(like.dtype).tiny, 1 - torch.finfo(like.dtype).eps)
 
 
 class MuProp(Estimator):

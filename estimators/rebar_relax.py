@@ -79,12 +79,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from estimators.base import Estimator, State, Surrogate
-from estimators.control_variate import DISCRETE_DIFFERENTIABLE, detached, open_unit
+from estimators.control_variate import DISCRETE_DIFFERENTIABLE, detached
 from estimators.discrete import is_binary, logits_of
 from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option
 
 COUPLINGS = ("common", "independent")
+
+
+def open_unit(shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
+    """Uniforms on the open interval (0, 1), shaped ``shape``, dtype and device of ``like``."""
+    u = torch.rand(shape, dtype=like.dtype, device=like.device)
+    return u.clamp(torch.finfo(like.dtype).tiny, 1 - torch.finfo(like.dtype).eps)
 
 
 def control_network(problem: Problem, unit: int, width: int) -> tuple[dict[str, Tensor], bool]:

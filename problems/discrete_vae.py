@@ -62,6 +62,7 @@ from problems.vae_parts import (
     enumerated_bound,
     enumerated_cost,
     load_images,
+    parse_hidden,
     pretrain,
     test_set_metrics,
     uniform_layers,
@@ -154,7 +155,7 @@ class DiscreteVAE(Problem):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(options, device=device, dtype=dtype)
-        self.hidden = self._parse_hidden()
+        self.hidden = parse_hidden(self.option_values)
         if self.option_values["truth"] == "enumeration" and not self.enumerable:
             raise ValueError(
                 f"invalid option truth=enumeration for problem {self.name!r}: the per-image "
@@ -216,12 +217,6 @@ class DiscreteVAE(Problem):
     @property
     def enumerable(self) -> bool:
         return self.support <= self.option_values["max_configs"]
-
-    def _parse_hidden(self) -> tuple[int, ...]:
-        """The mlp's hidden widths (the option's pattern has checked the text)."""
-        if self.option_values["arch"] == "linear":
-            return ()
-        return tuple(int(part) for part in self.option_values["hidden"].split("-"))
 
     def sample_elements(self) -> int:
         """Per sample: each image's activations through encoder and decoder, with gradients."""

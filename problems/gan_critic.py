@@ -54,6 +54,7 @@ from problems.gan_parts import (
     hamming_shares,
     mode_prototypes,
     noisy_modes_log_prob,
+    ring_centres,
     total_variation,
 )
 from problems.options import Option
@@ -215,11 +216,8 @@ class GanContinuous(GanCritic):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        angles = 2 * math.pi * torch.arange(self.option_values["modes"], dtype=torch.float64)
-        angles = angles / self.option_values["modes"]
-        self.centres = self.tensor(
-            self.option_values["radius"] * torch.stack([angles.cos(), angles.sin()], -1)
-        )  # [C, 2]
+        values = self.option_values
+        self.centres = self.tensor(ring_centres(values["modes"], values["radius"]))  # [C, 2]
 
     @property
     def features(self) -> int:

@@ -165,3 +165,11 @@ def disk_shares(points: Tensor, centres: Tensor, radius: float) -> Tensor:
     """Fraction of the points ``[N, 2]`` within ``radius`` of each centre ``[C, 2]``: ``[C]``."""
     inside = torch.cdist(points, centres) <= radius  # [N, C]
     return inside.to(torch.float64).mean(0)
+
+
+def ring_centres(modes: int, radius: float) -> Tensor:
+    """``modes`` points equally spaced on the circle of ``radius``, from angle 0: ``[C, 2]``
+    in float64."""
+    angles = 2 * math.pi * torch.arange(modes, dtype=torch.float64)
+    angles = angles / modes
+    return radius * torch.stack([angles.cos(), angles.sin()], -1)

@@ -61,6 +61,14 @@ def load_images(
     return data
 
 
+def parse_hidden(values: Mapping[str, Any]) -> tuple[int, ...]:
+    """The mlp's hidden widths of options ``values`` (the option's pattern has checked the
+    text); none for the linear architecture."""
+    if values["arch"] == "linear":
+        return ()
+    return tuple(int(part) for part in values["hidden"].split("-"))
+
+
 def uniform_layers(
     nets: Mapping[str, Sequence[int]],
     generator: torch.Generator,
