@@ -8,7 +8,10 @@ gradient ``dL/dtheta`` the estimators estimate. It supplies:
 * ``distribution(params)``: ``q_theta`` as a ``torch.distributions`` object;
 * ``cost(z, params)``: ``f(z, theta)``;
 * ``truth(params, n_samples)``: the exact gradient (closed form, quadrature or enumeration)
-  when one exists.
+  when one exists;
+* ``truth_source`` / ``truth_of(options, n_samples)``: how that truth is obtained, one typed
+  declaration (``problems.truth.TruthSource``: closed form, quadrature, enumeration with its
+  size, a reference estimator with its sample sizes, or none) that the harness reads.
 
 What a problem provides beyond that is declared as capabilities (``Capability``), which may
 depend on its options (``Problem.capabilities(options)``); estimators declare what they
@@ -93,6 +96,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Independent
 
 from problems.options import Option, OptionValue, resolve_options
+from problems.truth import TruthSource
 
 Params = dict[str, Tensor]
 
@@ -131,7 +135,8 @@ class Truth:
 
     Attributes:
         grad: the gradient per parameter, shapes as in ``init_params()``.
-        kind: ``closed_form``, ``enumeration`` or ``reference``.
+        kind: a ``problems.truth.TruthKind`` value: ``closed_form``, ``quadrature``,
+            ``enumeration`` or ``reference``, the kind the problem declares (``truth_of``).
         se: for ``reference`` truth, the standard error of each coordinate; else None.
     """
 
@@ -148,11 +153,9 @@ class Problem(ABC):
     latent: ClassVar[LatentKind]
     provides: ClassVar[frozenset[Capability]]
     options: ClassVar[dict[str, Option]]
-    #: how the exact gradient is obtained (``closed_form``, ``enumeration``, ``none``)
-    truth_kind: ClassVar[str]
-    #: registry name of the unbiased estimator used for ``truth=reference`` (see
-    #: ``bench.cell.truth``); problems whose options include ``truth`` set it
-    reference_estimator: ClassVar[str | None] = None
+    #: how the truth is obtained whatever the options (``problems.truth``); a problem whose
+    #: truth depends on its options or on K overrides ``truth_of`` instead
+    truth_source: ClassVar[TruthSource]
 
     def __init__(
         self,
@@ -172,6 +175,15 @@ class Problem(ABC):
         """What the problem provides with ``options`` (defaults fill in what is not given);
         ``provides`` unless some capability depends on an option."""
         return cls.provides
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """How the truth of a cell with ``options`` and K = ``n_samples`` is obtained (K
+        matters only on multi-sample objectives); ``truth_source`` unless it depends on them.
+        ``truth`` returns a gradient of this kind, or None where an exact method's own error
+        check fails."""
+        return cls.truth_source
 
     @classmethod
     def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from torch.distributions import Independent, Poisson
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 class PoissonQuadratic(Problem):
@@ -35,7 +36,7 @@ class PoissonQuadratic(Problem):
     description = "x ~ Poisson(rate), f(x) = sum_j (x_j - k)^2; a count latent, closed form"
     latent = LatentKind.COUNT
     provides = frozenset({Capability.EXACT_OBJECTIVE})
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "rate": Option(2.0, "rate of every coordinate", minimum=0, exclusive=True),
         "k": Option(3.0, "target of the quadratic cost"),

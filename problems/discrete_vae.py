@@ -59,6 +59,7 @@ from problems.base import (
 from problems.data import BINARIZATIONS, BUILTIN, load_data
 from problems.enumeration import enumerate_support
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthSource
 
 TRUTH_CHOICES = ("auto", "enumeration", "reference", "none")
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
@@ -116,7 +117,6 @@ class DiscreteVAE(Problem):
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.CONTEXT,
     })
-    truth_kind = "enumeration"
 
     @classmethod
     def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,11 +140,22 @@ class DiscreteVAE(Problem):
     def per_image_support(cls, values: Mapping[str, Any]) -> int:
         """Configurations of one image's latent with options ``values``."""
 
-    @property
-    def reference_estimator(self) -> str:  # type: ignore[override]
-        """The unbiased estimator of ``truth=reference``: leave-one-out REINFORCE, or plain
-        REINFORCE for the multi-sample bound (the leave-one-out baseline does not apply)."""
-        return "reinforce" if self.multi_sample else "reinforce_loo"
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``auto``/``enumeration``: per-image enumeration (of the K-tuples on the iwae bound)
+        within ``max_configs``, else none; ``reference``: leave-one-out REINFORCE, or plain
+        REINFORCE on the multi-sample bound (the leave-one-out baseline does not apply)."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        iwae = values["objective"] == "iwae"
+        if values["truth"] == "reference":
+            return TruthSource.reference("reinforce" if iwae else "reinforce_loo",
+                                         values["reference_samples"], values["reference_repeats"])
+        size = cls.per_image_support(values) ** (n_samples if iwae else 1)
+        if values["truth"] == "none" or size > values["max_configs"] \
+                or cls.per_image_support(values) > values["max_configs"]:
+            return TruthSource.none()
+        return TruthSource.enumeration(size)
 
     def __init__(
         self,
@@ -317,7 +328,7 @@ class DiscreteVAE(Problem):
         return per_image / self.x.shape[0]
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] in ("reference", "none"):
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         leaf = repeat_params(params, 1)
         objective = self.objective(leaf, n_samples)

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -55,11 +56,14 @@ from problems.critic import (
     seeded,
 )
 from problems.enumeration import enumerate_support, enumeration_truth, support_size
-from problems.options import Option
+from problems.options import Option, resolve_options
+from problems.truth import TruthSource
 
 #: a mode counts as covered when the generator puts at least this fraction of the target's
 #: mass into the mode's region (see ``mode_coverage``)
 COVERAGE_FRACTION = 0.25
+#: pixels of the scikit-learn digits (8 x 8), ``gan_discrete``'s L with target=digits
+DIGIT_PIXELS = 64
 
 
 class GanCritic(Problem):
@@ -267,8 +271,6 @@ class GanContinuous(GanCritic):
     description = "generator x = G(eps) + s*xi through a trained MLP critic; ring of Gaussians"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
-    truth_kind = "reference"
-    reference_estimator = "reparam"
     options: ClassVar[dict[str, Option]] = {
         **CRITIC_OPTIONS,
         "modes": Option(8, "Gaussians on the target ring", minimum=1),
@@ -280,6 +282,15 @@ class GanContinuous(GanCritic):
         "truth": Option("reference", "reference (harness estimate) or none",
                         choices=("reference", "none")),
     }
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``reference``: the mean of ``reparam`` estimates; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "none":
+            return TruthSource.none()
+        return TruthSource.reference("reparam")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -391,8 +402,6 @@ class GanDiscrete(GanCritic):
     provides = frozenset(
         {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
     )
-    truth_kind = "enumeration"
-    reference_estimator = "reinforce_loo"
     options: ClassVar[dict[str, Option]] = {
         **CRITIC_OPTIONS,
         "target": Option("modes", "modes (noisy prototype sequences) or digits (8x8 binary)",
@@ -407,6 +416,21 @@ class GanDiscrete(GanCritic):
                         choices=("auto", "enumeration", "reference", "none")),
         "max_configs": Option(2**16, "largest pack space enumerated for exact truth", minimum=1),
     }
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``auto``/``enumeration``: the V^(m L) packs within ``max_configs``, else none;
+        ``reference``: the mean of ``reinforce_loo`` estimates; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference("reinforce_loo")
+        digits = values["target"] == "digits"
+        vocab, length = (2, DIGIT_PIXELS) if digits else (values["vocab"], values["length"])
+        size = vocab ** (values["pack"] * length)
+        if values["truth"] == "none" or size > values["max_configs"]:
+            return TruthSource.none()
+        return TruthSource.enumeration(size)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -496,7 +520,7 @@ class GanDiscrete(GanCritic):
         }
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] in ("reference", "none"):
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         return enumeration_truth(self, params, self.option_values["max_configs"])
 

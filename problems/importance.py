@@ -27,6 +27,7 @@ from torch.distributions import Bernoulli, Independent
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 def gauss_hermite(points: int, dims: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -100,7 +101,7 @@ class BernoulliIWAE(Problem):
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.EXACT_OBJECTIVE, Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of q(b = 1) in every factor"),
         "log_p0": Option(-1.0, "log p(x, b = 0)"),

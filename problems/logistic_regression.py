@@ -14,6 +14,7 @@ from torch.distributions import Independent, Normal
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
 from problems.options import Option
+from problems.truth import TruthSource
 
 #: examples and features of scikit-learn's bundled Wisconsin breast-cancer data
 N_EXAMPLES, N_FEATURES = 569, 30
@@ -68,7 +69,7 @@ class LogisticRegression(Problem):
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAUSSIAN,
     })
-    truth_kind = "quadrature"
+    truth_source = TruthSource.quadrature()
     options: ClassVar[dict[str, Option]] = {
         "batch": Option(32, "examples per minibatch", minimum=1, maximum=N_EXAMPLES),
         "loc": Option(0.0, "initial mean of every weight"),

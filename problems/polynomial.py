@@ -10,6 +10,7 @@ from torch.distributions import Bernoulli, Independent
 
 from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 class Polynomial(Problem):
@@ -40,7 +41,7 @@ class Polynomial(Problem):
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.EXACT_OBJECTIVE,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "initial logit of every bit"),
         "c": Option(0.45, "centre of the cost"),

@@ -13,6 +13,7 @@ from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.enumeration import enumeration_truth, exact_objective
 from problems.importance import quadrature_bound
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthSource
 
 #: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
 MIN_QUADRATURE = 16
@@ -37,7 +38,7 @@ class GaussianQuadratic(Problem):
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAUSSIAN,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "mu": Option(1.0, "mean of every coordinate"),
         "sigma": Option(1.0, "standard deviation of every coordinate", minimum=0, exclusive=True),
@@ -91,7 +92,7 @@ class BernoulliToy(Problem):
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.EXACT_OBJECTIVE,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of every bit"),
         "t": Option(0.45, "target of the quadratic cost"),
@@ -146,7 +147,6 @@ class CategoricalToy(Problem):
     provides = frozenset(
         {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
     )
-    truth_kind = "enumeration"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "tilt of the initial logits towards high classes"),
         "t": Option(0.45, "target of the group mean"),
@@ -180,6 +180,14 @@ class CategoricalToy(Problem):
         values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         exact = values["classes"] ** values["d"] <= values["max_configs"]
         return cls.provides | ({Capability.EXACT_OBJECTIVE} if exact else set())
+
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """Enumeration of the classes^d configurations within ``max_configs``, else none."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        size = values["classes"] ** values["d"]
+        return TruthSource.enumeration(size) if size <= values["max_configs"] else \
+            TruthSource.none()
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
         if Capability.EXACT_OBJECTIVE not in self.provided:
@@ -226,8 +234,6 @@ class GaussianElbo(Problem):
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.LOG_WEIGHTS,
         Capability.EXACT_OBJECTIVE, Capability.GAUSSIAN,
     })
-    truth_kind = "closed_form"
-    reference_estimator = "reparam"
     options: ClassVar[dict[str, Option]] = {
         "d": Option(2, "latent dimension", minimum=1),
         "n_obs": Option(4, "number of observations", minimum=1),
@@ -263,6 +269,22 @@ class GaussianElbo(Problem):
             {Capability.MULTI_SAMPLE} if values["objective"] == "iwae" else set()
         )
 
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """``truth=auto``: the closed form, or on the iwae bound quadrature while its grid
+        fits (``quadrature_points``), else none; ``truth=reference``: ``reparam``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference("reparam", values["reference_samples"],
+                                         values["reference_repeats"])
+        if values["truth"] == "none":
+            return TruthSource.none()
+        if values["objective"] == "elbo":
+            return TruthSource.closed_form()
+        if quadrature_points(values, n_samples) is None:
+            return TruthSource.none()
+        return TruthSource.quadrature()
+
     def sample_elements(self) -> int:
         """Per sample about 6 d n_obs elements (the likelihood of every observation), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
@@ -289,18 +311,9 @@ class GaussianElbo(Problem):
     def cost(self, z: Tensor, params: Params) -> Tensor:
         return self.cost_terms(z, params).squeeze(-1)
 
-    def quadrature_points(self, n_samples: int) -> int | None:
-        """Points per coordinate of the iwae bound at K = ``n_samples``, or None if too few fit."""
-        dims = n_samples * self.option_values["d"]
-        points = min(
-            self.option_values["quadrature"],
-            int(self.option_values["max_nodes"] ** (1 / dims) + 1e-9),
-        )
-        return points if points >= MIN_QUADRATURE else None
-
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
         if self.multi_sample:
-            points = self.quadrature_points(n_samples)
+            points = quadrature_points(self.option_values, n_samples)
             if points is None:
                 return None
             return quadrature_bound(
@@ -319,7 +332,7 @@ class GaussianElbo(Problem):
         return per_dim.sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] != "auto":
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         if self.multi_sample:
             leaf = {k: v.detach().unsqueeze(0).requires_grad_(True) for k, v in params.items()}
@@ -334,6 +347,14 @@ class GaussianElbo(Problem):
         grad_m = m - (self.x - m.unsqueeze(-2)).sum(-2) / var_x
         grad_s = -1 / s + s * (1 + n / var_x)
         return Truth(grad={"m": grad_m.detach(), "s": grad_s.detach()}, kind="closed_form")
+
+
+def quadrature_points(values: dict, n_samples: int) -> int | None:
+    """Gauss-Hermite points per coordinate of ``gaussian_elbo``'s iwae bound with option
+    ``values`` at K = ``n_samples``, or None if too few fit in ``max_nodes``."""
+    dims = n_samples * values["d"]
+    points = min(values["quadrature"], int(values["max_nodes"] ** (1 / dims) + 1e-9))
+    return points if points >= MIN_QUADRATURE else None
 
 
 class GammaQuadratic(Problem):
@@ -363,7 +384,7 @@ class GammaQuadratic(Problem):
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAMMA,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "alpha": Option(2.0, "shape of every coordinate", minimum=0, exclusive=True),
         "beta": Option(1.5, "rate of every coordinate", minimum=0, exclusive=True),
