@@ -56,6 +56,7 @@ from problems.critic import (
     seeded,
 )
 from problems.enumeration import enumerate_support, enumeration_truth, support_size
+from problems.gan_quadrature import grid_quadrature_gradient
 from problems.options import Option, resolve_options
 from problems.truth import TruthSource
 
@@ -261,7 +262,9 @@ class GanContinuous(GanCritic):
     c the generator cost of ``loss``, D the fixed critic, x_i the outputs of the pack. The
     target is a mixture of ``modes`` isotropic Gaussians (std ``mode_std``) with means
     equally spaced on a circle of radius ``radius``. No closed form exists: ``truth`` is
-    ``reference`` (the harness estimates it with the pathwise estimator) or ``none``.
+    ``reference`` (the harness estimates it with the pathwise estimator, so a ``reparam`` cell
+    is marked as compared with itself), ``none``, or, at ``noise_dim=1`` and ``pack=1``,
+    ``quadrature`` (``problems.gan_quadrature``), the independent check of ``reparam``.
 
     References: Goodfellow et al. (2014); Metz et al. (2017), ICLR (8-Gaussian ring);
     Mohamed et al. (2020), JMLR, Sections 4-5.
@@ -279,21 +282,32 @@ class GanContinuous(GanCritic):
         "noise_dim": Option(2, "generator noise dimension k", minimum=1),
         "gen_width": Option(32, "hidden units of the generator", minimum=1),
         "output_std": Option(0.1, "generator output noise s", minimum=0, exclusive=True),
-        "truth": Option("reference", "reference (harness estimate) or none",
-                        choices=("reference", "none")),
+        "truth": Option("reference", "reference (harness estimate of reparam), quadrature "
+                        "(exact, noise_dim=1 and pack=1 only) or none",
+                        choices=("reference", "quadrature", "none")),
     }
 
     @classmethod
     def truth_of(cls, options: Mapping[str, Any] | None = None,
                  n_samples: int = 1) -> TruthSource:
-        """``reference``: the mean of ``reparam`` estimates; ``none``."""
+        """``reference``: the mean of ``reparam`` estimates, which ``truth=quadrature``
+        checks (``problems.gan_quadrature``); ``quadrature``; ``none``."""
         values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         if values["truth"] == "none":
             return TruthSource.none()
-        return TruthSource.reference("reparam")
+        if values["truth"] == "quadrature":
+            return TruthSource.quadrature()
+        return TruthSource.reference(
+            "reparam", checked_by="truth=quadrature at noise_dim=1, pack=1 (tests/test_gan.py)")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        values = self.option_values
+        if values["truth"] == "quadrature" and (values["noise_dim"], values["pack"]) != (1, 1):
+            raise ValueError(
+                f"invalid option truth=quadrature for problem {self.name!r}: it needs "
+                f"noise_dim=1 and pack=1, got noise_dim={values['noise_dim']}, "
+                f"pack={values['pack']}; use truth=reference or none")
         angles = 2 * math.pi * torch.arange(self.option_values["modes"], dtype=torch.float64)
         angles = angles / self.option_values["modes"]
         self.centres = self.tensor(
@@ -342,7 +356,12 @@ class GanContinuous(GanCritic):
         }
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        return None
+        """``truth=quadrature``: the grid quadrature of ``problems.gan_quadrature``; else
+        None (the reference is the harness's, ``bench.cell.truth``)."""
+        if self.option_values["truth"] != "quadrature":
+            return None
+        grad = grid_quadrature_gradient(self, params)
+        return Truth(grad={k: g.to(self.dtype) for k, g in grad.items()}, kind="quadrature")
 
     def coverage_radius(self) -> float:
         """rho = 3 sqrt(mode_std^2 + s^2): 3 std of a generator that outputs a mode's centre."""
