@@ -190,6 +190,8 @@ class MuProp(Estimator):
     """
 
     name = "muprop"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "score function with MuProp's Taylor control variate at the mean"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True
@@ -357,6 +359,10 @@ class Rebar(ConditionalRelaxation):
     """
 
     name = "rebar"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 7
+    warmup_option = "warmup"
     description = "REBAR: conditional Concrete relaxation as control variate"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,
@@ -405,6 +411,10 @@ class Relax(ConditionalRelaxation):
     """
 
     name = "relax"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"warmup": 5}
+    paper_order = 8
+    warmup_option = "warmup"
     description = "RELAX: learned control variate (relaxed cost + network), variance-trained"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,

@@ -145,6 +145,15 @@ class Truth:
     se: Params | None = None
 
 
+@dataclass(frozen=True)
+class StressSetting:
+    """Options at which ``bench verify`` checks estimators against the problem's exact truth
+    (``bench.verify.settings``); ``quick``: part of ``--quick`` (one per objective)."""
+
+    options: Mapping[str, OptionValue]
+    quick: bool = False
+
+
 class Problem(ABC):
     """Base class: subclasses set the class attributes and implement the methods."""
 
@@ -156,6 +165,18 @@ class Problem(ABC):
     #: how the truth is obtained whatever the options (``problems.truth``); a problem whose
     #: truth depends on its options or on K overrides ``truth_of`` instead
     truth_source: ClassVar[TruthSource]
+    # what the tests, the asv suites and bench verify run the problem at; every registered
+    # class states its own (tests/test_registry.py names one that does not):
+    #: options of the test example, where every applicable estimator is checked against the
+    #: exact truth (small and fast; ``tests/examples.py``)
+    example_options: ClassVar[dict[str, OptionValue]]
+    #: options of the asv suites' instance (``benchmarks/common.py``): a small member
+    benchmark_options: ClassVar[dict[str, OptionValue]]
+    #: ``bench verify``'s stress settings, with exact truth at each
+    verify_settings: ClassVar[tuple[StressSetting, ...]]
+    #: the float columns that ``diagnostics`` writes into cells.parquet (``bench.schema``
+    #: collects them from the registry); empty: none
+    diagnostic_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -308,7 +329,7 @@ class Problem(ABC):
 
     def diagnostics(self, params: Params) -> dict[str, float]:
         """Problem-specific measurements at ``params`` (no repeat dimension) that the harness
-        writes as extra columns of the cell; keys must be in ``bench.schema.DIAGNOSTICS``."""
+        writes as extra columns of the cell; keys must be among ``diagnostic_columns``."""
         return {}
 
     # training hooks: see the module docstring ------------------------------------------------

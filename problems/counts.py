@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Poisson
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import Option
 from problems.truth import TruthSource
 
@@ -33,6 +33,12 @@ class PoissonQuadratic(Problem):
     """
 
     name = "poisson_quadratic"
+    example_options: ClassVar[dict] = {"rate": 2.0, "k": 3.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 2, "k": 3.0, "rate": 2.0}, quick=True),
+        StressSetting({"d": 1, "k": 4.0, "rate": 0.2}),
+    )
     description = "x ~ Poisson(rate), f(x) = sum_j (x_j - k)^2; a count latent, closed form"
     latent = LatentKind.COUNT
     provides = frozenset({Capability.EXACT_OBJECTIVE})

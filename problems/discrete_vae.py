@@ -52,6 +52,7 @@ from problems.base import (
     LatentKind,
     Params,
     Problem,
+    StressSetting,
     Truth,
     batched_linear,
     repeat_params,
@@ -526,6 +527,14 @@ class BernoulliVAE(DiscreteVAE):
     """
 
     name = "bernoulli_vae"
+    example_options: ClassVar[dict] = {"latents": 3, "batch": 2}
+    benchmark_options: ClassVar[dict] = {"latents": 8, "batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 2, "latents": 3}, quick=True),
+        StressSetting({"arch": "mlp", "batch": 3, "grad_decoder": True, "hidden": "4",
+                       "latents": 2}),
+        StressSetting({"batch": 2, "latents": 2, "objective": "iwae"}),
+    )
     description = "binary-latent VAE on binarized images; exact truth by per-image enumeration"
     latent = LatentKind.BINARY
     options: ClassVar[dict[str, Option]] = {
@@ -563,6 +572,11 @@ class CategoricalVAE(DiscreteVAE):
     """
 
     name = "categorical_vae"
+    example_options: ClassVar[dict] = {"groups": 2, "categories": 3, "batch": 2}
+    benchmark_options: ClassVar[dict] = {"groups": 2, "categories": 4, "batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 2, "categories": 3, "groups": 2}, quick=True),
+    )
     description = "categorical-latent VAE (G groups of C classes); exact truth by enumeration"
     latent = LatentKind.CATEGORICAL
     options: ClassVar[dict[str, Option]] = {

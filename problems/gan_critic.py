@@ -42,6 +42,7 @@ from problems.base import (
     LatentKind,
     Params,
     Problem,
+    StressSetting,
     Truth,
     batched_linear,
     repeat_params,
@@ -79,6 +80,8 @@ class GanCritic(Problem):
     ``seed + 2`` the evaluation samples of the diagnostics and metrics, ``seed + 3`` the
     target's prototypes; all run under a forked RNG (``problems.critic.seeded``).
     """
+
+    diagnostic_columns = ("critic_dead_fraction", "critic_lipschitz")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -271,6 +274,14 @@ class GanContinuous(GanCritic):
     """
 
     name = "gan_continuous"
+    # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
+    example_options: ClassVar[dict] = {
+        "noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100,
+    }
+    benchmark_options: ClassVar[dict] = {}
+    # the exact quadrature truth: the independent check of the reparam reference
+    verify_settings = (StressSetting({"noise_dim": 1, "gen_width": 4, "critic_width": 16,
+                                      "critic_steps": 20, "truth": "quadrature"}),)
     description = "generator x = G(eps) + s*xi through a trained MLP critic; ring of Gaussians"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
@@ -416,6 +427,11 @@ class GanDiscrete(GanCritic):
     """
 
     name = "gan_discrete"
+    example_options: ClassVar[dict] = {}
+    benchmark_options: ClassVar[dict] = {}
+    verify_settings = (
+        StressSetting({"critic_steps": 20}),
+    )
     description = "L tokens of V (one-hot) through a trained MLP critic; multi-modal target"
     latent = LatentKind.CATEGORICAL
     provides = frozenset(

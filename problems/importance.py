@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import Option
 from problems.truth import TruthSource
 
@@ -95,6 +95,12 @@ class BernoulliIWAE(Problem):
     """
 
     name = "bernoulli_iwae"
+    example_options: ClassVar[dict] = {"theta": 0.5, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 2, "theta": 2.0}, quick=True),
+        StressSetting({"d": 1, "theta": 0.0}),
+    )
     description = "one-bit importance-weighted bound, exact at any K (multi-sample objective)"
     latent = LatentKind.BINARY
     provides = frozenset({

@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
+from problems.base import (
+    Capability,
+    LatentKind,
+    Params,
+    Problem,
+    StressSetting,
+    Truth,
+    repeat_params,
+)
 from problems.options import Option
 from problems.truth import TruthSource
 
@@ -63,6 +71,12 @@ class LogisticRegression(Problem):
     """
 
     name = "logistic_regression"
+    # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
+    example_options: ClassVar[dict] = {"batch": 4, "log_scale": -1.0, "loc": 0.1}
+    benchmark_options: ClassVar[dict] = {"batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 4, "loc": 0.1, "log_scale": -1.0}, quick=True),
+    )
     description = "Bayesian logistic regression, breast cancer (569 x 30), q = N(m, diag s^2)"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import MAX_ENUMERATED, Option, resolve_options
 from problems.truth import TruthSource
 
@@ -141,6 +141,14 @@ class Policy(Problem):
     """
 
     name = "policy"
+    # tested in tests/test_policy.py and tests/test_group.py (enumeration truth)
+    example_options: ClassVar[dict] = {"vocab": 2, "length": 3, "prompts": 2}
+    benchmark_options: ClassVar[dict] = {"prompts": 4}
+    verify_settings = (
+        StressSetting({"eos_logit": -1.0, "length": 3, "prompts": 2, "vocab": 2}, quick=True),
+        StressSetting({"eos_logit": 1.0, "length": 2, "param": "mlp", "prompts": 2, "vocab": 2}),
+        StressSetting({"eos_logit": 2.0, "length": 1, "prompts": 2, "rule": "first", "vocab": 3}),
+    )
     description = "autoregressive policy with EOS over P prompts, 0/1 reward; enumeration"
     latent = LatentKind.SEQUENCE
     provides = frozenset({Capability.SEQUENCE, Capability.CONTEXT})

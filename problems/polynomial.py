@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import Option
 from problems.truth import TruthSource
 
@@ -35,6 +35,13 @@ class Polynomial(Problem):
     """
 
     name = "polynomial"
+    # p = 3: ZGR and ReinMax, exact for quadratic costs, are biased here
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2, "p": 3.0}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 3, "p": 1.5, "theta": 2.0}, quick=True),
+        StressSetting({"c": 0.8, "d": 2, "p": 3.0, "theta": -1.0}),
+    )
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j |b_j - c|^p (ReinMax programme)"
     latent = LatentKind.BINARY
     provides = frozenset({

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import Option, resolve_options
 from problems.truth import TruthSource
 
@@ -98,6 +98,12 @@ class KSubset(Problem):
     """
 
     name = "k_subset"
+    example_options: ClassVar[dict] = {"n": 5, "k": 2, "theta": 1.0}
+    benchmark_options: ClassVar[dict] = {"n": 8, "k": 3}
+    verify_settings = (
+        StressSetting({"k": 3, "n": 8, "t": 0.3, "theta": 2.0}, quick=True),
+        StressSetting({"k": 1, "n": 5, "theta": 0.0}),
+    )
     description = "choose k of n items (Gumbel-top-k), f = (mean value of the chosen - t)^2"
     latent = LatentKind.SUBSET
     provides = frozenset({

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Gamma, Independent, Normal, OneHotCategorical
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.enumeration import enumeration_truth, exact_objective
 from problems.importance import quadrature_bound
 from problems.options import MAX_ENUMERATED, Option, resolve_options
@@ -32,6 +32,12 @@ class GaussianQuadratic(Problem):
     """
 
     name = "gaussian_quadratic"
+    example_options: ClassVar[dict] = {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 1, "k": -1.0, "mu": 1.5, "sigma": 0.5}, quick=True),
+        StressSetting({"d": 3, "k": 0.5, "mu": -3.0, "sigma": 2.0}),
+    )
     description = "x ~ N(mu, sigma^2 I), f(x) = sum_j (x_j - k)^2; closed-form gradient"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
@@ -86,6 +92,13 @@ class BernoulliToy(Problem):
     """
 
     name = "bernoulli_toy"
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 1, "theta": 2.5}, quick=True),
+        StressSetting({"d": 1, "theta": 0.0}),
+        StressSetting({"d": 3, "t": 0.3, "theta": -1.5}),
+    )
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j (b_j - t)^2 (REBAR/RELAX toy)"
     latent = LatentKind.BINARY
     provides = frozenset({
@@ -142,6 +155,12 @@ class CategoricalToy(Problem):
     """
 
     name = "categorical_toy"
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2, "classes": 4}
+    benchmark_options: ClassVar[dict] = {"d": 2, "classes": 4}
+    verify_settings = (
+        StressSetting({"classes": 4, "d": 2, "t": 0.3, "theta": 2.0}, quick=True),
+        StressSetting({"classes": 3, "d": 1, "theta": 0.0}),
+    )
     description = "one-hot z_j ~ Cat(softmax(logits_j)), f = (mean_j <z_j, v> - t)^2; enumeration"
     latent = LatentKind.CATEGORICAL
     provides = frozenset(
@@ -228,6 +247,13 @@ class GaussianElbo(Problem):
     """
 
     name = "gaussian_elbo"
+    example_options: ClassVar[dict] = {"d": 2, "n_obs": 3}
+    benchmark_options: ClassVar[dict] = {"d": 2}
+    verify_settings = (
+        StressSetting({"d": 1, "m": 0.5, "n_obs": 3, "s": 0.7}, quick=True),
+        StressSetting({"d": 2, "m": -1.0, "n_obs": 2, "s": 1.5}),
+        StressSetting({"d": 1, "m": 0.3, "n_obs": 2, "objective": "iwae", "s": 0.8}, quick=True),
+    )
     description = "negative ELBO or IWAE bound of a linear-Gaussian model, q = N(m, s^2)"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
@@ -378,6 +404,12 @@ class GammaQuadratic(Problem):
     """
 
     name = "gamma_quadratic"
+    example_options: ClassVar[dict] = {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"alpha": 0.5, "beta": 2.0, "d": 2, "t": 0.3}, quick=True),
+        StressSetting({"alpha": 3.0, "beta": 0.5, "d": 1, "t": 8.0}),
+    )
     description = "z ~ Gamma(alpha, beta), f(z) = sum_j (z_j - t)^2; implicit reparameterization"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({

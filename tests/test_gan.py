@@ -221,6 +221,7 @@ def test_diagnostics_definitions() -> None:
     point = problem.init_params()
     diag = problem.diagnostics(point)
     assert set(diag) == {"critic_dead_fraction", "critic_lipschitz"}
+    assert tuple(diag) == GanDiscrete.diagnostic_columns == GanContinuous.diagnostic_columns
     assert 0 <= diag["critic_dead_fraction"] <= 1 and diag["critic_lipschitz"] > 0
     assert diag == problem.diagnostics(point)  # fixed evaluation samples
     with torch.no_grad():
