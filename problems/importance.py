@@ -168,3 +168,15 @@ class BernoulliIWAE(Problem):
         theta = params["theta"].detach().clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(self.objective({"theta": theta}, n_samples).sum(), theta)
         return Truth(grad={"theta": grad.detach()}, kind="closed_form")
+
+
+#: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
+MIN_QUADRATURE = 16
+
+
+def quadrature_points(values: dict, n_samples: int) -> int | None:
+    """Gauss-Hermite points per coordinate of ``gaussian_elbo``'s iwae bound with option
+    ``values`` at K = ``n_samples``, or None if too few fit in ``max_nodes``."""
+    dims = n_samples * values["d"]
+    points = min(values["quadrature"], int(values["max_nodes"] ** (1 / dims) + 1e-9))
+    return points if points >= MIN_QUADRATURE else None

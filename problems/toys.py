@@ -11,12 +11,10 @@ from torch.distributions import Bernoulli, Gamma, Independent, Normal, OneHotCat
 
 from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.enumeration import enumeration_truth, exact_objective
-from problems.importance import quadrature_bound
+from problems.importance import quadrature_bound, quadrature_points
 from problems.options import MAX_ENUMERATED, Option, resolve_options
 from problems.truth import TruthSource
 
-#: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
-MIN_QUADRATURE = 16
 MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1,
                          maximum=MAX_ENUMERATED)
 
@@ -373,14 +371,6 @@ class GaussianElbo(Problem):
         grad_m = m - (self.x - m.unsqueeze(-2)).sum(-2) / var_x
         grad_s = -1 / s + s * (1 + n / var_x)
         return Truth(grad={"m": grad_m.detach(), "s": grad_s.detach()}, kind="closed_form")
-
-
-def quadrature_points(values: dict, n_samples: int) -> int | None:
-    """Gauss-Hermite points per coordinate of ``gaussian_elbo``'s iwae bound with option
-    ``values`` at K = ``n_samples``, or None if too few fit in ``max_nodes``."""
-    dims = n_samples * values["d"]
-    points = min(values["quadrature"], int(values["max_nodes"] ** (1 / dims) + 1e-9))
-    return points if points >= MIN_QUADRATURE else None
 
 
 class GammaQuadratic(Problem):

@@ -20,8 +20,8 @@ from estimators.base import Estimator, Surrogate
 from estimators.score_function import score_surrogate
 from problems import get_problem
 from problems.base import Capability, bernoulli_log_mass, broadcast_factors, repeat_params
+from problems.importance import quadrature_points
 from problems.options import Option
-from problems.toys import quadrature_points
 from tests.stats import compare, draw_estimates, flat_truth, z_threshold
 
 VAE = {"bernoulli_vae": {"latents": 3, "batch": 4}, "categorical_vae": {
