@@ -162,6 +162,9 @@ class Estimator(ABC):
         if not isinstance(cls.options, dict) or not all(
                 isinstance(o, Option) for o in cls.options.values()):
             errors.append("options: expected a dict of name -> problems.options.Option")
+        elif cls.warmup_option is not None and cls.warmup_option not in cls.options:
+            errors.append(f"warmup_option = {cls.warmup_option!r} is not among its options; "
+                          f"valid: {', '.join(cls.options) or 'none'}")
         return errors
 
     # what applies where ----------------------------------------------------------------------

@@ -299,6 +299,7 @@ class LearnedBaseline(Estimator):
         "warmup": Option(200, "steps", minimum=0),
         "variance": Option(False, "train on the variance instead of the squared error"),
     }
+    warmup_option = "warmup"
 
     @property
     def trains_on_variance(self) -> bool:  # type: ignore[override]

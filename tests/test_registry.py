@@ -35,6 +35,7 @@ def test_every_estimator_appears_in_the_examples_asv_and_verify(name):
     assert set(cls.exact_in_mean) <= set(PROBLEMS) and not (cls.unbiased and cls.exact_in_mean)
     assert plan(cls, quick=False), f"{name}: no bench verify setting applies to it"
     # warm-up steps come from a declared option, the same one for every instance
+    assert not cls.declaration_errors(), name
     assert cls.warmup_option is None or cls.warmup_option in cls.options, name
     if cls.warmup_option is not None and "warmup_steps" not in vars(cls):
         values = {cls.warmup_option: 7}
@@ -138,3 +139,14 @@ def test_incompatible_pairs_say_why():
     reason = get_estimator("reparam").incompatibility(get_problem("bernoulli_toy"))
     assert reason == "reparam requires rsample, which bernoulli_toy lacks"
     assert get_estimator("reinforce").incompatibility(get_problem("bernoulli_toy")) is None
+
+
+def test_a_warmup_option_that_is_not_an_option_is_a_declaration_error():
+    class Broken(ESTIMATORS["reinforce_ema"]):
+        """References: none (a test)."""
+
+        warmup_option = "warm_up"
+
+    assert ESTIMATORS["reinforce_ema"].declaration_errors() == []
+    assert Broken.declaration_errors() == [
+        "warmup_option = 'warm_up' is not among its options; valid: decay, warmup"]
