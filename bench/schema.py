@@ -6,7 +6,11 @@ coordinate. README.md documents every column.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow as pa
+
+from problems import PROBLEMS, Problem
 
 #: columns that identify a cell; repeated in coords.parquet
 CELL_KEY = [
@@ -23,11 +27,19 @@ CELL_KEY = [
     ("dtype", pa.string()),
 ]
 
-#: problem-specific measurements (``Problem.diagnostics``), empty where a problem has none
-DIAGNOSTICS = [
-    ("critic_dead_fraction", pa.float64()),
-    ("critic_lipschitz", pa.float64()),
-]
+
+
+def diagnostic_columns(problems: Mapping[str, type[Problem]]) -> list[tuple[str, pa.DataType]]:
+    """The problem-specific columns that the problems of a registry declare
+    (``Problem.diagnostic_columns``), each once, in registry order."""
+    names = dict.fromkeys(column for cls in problems.values() for column in
+                          cls.diagnostic_columns)
+    return [(name, pa.float64()) for name in names]
+
+
+#: problem-specific measurements (``Problem.diagnostics``) of the built-in problems, empty in
+#: the rows of a problem that has none
+DIAGNOSTICS = diagnostic_columns(PROBLEMS)
 
 #: where and with what a row was produced (``bench.env.environment`` plus the time)
 PROVENANCE = [

@@ -1,10 +1,11 @@
 """What the asv suites measure, and the set-up they share.
 
 Every suite is parametrized over ``ESTIMATOR_NAMES`` (the estimator registry, in its order)
-and ``PROBLEM_NAMES`` (the problems below, at small sizes so that ``asv run --quick`` over
-the whole suite takes a few minutes on two cores). A pair that does not apply, or a problem
-that the benchmarked commit does not register yet, raises ``NotImplementedError`` in
-``setup``, which asv records as skipped, so the same suite runs against old and new commits.
+and ``PROBLEM_NAMES`` (the problem registry, each at its declared ``benchmark_options``,
+small so that ``asv run --quick`` over the whole suite takes a few minutes on two cores). A
+pair that does not apply, or a problem that the benchmarked commit does not register yet,
+raises ``NotImplementedError`` in ``setup``, which asv records as skipped, so the same suite
+runs against old and new commits.
 
 The device is the CPU unless the environment variable ``GRADBENCH_ASV_DEVICE`` names
 another (``cuda``, ``cuda:1``); timings then synchronise CUDA before the clock is read.
@@ -63,23 +64,13 @@ SEED = 0
 #: environment variable that selects the device
 DEVICE_VARIABLE = "GRADBENCH_ASV_DEVICE"
 
-#: benchmarked problems with their options: small instances of each problem family
+#: benchmarked problems with their options: each registered problem's ``benchmark_options``
+#: (a small instance of its family); a commit whose classes do not declare them yet
+#: benchmarks none of its problems' sizes by guess, so they are left out there
 PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
-    "gaussian_quadratic": {"d": 4},
-    "gaussian_elbo": {"d": 2},
-    "bernoulli_toy": {"d": 4},
-    "categorical_toy": {"d": 2, "classes": 4},
-    "bernoulli_vae": {"latents": 8, "batch": 8},
-    "gan_continuous": {},
-    "gan_discrete": {},
-    "bernoulli_iwae": {"d": 4},
-    "gamma_quadratic": {"d": 4},
-    "policy": {"prompts": 4},
-    "k_subset": {"n": 8, "k": 3},
-    "polynomial": {"d": 4},
-    "logistic_regression": {"batch": 8},
-    "sbn": {"layers": "4-4", "batch": 8},
-    "poisson_quadratic": {"d": 4},
+    name: dict(cls.benchmark_options)
+    for name, cls in PROBLEMS.items()
+    if "benchmark_options" in vars(cls)
 }
 
 #: environment variable that selects smoke mode (see the module docstring)

@@ -201,6 +201,8 @@ class ARM(BinaryOnly, PairEstimator):
     """
 
     name = "arm"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "Augment-REINFORCE-Merge: antithetic pairs from one uniform per bit"
 
     def weight(self, f_first, f_second, u, first, second, logits):
@@ -218,6 +220,9 @@ class DisARM(PairEstimator):
     """
 
     name = "disarm"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 6
     description = "DisARM: ARM Rao-Blackwellized over the pair (categorical: stick-breaking)"
     options: ClassVar[dict[str, Option]] = {
         "order": Option(
@@ -292,6 +297,8 @@ class ARMS(BinaryOnly, Estimator):
     """
 
     name = "arms"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "ARMS: K antithetic samples from a Dirichlet copula, debiased leave-one-out"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

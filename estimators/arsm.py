@@ -34,6 +34,8 @@ Backpropagation Through Categorical Variables", ICML.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -67,6 +69,8 @@ class ARSM(Estimator):
     """
 
     name = "arsm"
+    example_samples = 2
+    example_options: ClassVar[dict] = {}
     description = "ARSM: Dirichlet-augmented REINFORCE with swapped pseudo-actions merged"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

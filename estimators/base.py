@@ -110,6 +110,18 @@ class Estimator(ABC):
     #: what the estimator's mean equals (``estimators.targets``; checked by ``bench verify``):
     #: None means the exact gradient when ``unbiased``, else nothing checkable
     target: ClassVar[Target | None] = None
+    #: the option that counts ``warm_up``'s steps (``warmup_steps``), or None: no warm-up
+    warmup_option: ClassVar[str | None] = None
+    #: the statistical tests' example (``tests/examples.py``): K and options at which the
+    #: bias, if any, is large on the problems' examples. Every registered class states its
+    #: own (``tests/test_registry.py`` names one that does not)
+    example_samples: ClassVar[int]
+    example_options: ClassVar[dict[str, OptionValue]]
+    #: problems on whose example this biased estimator is exact in mean, with the reason:
+    #: the statistical tests expect it to match the truth there
+    exact_in_mean: ClassVar[dict[str, str]] = {}
+    #: position in ``bench paper``'s default estimator set and legend; None: not in it
+    paper_order: ClassVar[int | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.option_values: dict[str, OptionValue] = resolve_options(
@@ -150,6 +162,9 @@ class Estimator(ABC):
         if not isinstance(cls.options, dict) or not all(
                 isinstance(o, Option) for o in cls.options.values()):
             errors.append("options: expected a dict of name -> problems.options.Option")
+        elif cls.warmup_option is not None and cls.warmup_option not in cls.options:
+            errors.append(f"warmup_option = {cls.warmup_option!r} is not among its options; "
+                          f"valid: {', '.join(cls.options) or 'none'}")
         return errors
 
     # what applies where ----------------------------------------------------------------------
@@ -223,8 +238,8 @@ class Estimator(ABC):
         return []
 
     def warmup_steps(self) -> int:
-        """Steps of ``warm_up`` before measuring: the ``warmup`` option, else 0."""
-        return int(self.option_values.get("warmup", 0))
+        """Steps of ``warm_up`` before measuring: the ``warmup_option``'s value, else 0."""
+        return 0 if self.warmup_option is None else int(self.option_values[self.warmup_option])
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop (or resume) tracking gradients of the estimator's own parameters."""

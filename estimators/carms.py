@@ -45,6 +45,7 @@ Gradient Estimator", NeurIPS; Dimitriev & Zhou (2021), "ARMS", ICML.
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -115,6 +116,8 @@ class CARMS(Estimator):
     """
 
     name = "carms"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "CARMS: K antithetic categorical samples from a Dirichlet copula (K >= 2)"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

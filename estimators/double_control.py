@@ -60,6 +60,9 @@ class DoubleCV(BinaryOnly, Estimator):
     """
 
     name = "double_cv"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"warmup": 20}
+    warmup_option = "warmup"
     description = "leave-one-out baseline plus a learned Taylor control variate (K >= 2)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True

@@ -26,6 +26,7 @@ Categorical Distributions Using the CatLog-Derivative Trick", NeurIPS.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -53,6 +54,8 @@ class IndeCateR(Estimator):
     """
 
     name = "indecater"
+    example_samples = 2
+    example_options: ClassVar[dict] = {}
     description = "IndeCateR: exact sum over each variable's values, the others sampled"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

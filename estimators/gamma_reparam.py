@@ -120,6 +120,8 @@ class GeneralizedReparam(ScoreCorrected):
     """
 
     name = "generalized_reparam"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "G-REP: standardized log-Gamma noise, pathwise term plus score correction"
 
     def draw_noise(self, alpha: Tensor, n_samples: int) -> tuple[Tensor, ...]:
@@ -145,6 +147,8 @@ class RSVI(ScoreCorrected):
     """
 
     name = "rsvi"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "RSVI: Marsaglia-Tsang proposal with shape augmentation B, score-corrected"
     options: ClassVar[dict[str, Option]] = {
         "boost": Option(1, "shape augmentation B (B = 0 needs alpha >= 1)", minimum=0),
@@ -191,6 +195,8 @@ class ImplicitReparam(Estimator):
     """
 
     name = "implicit_reparam"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "implicit reparameterization of Gamma latents, dz/dalpha = -(dF/dalpha) / q"
     requires = GAMMA_PATHWISE
     unbiased = True

@@ -143,6 +143,8 @@ class GRPO(GroupEstimator):
     """
 
     name = "grpo"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "GRPO: group mean and std advantage, per-sequence length normalisation"
     options: ClassVar[dict[str, Option]] = {
         "scale": Option("std", "divide the centred cost by the group's std (std) or not (none)",
@@ -179,6 +181,8 @@ class DrGRPO(GroupEstimator):
     """
 
     name = "dr_grpo"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "Dr. GRPO: group-mean advantage, constant (maximum-length) normaliser"
     options: ClassVar[dict[str, Option]] = {}
 

@@ -60,6 +60,9 @@ class Lax(Estimator):
     """
 
     name = "lax"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"warmup": 20}
+    warmup_option = "warmup"
     description = (
         "LAX: score function with a learned control variate differentiated through "
         "the reparameterized sample (continuous RELAX), variance-trained"

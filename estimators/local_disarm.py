@@ -26,6 +26,7 @@ Latent Variables", NeurIPS, Section 5.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -55,6 +56,8 @@ class LocalDisARM(BinaryOnly, Estimator):
     """
 
     name = "local_disarm"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "DisARM per sample of a multi-sample bound, the others held fixed"
     requires = frozenset({Capability.DISCRETE, Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True

@@ -83,6 +83,9 @@ class MeasureValued(Estimator):
     """
 
     name = "mvd"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 13
     description = "measure-valued derivative for Gaussian q (Weibull mean, Maxwell scale)"
     requires = frozenset({Capability.GAUSSIAN})
     unbiased = True

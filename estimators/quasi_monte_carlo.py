@@ -26,6 +26,7 @@ Statistics 25(4); Matousek (1998), "On the L2-discrepancy for anchored boxes", J
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -72,6 +73,8 @@ class RQMCReparam(Estimator):
     """
 
     name = "rqmc_reparam"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "pathwise gradient at scrambled Sobol points (randomized quasi-Monte Carlo)"
     requires = frozenset({Capability.GAUSSIAN, Capability.DIFFERENTIABLE_COST})
     unbiased = True

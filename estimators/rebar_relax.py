@@ -312,6 +312,10 @@ class Rebar(ConditionalRelaxation):
     """
 
     name = "rebar"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 7
+    warmup_option = "warmup"
     description = "REBAR: conditional Concrete relaxation as control variate"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,
@@ -360,6 +364,10 @@ class Relax(ConditionalRelaxation):
     """
 
     name = "relax"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"warmup": 5}
+    paper_order = 8
+    warmup_option = "warmup"
     description = "RELAX: learned control variate (relaxed cost + network), variance-trained"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,

@@ -40,6 +40,9 @@ class GumbelSoftmax(Estimator):
     """
 
     name = "gumbel_softmax"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 1.0}
+    paper_order = 3
     description = "relaxed Gumbel-Softmax / Concrete pathwise gradient (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -65,6 +68,9 @@ class STGumbelSoftmax(Estimator):
     """
 
     name = "st_gumbel_softmax"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 1.0}
+    paper_order = 4
     description = "straight-through Gumbel-Softmax: hard forward, relaxed backward (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -89,6 +95,9 @@ class StraightThrough(Estimator):
     """
 
     name = "straight_through"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 5
     description = "straight-through: hard sample forward, gradient of the probabilities backward"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False

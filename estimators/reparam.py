@@ -41,6 +41,8 @@ ICLR.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from estimators.base import Estimator, State, Surrogate
@@ -61,6 +63,9 @@ class Reparam(Estimator):
     """
 
     name = "reparam"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 2
     description = "pathwise (reparameterization) gradient through rsample"
     requires = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
     unbiased = True
@@ -89,6 +94,11 @@ class StickingTheLanding(Estimator):
     """
 
     name = "stl"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    exact_in_mean: ClassVar[dict[str, str]] = {
+        "gaussian_elbo": "STL is unbiased for the ELBO (Roeder et al. 2017)",
+    }
     description = (
         "sticking the landing: pathwise -log w without the score of log q "
         "(unbiased for the ELBO, biased for K-sample bounds)"
@@ -125,6 +135,8 @@ class DReG(Estimator):
     """
 
     name = "dreg"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "doubly reparameterized gradient of importance-weighted bounds"
     requires = VARIATIONAL
     unbiased = True

@@ -74,6 +74,9 @@ class Reinforce(Estimator):
     """
 
     name = "reinforce"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 0
     description = "score function (REINFORCE), no baseline"
     requires = frozenset()
     unbiased = True
@@ -99,6 +102,9 @@ class ReinforceEMA(Estimator):
     """
 
     name = "reinforce_ema"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    warmup_option = "warmup"
     description = "score function with an exponential-moving-average baseline"
     requires = frozenset()
     unbiased = True
@@ -133,6 +139,9 @@ class ReinforceLOO(Estimator):
     """
 
     name = "reinforce_loo"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 1
     description = "score function with the leave-one-out baseline (K >= 2)"
     requires = frozenset()
     unbiased = True
@@ -174,6 +183,8 @@ class ReinforceExactBaseline(Estimator):
     """
 
     name = "reinforce_exact_baseline"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "score function with the exact baseline E_q[f] (an oracle reference)"
     requires = frozenset({Capability.EXACT_OBJECTIVE})
     unbiased = True
@@ -239,6 +250,9 @@ class VIMCO(Estimator):
     """
 
     name = "vimco"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    paper_order = 11
     description = "VIMCO: multi-sample score function with leave-one-out bound baselines (K >= 2)"
     requires = frozenset({Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True
@@ -300,6 +314,15 @@ class NVIL(Estimator):
     """
 
     name = "nvil"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    exact_in_mean: ClassVar[dict[str, str]] = {
+        "bernoulli_toy": "NVIL's variance normalization is inactive (signal std < 1)",
+        "categorical_toy": "NVIL's variance normalization is inactive (signal std < 1)",
+        "polynomial": "NVIL's variance normalization is inactive (signal std < 1)",
+    }
+    paper_order = 12
+    warmup_option = "warmup"
     description = (
         "score function with a learned input-dependent baseline, centring and "
         "variance normalization (NVIL; biased while normalizing)"

@@ -98,6 +98,8 @@ class SST(Estimator):
     """
 
     name = "sst"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 1.0}
     description = "stochastic softmax trick: pathwise gradient at the regularized argmax (biased)"
     requires = frozenset({Capability.DIFFERENTIABLE_COST})
     unbiased = False
@@ -142,6 +144,8 @@ class STSST(SST):
     """
 
     name = "st_sst"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 1.0}
     description = "straight-through SST: hard argmax forward, regularized argmax backward (biased)"
     target = RelaxedGradient(straight_through=True)
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -70,6 +70,8 @@ class StochasticTriples(Estimator):
     """
 
     name = "stochastic_triples"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
     description = "stochastic triples (StochasticAD): weighted jumps to neighbouring values"
     requires = frozenset()
     unbiased = True

@@ -134,6 +134,9 @@ class GumbelRao(StraightThroughFamily):
     """
 
     name = "gumbel_rao"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 1.0, "rao_samples": 4}
+    paper_order = 10
     description = "Gumbel-Rao: ST-Gumbel-Softmax backward averaged over M conditional Gumbels"
     #: the tower property: its mean is ST-Gumbel-Softmax's at the same tau, for every M
     target = RelaxedGradient(straight_through=True)
@@ -158,6 +161,10 @@ class ReinMax(StraightThroughFamily):
     """
 
     name = "reinmax"
+    # at tau = 1 ReinMax is ZGR, exact in mean on the quadratic toys: tau = 2 is biased there
+    example_samples = 4
+    example_options: ClassVar[dict] = {"tau": 2.0}
+    paper_order = 9
     description = "ReinMax: second-order (Heun) straight-through backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z at tau=1")
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
@@ -181,6 +188,8 @@ class GappedST(StraightThroughFamily):
     """
 
     name = "gst"
+    example_samples = 4
+    example_options: ClassVar[dict] = {"gap": "1", "tau": 1.0}
     description = "gapped straight-through: deterministic logit perturbation given the sample"
     target = NoTarget("its mean has no definition independent of its own backward pass")
     options: ClassVar[dict[str, Option]] = {
@@ -217,6 +226,12 @@ class ZGR(StraightThroughFamily):
     """
 
     name = "zgr"
+    example_samples = 4
+    example_options: ClassVar[dict] = {}
+    exact_in_mean: ClassVar[dict[str, str]] = {
+        "bernoulli_toy": "ZGR is exact for costs quadratic in z (Shekhovtsov 2023)",
+        "categorical_toy": "ZGR is exact for costs quadratic in z (Shekhovtsov 2023)",
+    }
     description = "ZGR / DARN(1/2): mean of the straight-through and a score-function backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z")
 

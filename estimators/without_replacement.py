@@ -186,6 +186,9 @@ class UnorderedSet(Estimator):
     """
 
     name = "unordered_set"
+    # K = 2 < the 4 configurations of bernoulli_toy's two bits (K = 4 would be exact)
+    example_samples = 2
+    example_options: ClassVar[dict] = {}
     description = "unordered-set estimator: K samples without replacement, built-in baseline"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

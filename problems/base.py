@@ -8,7 +8,10 @@ gradient ``dL/dtheta`` the estimators estimate. It supplies:
 * ``distribution(params)``: ``q_theta`` as a ``torch.distributions`` object;
 * ``cost(z, params)``: ``f(z, theta)``;
 * ``truth(params, n_samples)``: the exact gradient (closed form, quadrature or enumeration)
-  when one exists.
+  when one exists;
+* ``truth_source`` / ``truth_of(options, n_samples)``: how that truth is obtained, one typed
+  declaration (``problems.truth.TruthSource``: closed form, quadrature, enumeration with its
+  size, a reference estimator with its sample sizes, or none) that the harness reads.
 
 What a problem provides beyond that is declared as capabilities (``Capability``), which may
 depend on its options (``Problem.capabilities(options)``); estimators declare what they
@@ -93,6 +96,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Independent
 
 from problems.options import Option, OptionValue, resolve_options
+from problems.truth import TruthSource
 
 Params = dict[str, Tensor]
 
@@ -131,13 +135,23 @@ class Truth:
 
     Attributes:
         grad: the gradient per parameter, shapes as in ``init_params()``.
-        kind: ``closed_form``, ``enumeration`` or ``reference``.
+        kind: a ``problems.truth.TruthKind`` value: ``closed_form``, ``quadrature``,
+            ``enumeration`` or ``reference``, the kind the problem declares (``truth_of``).
         se: for ``reference`` truth, the standard error of each coordinate; else None.
     """
 
     grad: Params
     kind: str
     se: Params | None = None
+
+
+@dataclass(frozen=True)
+class StressSetting:
+    """Options at which ``bench verify`` checks estimators against the problem's exact truth
+    (``bench.verify.settings``); ``quick``: part of ``--quick`` (one per objective)."""
+
+    options: Mapping[str, OptionValue]
+    quick: bool = False
 
 
 class Problem(ABC):
@@ -148,11 +162,21 @@ class Problem(ABC):
     latent: ClassVar[LatentKind]
     provides: ClassVar[frozenset[Capability]]
     options: ClassVar[dict[str, Option]]
-    #: how the exact gradient is obtained (``closed_form``, ``enumeration``, ``none``)
-    truth_kind: ClassVar[str]
-    #: registry name of the unbiased estimator used for ``truth=reference`` (see
-    #: ``bench.cell.truth``); problems whose options include ``truth`` set it
-    reference_estimator: ClassVar[str | None] = None
+    #: how the truth is obtained whatever the options (``problems.truth``); a problem whose
+    #: truth depends on its options or on K overrides ``truth_of`` instead
+    truth_source: ClassVar[TruthSource]
+    # what the tests, the asv suites and bench verify run the problem at; every registered
+    # class states its own (tests/test_registry.py names one that does not):
+    #: options of the test example, where every applicable estimator is checked against the
+    #: exact truth (small and fast; ``tests/examples.py``)
+    example_options: ClassVar[dict[str, OptionValue]]
+    #: options of the asv suites' instance (``benchmarks/common.py``): a small member
+    benchmark_options: ClassVar[dict[str, OptionValue]]
+    #: ``bench verify``'s stress settings, with exact truth at each
+    verify_settings: ClassVar[tuple[StressSetting, ...]]
+    #: the float columns that ``diagnostics`` writes into cells.parquet (``bench.schema``
+    #: collects them from the registry); empty: none
+    diagnostic_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -172,6 +196,15 @@ class Problem(ABC):
         """What the problem provides with ``options`` (defaults fill in what is not given);
         ``provides`` unless some capability depends on an option."""
         return cls.provides
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """How the truth of a cell with ``options`` and K = ``n_samples`` is obtained (K
+        matters only on multi-sample objectives); ``truth_source`` unless it depends on them.
+        ``truth`` returns a gradient of this kind, or None where an exact method's own error
+        check fails."""
+        return cls.truth_source
 
     @classmethod
     def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,7 +329,7 @@ class Problem(ABC):
 
     def diagnostics(self, params: Params) -> dict[str, float]:
         """Problem-specific measurements at ``params`` (no repeat dimension) that the harness
-        writes as extra columns of the cell; keys must be in ``bench.schema.DIAGNOSTICS``."""
+        writes as extra columns of the cell; keys must be among ``diagnostic_columns``."""
         return {}
 
     # training hooks: see the module docstring ------------------------------------------------

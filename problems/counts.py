@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Poisson
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 class PoissonQuadratic(Problem):
@@ -32,10 +33,16 @@ class PoissonQuadratic(Problem):
     """
 
     name = "poisson_quadratic"
+    example_options: ClassVar[dict] = {"rate": 2.0, "k": 3.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 2, "k": 3.0, "rate": 2.0}, quick=True),
+        StressSetting({"d": 1, "k": 4.0, "rate": 0.2}),
+    )
     description = "x ~ Poisson(rate), f(x) = sum_j (x_j - k)^2; a count latent, closed form"
     latent = LatentKind.COUNT
     provides = frozenset({Capability.EXACT_OBJECTIVE})
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "rate": Option(2.0, "rate of every coordinate", minimum=0, exclusive=True),
         "k": Option(3.0, "target of the quadratic cost"),

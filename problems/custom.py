@@ -52,7 +52,8 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal, On
 from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
 from problems.enumeration import enumeration_truth, exact_objective, support_size
 from problems.line_quadrature import line_gradient
-from problems.options import MAX_ENUMERATED, Option
+from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthKind, TruthSource
 
 #: a problem name: what ``--problem`` lists can hold
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -176,12 +177,13 @@ def _probe(name: str, factory: DistributionFactory, point: Params, cost: CostFun
         provides |= {Capability.RSAMPLE} if dist.has_rsample else set()
         if isinstance(base_of(dist), Normal) and len(dist.event_shape) == 1:
             provides.add(Capability.GAUSSIAN)
-        truth_kind = "quadrature" if math.prod(dist.event_shape) == 1 else "reference"
+        exact = TruthSource.quadrature() if math.prod(dist.event_shape) == 1 else None
     else:
         provides.add(Capability.DISCRETE)
         enumerable = support_size(kind, dist.event_shape) <= max_configs
         provides |= {Capability.ENUMERABLE, Capability.EXACT_OBJECTIVE} if enumerable else set()
-        truth_kind = "enumeration" if enumerable else "reference"
+        size = support_size(kind, dist.event_shape)
+        exact = TruthSource.enumeration(size) if size <= max_configs else None
     if differentiable is None:
         differentiable = cost_is_differentiable(cost, dist, kind, params)
     if differentiable:
@@ -189,8 +191,8 @@ def _probe(name: str, factory: DistributionFactory, point: Params, cost: CostFun
     return {
         "latent": kind,
         "provides": frozenset(provides),
-        "truth_kind": truth_kind,
-        "reference_estimator": "reparam" if Capability.RSAMPLE in provides else "reinforce",
+        "exact_truth": exact,
+        "reference_with": "reparam" if Capability.RSAMPLE in provides else "reinforce",
         "event_size": math.prod(dist.event_shape),
     }
 
@@ -206,6 +208,23 @@ class CallableProblem(Problem):
     point: ClassVar[Params]
     max_configs: ClassVar[int]
     event_size: ClassVar[int]
+    #: the exact truth found by the probe (quadrature, enumeration), or None
+    exact_truth: ClassVar[TruthSource | None]
+    #: the unbiased estimator of ``truth=reference``: reparam where q has rsample, else reinforce
+    reference_with: ClassVar[str]
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``auto``: the probe's exact truth, or none; ``reference``: the mean of
+        ``reference_with`` estimates; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference(cls.reference_with, values["reference_samples"],
+                                         values["reference_repeats"])
+        if values["truth"] == "none" or cls.exact_truth is None:
+            return TruthSource.none()
+        return cls.exact_truth
 
     def init_params(self) -> Params:
         return {k: v.to(device=self.device, dtype=self.dtype).clone()
@@ -236,13 +255,10 @@ class CallableProblem(Problem):
         return {} if exact is None else {"objective": float(exact[0])}
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] != "auto":
-            return None
-        if self.truth_kind == "enumeration":
+        kind = self.truth_of(self.option_values, n_samples).kind
+        if kind is TruthKind.ENUMERATION:
             return enumeration_truth(self, params, self.max_configs)
-        if self.truth_kind != "quadrature":
-            return None
-        return self.quadrature_truth(params)
+        return self.quadrature_truth(params) if kind is TruthKind.QUADRATURE else None
 
     def quadrature_truth(self, params: Params) -> Truth | None:
         """The one-coordinate truth, computed in float64 whatever the problem's dtype (the
@@ -304,7 +320,7 @@ def from_callable(
     point = {k: torch.as_tensor(v, dtype=torch.float64).detach().clone()
              for k, v in params.items()}
     found = probe(name, distribution, point, cost, differentiable, max_configs)
-    default_truth = "auto" if found["truth_kind"] != "reference" else "reference"
+    default_truth = "auto" if found["exact_truth"] is not None else "reference"
     label = getattr(distribution, "__name__", type(distribution).__name__)
     attrs = found | {
         "name": name,

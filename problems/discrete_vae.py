@@ -51,12 +51,14 @@ from problems.base import (
     LatentKind,
     Params,
     Problem,
+    StressSetting,
     Truth,
     batched_linear,
     repeat_params,
 )
 from problems.data import BINARIZATIONS, BUILTIN
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthSource
 from problems.vae_parts import (
     ACTIVATIONS,
     enumerated_bound,
@@ -117,7 +119,6 @@ class DiscreteVAE(Problem):
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.CONTEXT,
     })
-    truth_kind = "enumeration"
 
     @classmethod
     def validation_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,11 +142,22 @@ class DiscreteVAE(Problem):
     def per_image_support(cls, values: Mapping[str, Any]) -> int:
         """Configurations of one image's latent with options ``values``."""
 
-    @property
-    def reference_estimator(self) -> str:  # type: ignore[override]
-        """The unbiased estimator of ``truth=reference``: leave-one-out REINFORCE, or plain
-        REINFORCE for the multi-sample bound (the leave-one-out baseline does not apply)."""
-        return "reinforce" if self.multi_sample else "reinforce_loo"
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``auto``/``enumeration``: per-image enumeration (of the K-tuples on the iwae bound)
+        within ``max_configs``, else none; ``reference``: leave-one-out REINFORCE, or plain
+        REINFORCE on the multi-sample bound (the leave-one-out baseline does not apply)."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        iwae = values["objective"] == "iwae"
+        if values["truth"] == "reference":
+            return TruthSource.reference("reinforce" if iwae else "reinforce_loo",
+                                         values["reference_samples"], values["reference_repeats"])
+        size = cls.per_image_support(values) ** (n_samples if iwae else 1)
+        if values["truth"] == "none" or size > values["max_configs"] \
+                or cls.per_image_support(values) > values["max_configs"]:
+            return TruthSource.none()
+        return TruthSource.enumeration(size)
 
     def __init__(
         self,
@@ -291,7 +303,7 @@ class DiscreteVAE(Problem):
         return per_image / self.x.shape[0]
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] in ("reference", "none"):
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         leaf = repeat_params(params, 1)
         objective = self.objective(leaf, n_samples)
@@ -386,6 +398,14 @@ class BernoulliVAE(DiscreteVAE):
     """
 
     name = "bernoulli_vae"
+    example_options: ClassVar[dict] = {"latents": 3, "batch": 2}
+    benchmark_options: ClassVar[dict] = {"latents": 8, "batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 2, "latents": 3}, quick=True),
+        StressSetting({"arch": "mlp", "batch": 3, "grad_decoder": True, "hidden": "4",
+                       "latents": 2}),
+        StressSetting({"batch": 2, "latents": 2, "objective": "iwae"}),
+    )
     description = "binary-latent VAE on binarized images; exact truth by per-image enumeration"
     latent = LatentKind.BINARY
     options: ClassVar[dict[str, Option]] = {
@@ -423,6 +443,11 @@ class CategoricalVAE(DiscreteVAE):
     """
 
     name = "categorical_vae"
+    example_options: ClassVar[dict] = {"groups": 2, "categories": 3, "batch": 2}
+    benchmark_options: ClassVar[dict] = {"groups": 2, "categories": 4, "batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 2, "categories": 3, "groups": 2}, quick=True),
+    )
     description = "categorical-latent VAE (G groups of C classes); exact truth by enumeration"
     latent = LatentKind.CATEGORICAL
     options: ClassVar[dict[str, Option]] = {

@@ -30,13 +30,22 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.distributions import Independent, OneHotCategorical
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
+from problems.base import (
+    Capability,
+    LatentKind,
+    Params,
+    Problem,
+    StressSetting,
+    Truth,
+    repeat_params,
+)
 from problems.critic import (
     CRITIC_OPTIONS,
     N_EVAL,
@@ -57,11 +66,15 @@ from problems.gan_parts import (
     ring_centres,
     total_variation,
 )
-from problems.options import Option
+from problems.gan_quadrature import grid_quadrature_gradient
+from problems.options import Option, resolve_options
+from problems.truth import TruthSource
 
 #: a mode counts as covered when the generator puts at least this fraction of the target's
 #: mass into the mode's region (see ``mode_coverage``)
 COVERAGE_FRACTION = 0.25
+#: pixels of the scikit-learn digits (8 x 8), ``gan_discrete``'s L with target=digits
+DIGIT_PIXELS = 64
 
 
 class GanCritic(Problem):
@@ -76,6 +89,8 @@ class GanCritic(Problem):
     ``seed + 2`` the evaluation samples of the diagnostics and metrics, ``seed + 3`` the
     target's prototypes; all run under a forked RNG (``problems.critic.seeded``).
     """
+
+    diagnostic_columns = ("critic_dead_fraction", "critic_lipschitz")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -190,18 +205,26 @@ class GanContinuous(GanCritic):
     c the generator cost of ``loss``, D the fixed critic, x_i the outputs of the pack. The
     target is a mixture of ``modes`` isotropic Gaussians (std ``mode_std``) with means
     equally spaced on a circle of radius ``radius``. No closed form exists: ``truth`` is
-    ``reference`` (the harness estimates it with the pathwise estimator) or ``none``.
+    ``reference`` (the harness estimates it with the pathwise estimator, so a ``reparam`` cell
+    is marked as compared with itself), ``none``, or, at ``noise_dim=1`` and ``pack=1``,
+    ``quadrature`` (``problems.gan_quadrature``), the independent check of ``reparam``.
 
     References: Goodfellow et al. (2014); Metz et al. (2017), ICLR (8-Gaussian ring);
     Mohamed et al. (2020), JMLR, Sections 4-5.
     """
 
     name = "gan_continuous"
+    # tested in tests/test_gan.py (enumeration and grid-quadrature truth)
+    example_options: ClassVar[dict] = {
+        "noise_dim": 1, "gen_width": 4, "critic_width": 16, "critic_steps": 100,
+    }
+    benchmark_options: ClassVar[dict] = {}
+    # the exact quadrature truth: the independent check of the reparam reference
+    verify_settings = (StressSetting({"noise_dim": 1, "gen_width": 4, "critic_width": 16,
+                                      "critic_steps": 20, "truth": "quadrature"}),)
     description = "generator x = G(eps) + s*xi through a trained MLP critic; ring of Gaussians"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
-    truth_kind = "reference"
-    reference_estimator = "reparam"
     options: ClassVar[dict[str, Option]] = {
         **CRITIC_OPTIONS,
         "modes": Option(8, "Gaussians on the target ring", minimum=1),
@@ -210,13 +233,32 @@ class GanContinuous(GanCritic):
         "noise_dim": Option(2, "generator noise dimension k", minimum=1),
         "gen_width": Option(32, "hidden units of the generator", minimum=1),
         "output_std": Option(0.1, "generator output noise s", minimum=0, exclusive=True),
-        "truth": Option("reference", "reference (harness estimate) or none",
-                        choices=("reference", "none")),
+        "truth": Option("reference", "reference (harness estimate of reparam), quadrature "
+                        "(exact, noise_dim=1 and pack=1 only) or none",
+                        choices=("reference", "quadrature", "none")),
     }
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``reference``: the mean of ``reparam`` estimates, which ``truth=quadrature``
+        checks (``problems.gan_quadrature``); ``quadrature``; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "none":
+            return TruthSource.none()
+        if values["truth"] == "quadrature":
+            return TruthSource.quadrature()
+        return TruthSource.reference(
+            "reparam", checked_by="truth=quadrature at noise_dim=1, pack=1 (tests/test_gan.py)")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         values = self.option_values
+        if values["truth"] == "quadrature" and (values["noise_dim"], values["pack"]) != (1, 1):
+            raise ValueError(
+                f"invalid option truth=quadrature for problem {self.name!r}: it needs "
+                f"noise_dim=1 and pack=1, got noise_dim={values['noise_dim']}, "
+                f"pack={values['pack']}; use truth=reference or none")
         self.centres = self.tensor(ring_centres(values["modes"], values["radius"]))  # [C, 2]
 
     @property
@@ -261,7 +303,12 @@ class GanContinuous(GanCritic):
         }
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        return None
+        """``truth=quadrature``: the grid quadrature of ``problems.gan_quadrature``; else
+        None (the reference is the harness's, ``bench.cell.truth``)."""
+        if self.option_values["truth"] != "quadrature":
+            return None
+        grad = grid_quadrature_gradient(self, params)
+        return Truth(grad={k: g.to(self.dtype) for k, g in grad.items()}, kind="quadrature")
 
     def coverage_radius(self) -> float:
         """rho = 3 sqrt(mode_std^2 + s^2): 3 std of a generator that outputs a mode's centre."""
@@ -314,13 +361,16 @@ class GanDiscrete(GanCritic):
     """
 
     name = "gan_discrete"
+    example_options: ClassVar[dict] = {}
+    benchmark_options: ClassVar[dict] = {}
+    verify_settings = (
+        StressSetting({"critic_steps": 20}),
+    )
     description = "L tokens of V (one-hot) through a trained MLP critic; multi-modal target"
     latent = LatentKind.CATEGORICAL
     provides = frozenset(
         {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
     )
-    truth_kind = "enumeration"
-    reference_estimator = "reinforce_loo"
     options: ClassVar[dict[str, Option]] = {
         **CRITIC_OPTIONS,
         "target": Option("modes", "modes (noisy prototype sequences) or digits (8x8 binary)",
@@ -335,6 +385,21 @@ class GanDiscrete(GanCritic):
                         choices=("auto", "enumeration", "reference", "none")),
         "max_configs": Option(2**16, "largest pack space enumerated for exact truth", minimum=1),
     }
+
+    @classmethod
+    def truth_of(cls, options: Mapping[str, Any] | None = None,
+                 n_samples: int = 1) -> TruthSource:
+        """``auto``/``enumeration``: the V^(m L) packs within ``max_configs``, else none;
+        ``reference``: the mean of ``reinforce_loo`` estimates; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference("reinforce_loo")
+        digits = values["target"] == "digits"
+        vocab, length = (2, DIGIT_PIXELS) if digits else (values["vocab"], values["length"])
+        size = vocab ** (values["pack"] * length)
+        if values["truth"] == "none" or size > values["max_configs"]:
+            return TruthSource.none()
+        return TruthSource.enumeration(size)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -409,7 +474,7 @@ class GanDiscrete(GanCritic):
         }
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] in ("reference", "none"):
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         return enumeration_truth(self, params, self.option_values["max_configs"])
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from problems.base import Capability, LatentKind, Params, Truth
+from problems.base import Capability, LatentKind, Params, StressSetting, Truth
 from problems.bits import IndependentBits
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 def gauss_hermite(points: int, dims: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -94,13 +95,19 @@ class BernoulliIWAE(IndependentBits):
     """
 
     name = "bernoulli_iwae"
+    example_options: ClassVar[dict] = {"theta": 0.5, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 2, "theta": 2.0}, quick=True),
+        StressSetting({"d": 1, "theta": 0.0}),
+    )
     description = "one-bit importance-weighted bound, exact at any K (multi-sample objective)"
     latent = LatentKind.BINARY
     provides = frozenset({
         Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.EXACT_OBJECTIVE, Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of q(b = 1) in every factor"),
         "log_p0": Option(-1.0, "log p(x, b = 0)"),
@@ -150,3 +157,15 @@ class BernoulliIWAE(IndependentBits):
         theta = params["theta"].detach().clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(self.objective({"theta": theta}, n_samples).sum(), theta)
         return Truth(grad={"theta": grad.detach()}, kind="closed_form")
+
+
+#: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
+MIN_QUADRATURE = 16
+
+
+def quadrature_points(values: dict, n_samples: int) -> int | None:
+    """Gauss-Hermite points per coordinate of ``gaussian_elbo``'s iwae bound with option
+    ``values`` at K = ``n_samples``, or None if too few fit in ``max_nodes``."""
+    dims = n_samples * values["d"]
+    points = min(values["quadrature"], int(values["max_nodes"] ** (1 / dims) + 1e-9))
+    return points if points >= MIN_QUADRATURE else None

@@ -12,8 +12,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth, repeat_params
+from problems.base import (
+    Capability,
+    LatentKind,
+    Params,
+    Problem,
+    StressSetting,
+    Truth,
+    repeat_params,
+)
 from problems.options import Option
+from problems.truth import TruthSource
 
 #: examples and features of scikit-learn's bundled Wisconsin breast-cancer data
 N_EXAMPLES, N_FEATURES = 569, 30
@@ -62,13 +71,19 @@ class LogisticRegression(Problem):
     """
 
     name = "logistic_regression"
+    # tested in tests/test_logistic_regression.py (quadrature truth, 62 coordinates)
+    example_options: ClassVar[dict] = {"batch": 4, "log_scale": -1.0, "loc": 0.1}
+    benchmark_options: ClassVar[dict] = {"batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 4, "loc": 0.1, "log_scale": -1.0}, quick=True),
+    )
     description = "Bayesian logistic regression, breast cancer (569 x 30), q = N(m, diag s^2)"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAUSSIAN,
     })
-    truth_kind = "quadrature"
+    truth_source = TruthSource.quadrature()
     options: ClassVar[dict[str, Option]] = {
         "batch": Option(32, "examples per minibatch", minimum=1, maximum=N_EXAMPLES),
         "loc": Option(0.0, "initial mean of every weight"),

@@ -21,7 +21,7 @@ The cost is f = -sum_p r(o_p) (``cost_terms``: -r(o_p) per prompt).
 
 Exact gradient. The responses of one prompt are N = sum_{t<L} V^t + V^L sequences; where N
 is at most ``max_configs``, sum_o pi(o) f(o) is enumerated per prompt and differentiated
-(``truth_kind = enumeration``); else ``truth=reference`` estimates it. At ``length = 1`` the
+(``Policy.truth_of``: enumeration); else ``truth=reference`` estimates it. At ``length = 1`` the
 policy is a contextual bandit over V + 1 arms per prompt (EOS, an empty response, is one):
 with pi = softmax(theta_p), dE[-r]/dtheta_pa = -pi_a (r_a - sum_b pi_b r_b) in closed form
 (``tests/test_policy.py``).
@@ -45,8 +45,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthSource
 
 #: responses per prompt behind the sampled training metrics where enumeration is too large
 TRAIN_SAMPLES = 4096
@@ -140,11 +141,17 @@ class Policy(Problem):
     """
 
     name = "policy"
+    # tested in tests/test_policy.py and tests/test_group.py (enumeration truth)
+    example_options: ClassVar[dict] = {"vocab": 2, "length": 3, "prompts": 2}
+    benchmark_options: ClassVar[dict] = {"prompts": 4}
+    verify_settings = (
+        StressSetting({"eos_logit": -1.0, "length": 3, "prompts": 2, "vocab": 2}, quick=True),
+        StressSetting({"eos_logit": 1.0, "length": 2, "param": "mlp", "prompts": 2, "vocab": 2}),
+        StressSetting({"eos_logit": 2.0, "length": 1, "prompts": 2, "rule": "first", "vocab": 3}),
+    )
     description = "autoregressive policy with EOS over P prompts, 0/1 reward; enumeration"
     latent = LatentKind.SEQUENCE
     provides = frozenset({Capability.SEQUENCE, Capability.CONTEXT})
-    truth_kind = "enumeration"
-    reference_estimator = "reinforce_loo"
     options: ClassVar[dict[str, Option]] = {
         "vocab": Option(2, "content tokens V (EOS is one more)", minimum=1),
         "length": Option(3, "most tokens per response L (EOS included)", minimum=1),
@@ -179,6 +186,19 @@ class Policy(Problem):
         values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         exact = n_responses(values["vocab"], values["length"]) <= values["max_configs"]
         return cls.provides | ({Capability.EXACT_OBJECTIVE} if exact else set())
+
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """``auto``: enumeration of each prompt's responses within ``max_configs``, else none;
+        ``reference``: the mean of ``reinforce_loo`` estimates; ``none``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference("reinforce_loo", values["reference_samples"],
+                                         values["reference_repeats"])
+        size = n_responses(values["vocab"], values["length"])
+        if values["truth"] == "none" or size > values["max_configs"]:
+            return TruthSource.none()
+        return TruthSource.enumeration(size)
 
     @property
     def n_factors(self) -> int:
@@ -302,7 +322,7 @@ class Policy(Problem):
         return None if terms is None else terms.sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] != "auto" or not self.enumerable():
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         leaf = {k: v.detach().unsqueeze(0).requires_grad_(True) for k, v in params.items()}
         grads = torch.autograd.grad(self.objective(leaf).sum(), list(leaf.values()),

@@ -7,9 +7,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from problems.base import Params, Truth
+from problems.base import Params, StressSetting, Truth
 from problems.bits import OutcomeBits
 from problems.options import Option
+from problems.truth import TruthSource
 
 
 class Polynomial(OutcomeBits):
@@ -34,8 +35,15 @@ class Polynomial(OutcomeBits):
     """
 
     name = "polynomial"
+    # p = 3: ZGR and ReinMax, exact for quadratic costs, are biased here
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2, "p": 3.0}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 3, "p": 1.5, "theta": 2.0}, quick=True),
+        StressSetting({"c": 0.8, "d": 2, "p": 3.0, "theta": -1.0}),
+    )
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j |b_j - c|^p (ReinMax programme)"
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "initial logit of every bit"),
         "c": Option(0.45, "centre of the cost"),

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from problems.base import Params, batched_linear
+from problems.base import Params, StressSetting, batched_linear
 from problems.discrete_vae import COMMON_OPTIONS, BernoulliVAE
 from problems.options import Option, resolve_options
 from problems.vae_parts import uniform_layers
@@ -71,6 +71,14 @@ class SigmoidBeliefNet(BernoulliVAE):
     """
 
     name = "sbn"
+    # tested in tests/test_sbn.py (brute force, estimators against enumeration)
+    example_options: ClassVar[dict] = {"layers": "2-2", "batch": 2}
+    benchmark_options: ClassVar[dict] = {"layers": "4-4", "batch": 8}
+    verify_settings = (
+        StressSetting({"batch": 2, "layers": "2-2"}, quick=True),
+        StressSetting({"arch": "mlp", "batch": 2, "grad_decoder": True, "hidden": "3",
+                       "layers": "2-1-2"}),
+    )
     description = "sigmoid belief net, 1-3 Bernoulli layers; exact truth by per-image enumeration"
     options: ClassVar[dict[str, Option]] = {
         "layers": Option("6-6", "stochastic layer widths from the data up, e.g. 200-200-200",

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
-from problems.options import Option
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
+from problems.options import Option, resolve_options
+from problems.truth import TruthSource
 
 #: the largest subset size whose set probability is summed over its 2^k sub-subsets
 MAX_K = 8
@@ -97,19 +98,30 @@ class KSubset(Problem):
     """
 
     name = "k_subset"
+    example_options: ClassVar[dict] = {"n": 5, "k": 2, "theta": 1.0}
+    benchmark_options: ClassVar[dict] = {"n": 8, "k": 3}
+    verify_settings = (
+        StressSetting({"k": 3, "n": 8, "t": 0.3, "theta": 2.0}, quick=True),
+        StressSetting({"k": 1, "n": 5, "theta": 0.0}),
+    )
     description = "choose k of n items (Gumbel-top-k), f = (mean value of the chosen - t)^2"
     latent = LatentKind.SUBSET
     provides = frozenset({
         Capability.SUBSET, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE,
         Capability.EXACT_OBJECTIVE,
     })
-    truth_kind = "enumeration"
     options: ClassVar[dict[str, Option]] = {
         "n": Option(6, "items", minimum=2, maximum=12),
         "k": Option(3, "items chosen (1 <= k < n, k <= 8)", minimum=1, maximum=MAX_K),
         "theta": Option(1.0, "tilt of the initial logits towards high-value items"),
         "t": Option(0.45, "target of the chosen items' mean value"),
     }
+
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """Enumeration of the C(n, k) subsets."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        return TruthSource.enumeration(math.comb(values["n"], values["k"]))
 
     def __init__(self, options=None, *, dtype=torch.float32, device="cpu") -> None:
         super().__init__(options, dtype=dtype, device=device)

@@ -9,14 +9,13 @@ import torch
 from torch import Tensor
 from torch.distributions import Gamma, Independent, Normal, OneHotCategorical
 
-from problems.base import Capability, LatentKind, Params, Problem, Truth
+from problems.base import Capability, LatentKind, Params, Problem, StressSetting, Truth
 from problems.bits import OutcomeBits
 from problems.enumeration import enumeration_truth, exact_objective
-from problems.importance import quadrature_bound
+from problems.importance import quadrature_bound, quadrature_points
 from problems.options import MAX_ENUMERATED, Option, resolve_options
+from problems.truth import TruthSource
 
-#: fewest Gauss-Hermite points per coordinate for a quadrature truth (see GaussianElbo)
-MIN_QUADRATURE = 16
 MAX_ENUMERATION = Option(2**16, "largest latent space enumerated for exact truth", minimum=1,
                          maximum=MAX_ENUMERATED)
 
@@ -32,13 +31,19 @@ class GaussianQuadratic(Problem):
     """
 
     name = "gaussian_quadratic"
+    example_options: ClassVar[dict] = {"mu": 1.0, "sigma": 1.5, "k": -0.5, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 1, "k": -1.0, "mu": 1.5, "sigma": 0.5}, quick=True),
+        StressSetting({"d": 3, "k": 0.5, "mu": -3.0, "sigma": 2.0}),
+    )
     description = "x ~ N(mu, sigma^2 I), f(x) = sum_j (x_j - k)^2; closed-form gradient"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAUSSIAN,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "mu": Option(1.0, "mean of every coordinate"),
         "sigma": Option(1.0, "standard deviation of every coordinate", minimum=0, exclusive=True),
@@ -86,8 +91,15 @@ class BernoulliToy(OutcomeBits):
     """
 
     name = "bernoulli_toy"
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"d": 1, "theta": 2.5}, quick=True),
+        StressSetting({"d": 1, "theta": 0.0}),
+        StressSetting({"d": 3, "t": 0.3, "theta": -1.5}),
+    )
     description = "b_j ~ Bernoulli(sigmoid(theta)), f(b) = mean_j (b_j - t)^2 (REBAR/RELAX toy)"
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "logit of every bit"),
         "t": Option(0.45, "target of the quadratic cost"),
@@ -124,12 +136,17 @@ class CategoricalToy(Problem):
     """
 
     name = "categorical_toy"
+    example_options: ClassVar[dict] = {"theta": 1.0, "d": 2, "classes": 4}
+    benchmark_options: ClassVar[dict] = {"d": 2, "classes": 4}
+    verify_settings = (
+        StressSetting({"classes": 4, "d": 2, "t": 0.3, "theta": 2.0}, quick=True),
+        StressSetting({"classes": 3, "d": 1, "theta": 0.0}),
+    )
     description = "one-hot z_j ~ Cat(softmax(logits_j)), f = (mean_j <z_j, v> - t)^2; enumeration"
     latent = LatentKind.CATEGORICAL
     provides = frozenset(
         {Capability.DISCRETE, Capability.DIFFERENTIABLE_COST, Capability.ENUMERABLE}
     )
-    truth_kind = "enumeration"
     options: ClassVar[dict[str, Option]] = {
         "theta": Option(0.0, "tilt of the initial logits towards high classes"),
         "t": Option(0.45, "target of the group mean"),
@@ -163,6 +180,14 @@ class CategoricalToy(Problem):
         values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
         exact = values["classes"] ** values["d"] <= values["max_configs"]
         return cls.provides | ({Capability.EXACT_OBJECTIVE} if exact else set())
+
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """Enumeration of the classes^d configurations within ``max_configs``, else none."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        size = values["classes"] ** values["d"]
+        return TruthSource.enumeration(size) if size <= values["max_configs"] else \
+            TruthSource.none()
 
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
         if Capability.EXACT_OBJECTIVE not in self.provided:
@@ -203,14 +228,19 @@ class GaussianElbo(Problem):
     """
 
     name = "gaussian_elbo"
+    example_options: ClassVar[dict] = {"d": 2, "n_obs": 3}
+    benchmark_options: ClassVar[dict] = {"d": 2}
+    verify_settings = (
+        StressSetting({"d": 1, "m": 0.5, "n_obs": 3, "s": 0.7}, quick=True),
+        StressSetting({"d": 2, "m": -1.0, "n_obs": 2, "s": 1.5}),
+        StressSetting({"d": 1, "m": 0.3, "n_obs": 2, "objective": "iwae", "s": 0.8}, quick=True),
+    )
     description = "negative ELBO or IWAE bound of a linear-Gaussian model, q = N(m, s^2)"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.LOG_WEIGHTS,
         Capability.EXACT_OBJECTIVE, Capability.GAUSSIAN,
     })
-    truth_kind = "closed_form"
-    reference_estimator = "reparam"
     options: ClassVar[dict[str, Option]] = {
         "d": Option(2, "latent dimension", minimum=1),
         "n_obs": Option(4, "number of observations", minimum=1),
@@ -246,6 +276,22 @@ class GaussianElbo(Problem):
             {Capability.MULTI_SAMPLE} if values["objective"] == "iwae" else set()
         )
 
+    @classmethod
+    def truth_of(cls, options=None, n_samples: int = 1) -> TruthSource:
+        """``truth=auto``: the closed form, or on the iwae bound quadrature while its grid
+        fits (``quadrature_points``), else none; ``truth=reference``: ``reparam``."""
+        values = resolve_options(f"problem {cls.name!r}", cls.options, options or {})
+        if values["truth"] == "reference":
+            return TruthSource.reference("reparam", values["reference_samples"],
+                                         values["reference_repeats"])
+        if values["truth"] == "none":
+            return TruthSource.none()
+        if values["objective"] == "elbo":
+            return TruthSource.closed_form()
+        if quadrature_points(values, n_samples) is None:
+            return TruthSource.none()
+        return TruthSource.quadrature()
+
     def sample_elements(self) -> int:
         """Per sample about 6 d n_obs elements (the likelihood of every observation), measured at
         d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
@@ -272,18 +318,9 @@ class GaussianElbo(Problem):
     def cost(self, z: Tensor, params: Params) -> Tensor:
         return self.cost_terms(z, params).squeeze(-1)
 
-    def quadrature_points(self, n_samples: int) -> int | None:
-        """Points per coordinate of the iwae bound at K = ``n_samples``, or None if too few fit."""
-        dims = n_samples * self.option_values["d"]
-        points = min(
-            self.option_values["quadrature"],
-            int(self.option_values["max_nodes"] ** (1 / dims) + 1e-9),
-        )
-        return points if points >= MIN_QUADRATURE else None
-
     def objective(self, params: Params, n_samples: int = 1) -> Tensor | None:
         if self.multi_sample:
-            points = self.quadrature_points(n_samples)
+            points = quadrature_points(self.option_values, n_samples)
             if points is None:
                 return None
             return quadrature_bound(
@@ -302,7 +339,7 @@ class GaussianElbo(Problem):
         return per_dim.sum(-1)
 
     def truth(self, params: Params, n_samples: int = 1) -> Truth | None:
-        if self.option_values["truth"] != "auto":
+        if not self.truth_of(self.option_values, n_samples).exact:
             return None
         if self.multi_sample:
             leaf = {k: v.detach().unsqueeze(0).requires_grad_(True) for k, v in params.items()}
@@ -340,13 +377,19 @@ class GammaQuadratic(Problem):
     """
 
     name = "gamma_quadratic"
+    example_options: ClassVar[dict] = {"alpha": 2.0, "beta": 1.5, "t": 1.0, "d": 2}
+    benchmark_options: ClassVar[dict] = {"d": 4}
+    verify_settings = (
+        StressSetting({"alpha": 0.5, "beta": 2.0, "d": 2, "t": 0.3}, quick=True),
+        StressSetting({"alpha": 3.0, "beta": 0.5, "d": 1, "t": 8.0}),
+    )
     description = "z ~ Gamma(alpha, beta), f(z) = sum_j (z_j - t)^2; implicit reparameterization"
     latent = LatentKind.CONTINUOUS
     provides = frozenset({
         Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST, Capability.EXACT_OBJECTIVE,
         Capability.GAMMA,
     })
-    truth_kind = "closed_form"
+    truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "alpha": Option(2.0, "shape of every coordinate", minimum=0, exclusive=True),
         "beta": Option(1.5, "rate of every coordinate", minimum=0, exclusive=True),

@@ -20,6 +20,7 @@ from estimators.base import Estimator, Surrogate
 from estimators.score_function import score_surrogate
 from problems import get_problem
 from problems.base import Capability, bernoulli_log_mass, broadcast_factors, repeat_params
+from problems.importance import quadrature_points
 from problems.options import Option
 from tests.stats import compare, draw_estimates, flat_truth, z_threshold
 
@@ -238,7 +239,8 @@ def test_gaussian_bound_quadrature_converges_and_equals_the_elbo_at_one_sample()
     fine = get_problem("gaussian_elbo")({**options, "quadrature": 96, "max_nodes": 10**5},
                                         dtype=torch.float64)
     params = repeat_params(default.init_params(), 1, requires_grad=False)
-    assert default.quadrature_points(2) == 48 and fine.quadrature_points(2) == 96
+    assert quadrature_points(default.option_values, 2) == 48
+    assert quadrature_points(fine.option_values, 2) == 96
     assert float(default.objective(params, 2)) == pytest.approx(
         float(fine.objective(params, 2)), rel=1e-8)
     elbo = get_problem("gaussian_elbo")({**options, "objective": "elbo"}, dtype=torch.float64)
@@ -297,6 +299,7 @@ class LearnedBaseline(Estimator):
         "warmup": Option(200, "steps", minimum=0),
         "variance": Option(False, "train on the variance instead of the squared error"),
     }
+    warmup_option = "warmup"
 
     @property
     def trains_on_variance(self) -> bool:  # type: ignore[override]

@@ -20,6 +20,7 @@ from bench.cell.truth import cell_truth
 from estimators import ESTIMATORS, get_estimator
 from problems import from_callable, get_problem
 from problems.base import Capability, LatentKind
+from problems.truth import TruthSource
 from tests.stats import compare, draw_estimates, flat_truth
 
 F64 = torch.float64
@@ -35,7 +36,7 @@ def bits_problem(theta=(1.0, 1.0)):
 
 def test_bits_are_bernoulli_toy_with_enumerated_truth():
     cls = bits_problem((1.0, -0.5))
-    assert cls.latent is LatentKind.BINARY and cls.truth_kind == "enumeration"
+    assert cls.latent is LatentKind.BINARY and cls.truth_of() == TruthSource.enumeration(4)
     assert cls.provides == get_problem("bernoulli_toy").provides
     problem = cls(dtype=F64)
     truth = problem.truth(problem.init_params())
@@ -78,7 +79,7 @@ CONTINUOUS = [
                          ids=["normal", "gamma", "uniform", "beta", "direct"])
 def test_one_dimensional_quadrature_matches_closed_forms(family, params, cost, exact):
     problem = from_callable("user_line", family, params, cost)(dtype=F64)
-    assert problem.truth_kind == "quadrature"
+    assert problem.truth_of(problem.option_values) == TruthSource.quadrature()
     truth = problem.truth(problem.init_params())
     assert truth.kind == "quadrature"
     for value, (name, grad) in zip(exact, truth.grad.items(), strict=True):
@@ -107,7 +108,7 @@ def test_unbiased_estimators_match_the_quadrature_truth():
 def test_vector_continuous_latents_get_a_reference_truth():
     cls = from_callable("user_vector", Normal, {"loc": [0.5, -1.0], "scale": [1.0, 2.0]},
                         lambda z, p: (z**2).sum(-1))
-    assert cls.truth_kind == "reference" and cls.reference_estimator == "reparam"
+    assert cls.truth_of() == TruthSource.reference("reparam")
     assert Capability.GAUSSIAN in cls.provides
     problem = cls({"reference_repeats": 400}, dtype=F64)
     truth = cell_truth(problem, problem.init_params(), seed=0)

@@ -8,14 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from numpy.polynomial.hermite_e import hermegauss
 
+from bench.cell.run import run_cell
+from bench.sweep.spec import SweepSpec, expand
 from bench.training.train import make_spec, train_one
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 from problems.base import repeat_params
 from problems.gan_critic import GanContinuous, GanDiscrete
 from problems.gan_parts import NoisyGenerator
+from problems.gan_quadrature import SPACING, grid_quadrature_gradient
 from tests.stats import compare, draw_estimates, flat_truth
 
 SMALL_CRITIC = {"critic_width": 16, "critic_steps": 100}
@@ -109,37 +111,11 @@ def test_discrete_relaxed_estimators_are_biased(name: str) -> None:
     assert not result.consistent, f"{name} was expected to be biased on {problem.name}"
 
 
-def quadrature_truth(problem: GanContinuous, spacing: float, eps_nodes: int = 40) -> np.ndarray:
-    """dL/dtheta by deterministic quadrature, for noise_dim = 1 and pack = 1:
-
-        L = sum_i w_i sum_g spacing^2 N(x_g; G(e_i), s^2 I) c(D(x_g)),
-
-    Gauss-Hermite nodes e_i over eps ~ N(0, 1) and a fixed square grid x_g over the outputs
-    (covering every G(e_i) +- 8 s), with G written out by hand. The critic's kinks sit at
-    fixed grid points, so the integrand that moves with theta (the Gaussian) is smooth.
-    Flattened like ``draw_estimates``."""
-    assert problem.option_values["noise_dim"] == 1 and problem.pack == 1
-    t, w = hermegauss(eps_nodes)
-    t = torch.tensor(t, dtype=torch.float64)
-    w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=torch.float64)
-    params = {k: v.double().requires_grad_() for k, v in problem.init_params().items()}
-    hidden = torch.tanh(t.reshape(-1, 1) * params["w1"] + params["b1"])  # [E, h]
-    centre = hidden @ params["w2"] + params["b2"]  # [E, 2]
-    s = problem.option_values["output_std"]
-    low, high = centre.detach().min(0).values - 8 * s, centre.detach().max(0).values + 8 * s
-    axes = [
-        torch.arange(lo, hi, spacing, dtype=torch.float64)
-        for lo, hi in zip(low, high, strict=True)
-    ]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)  # [G, 2]
-    z = torch.cat([torch.zeros(len(grid), 1, dtype=torch.float64), grid], -1)
-    with torch.no_grad():
-        cost = problem.cost(z.reshape(-1, 1, 1, 3).to(problem.dtype), {}).reshape(-1).double()
-    sq = ((grid.unsqueeze(0) - centre.unsqueeze(1)) ** 2).sum(-1)  # [E, G]
-    density = torch.exp(-sq / (2 * s**2)) / (2 * math.pi * s**2)
-    objective = (w.unsqueeze(1) * density * cost).sum() * spacing**2
-    grads = torch.autograd.grad(objective, list(params.values()))
-    return torch.cat([g.reshape(-1) for g in grads]).numpy()
+def quadrature_truth(problem: GanContinuous, spacing: float = SPACING) -> np.ndarray:
+    """The grid quadrature of ``problems.gan_quadrature`` at ``spacing``, flattened like
+    ``draw_estimates``."""
+    grad = grid_quadrature_gradient(problem, problem.init_params(), spacing)
+    return torch.cat([g.reshape(-1) for g in grad.values()]).numpy()
 
 
 CONTINUOUS_TINY = {"noise_dim": 1, "gen_width": 4, "activation": "leaky_relu", **SMALL_CRITIC}
@@ -165,8 +141,10 @@ CONTINUOUS_UNBIASED = ["reparam", "reinforce_loo", "reinforce_ema"]
 
 @pytest.mark.parametrize("name", CONTINUOUS_UNBIASED)
 def test_continuous_unbiased_estimators_match_quadrature(name: str) -> None:
-    problem = GanContinuous(CONTINUOUS_TINY)
-    truth = quadrature_truth(problem, 0.01)
+    """The independent check of the reparam reference: against quadrature, not itself."""
+    problem = GanContinuous({**CONTINUOUS_TINY, "truth": "quadrature"})
+    truth = flat_truth(problem)
+    np.testing.assert_allclose(truth, quadrature_truth(problem), rtol=1e-6, atol=1e-9)
     result = compare(draw_estimates(problem, ESTIMATORS[name](), 8, 20000), truth)
     result.guard()
     assert result.consistent, f"{name}: z-scores {result.z_scores}"
@@ -244,6 +222,7 @@ def test_diagnostics_definitions() -> None:
     point = problem.init_params()
     diag = problem.diagnostics(point)
     assert set(diag) == {"critic_dead_fraction", "critic_lipschitz"}
+    assert tuple(diag) == GanDiscrete.diagnostic_columns == GanContinuous.diagnostic_columns
     assert 0 <= diag["critic_dead_fraction"] <= 1 and diag["critic_lipschitz"] > 0
     assert diag == problem.diagnostics(point)  # fixed evaluation samples
     with torch.no_grad():
@@ -336,3 +315,27 @@ def test_the_snapshot_is_the_same_in_every_dtype(name):
         torch.testing.assert_close(single.init_params()[key].double(), value, rtol=1e-6, atol=1e-7)
     for a, b in zip(single.critic.parameters(), double.critic.parameters(), strict=True):
         torch.testing.assert_close(a.detach().double(), b.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_quadrature_truth_needs_one_noise_coordinate_and_no_packing() -> None:
+    with pytest.raises(ValueError, match=r"truth=quadrature .* noise_dim=1 and pack=1"):
+        GanContinuous({"truth": "quadrature", "noise_dim": 2, **SMALL_CRITIC})
+    with pytest.raises(ValueError, match=r"pack=2"):
+        GanContinuous({**CONTINUOUS_TINY, "truth": "quadrature", "pack": 2})
+
+
+def test_reparam_against_its_own_reference_is_flagged_and_checked_elsewhere() -> None:
+    """A reparam cell on the reparam reference compares the estimator with itself: the cell
+    says so (``reason``), other estimators' cells do not, and the declaration names the
+    independent check (truth=quadrature, tested above)."""
+    sweep = SweepSpec(estimators=("reparam", "reinforce_loo"), problems=("gan_continuous",),
+                      samples=(2,), repeats=16, n_bootstrap=0,
+                      settings=(("critic_steps", ("2",)), ("critic_width", ("8",))))
+    rows = {cell.estimator: run_cell(cell)[0] for cell in expand(sweep)}
+    assert rows["reparam"]["status"] == "ok" and rows["reparam"]["truth"] == "reference"
+    assert rows["reparam"]["reason"].startswith("reference is the estimator itself (reparam)")
+    assert "truth=quadrature" in rows["reparam"]["reason"]
+    assert rows["reinforce_loo"]["status"] == "ok" and rows["reinforce_loo"]["reason"] is None
+    source = GanContinuous.truth_of()
+    assert source.self_reference("reparam") and source.self_reference("reinforce_loo") is None
+    assert GanContinuous.truth_of({"truth": "quadrature"}).self_reference("reparam") is None

@@ -95,12 +95,14 @@ def test_length_one_is_a_contextual_bandit_with_closed_form_gradient():
     assert torch.allclose(truth, closed, atol=1e-14)
 
 
-def test_without_enumeration_the_truth_is_a_reference():
+def test_without_enumeration_the_truth_is_none_or_a_reference():
     problem = make(max_configs=10)
     assert Capability.EXACT_OBJECTIVE not in problem.provided
+    assert problem.truth_of(problem.option_values).kind == "none"
     assert problem.truth(problem.init_params()) is None
     assert problem.exact_statistics(problem.init_params()) == {}
-    assert get_estimator(problem.reference_estimator).unbiased
+    reference = problem.truth_of({**problem.option_values, "truth": "reference"})
+    assert reference.kind == "reference" and get_estimator(reference.estimator).unbiased
 
 
 SCORE_FUNCTION = ["reinforce", "reinforce_loo", "reinforce_ema", "nvil",

@@ -126,6 +126,9 @@ def _measure(
     stats_s = accumulate(accumulator, chunks)
     result: dict[str, Any] = {
         "truth": "none" if truth is None else truth.kind,
+        # a reference truth estimated by this very estimator is no check of it
+        "reason": problem.truth_of(problem.option_values, spec.n_samples).self_reference(
+            spec.estimator),
         "grad_dim": dim,
         "n_finite": accumulator.n,
         "measure_s": chunks.seconds,

@@ -1,10 +1,11 @@
-"""The gradient each cell is compared with.
+"""The gradient each cell is compared with, as the problem declares it (``problems.truth``).
 
-* ``closed_form`` / ``enumeration``: the problem's own exact gradient (``Problem.truth``).
-* ``reference``: for problems without an exact gradient (``truth=reference`` among their
-  options), the mean of ``reference_repeats`` independent estimates of the problem's
-  unbiased ``reference_estimator`` with ``reference_samples`` samples each; its standard
-  error per coordinate is carried into the bias z-scores and intervals.
+* ``closed_form`` / ``quadrature`` / ``enumeration``: the problem's own exact gradient
+  (``Problem.truth``), of the declared kind;
+* ``reference``: the mean of the declaration's ``repeats`` independent estimates of its
+  unbiased ``estimator`` with ``samples`` samples each; its standard error per coordinate
+  is carried into the bias z-scores and intervals. A cell of that same estimator is marked
+  (``self_reference``): its bias is measured against itself;
 * ``none``: no truth; only truth-free metrics (variance, snr, timing) are reported.
 """
 
@@ -15,25 +16,22 @@ import torch
 from bench.cell.estimate import estimate_chunks, unflatten, warmed_state
 from estimators import get_estimator
 from problems.base import Params, Problem, Truth
-
-REFERENCE_SAMPLES = 100
-REFERENCE_REPEATS = 1000
+from problems.truth import TruthKind, TruthSource
 
 
-def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int = 1) -> Truth:
+def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int,
+                    source: TruthSource) -> Truth:
     """An unbiased high-sample estimate of the gradient, with its standard error.
 
     On a multi-sample objective the bound itself depends on K, so the reference estimates the
-    K = ``n_samples`` bound, with ``reference_samples * reference_repeats / K`` estimates.
+    K = ``n_samples`` bound, with ``source.samples * source.repeats / K`` estimates.
     """
-    name = problem.reference_estimator
-    if name is None:
-        raise ValueError(f"problem {problem.name!r} has no reference estimator for truth=reference")
-    estimator = get_estimator(name)()
-    if not get_estimator(name).unbiased:
-        raise ValueError(f"reference estimator {name!r} of {problem.name!r} is biased")
-    samples = int(problem.option_values.get("reference_samples", REFERENCE_SAMPLES))
-    n_repeats = int(problem.option_values.get("reference_repeats", REFERENCE_REPEATS))
+    cls = get_estimator(source.estimator)
+    if not cls.unbiased:
+        raise ValueError(f"reference estimator {source.estimator!r} of {problem.name!r} "
+                         "is biased")
+    estimator = cls()
+    samples, n_repeats = source.samples, source.repeats
     if problem.multi_sample:
         n_repeats = max(n_repeats, samples * n_repeats // n_samples)
     else:
@@ -44,14 +42,23 @@ def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int =
     flat = flat.double()
     mean, se = flat.mean(0), flat.std(0, unbiased=True) / n_repeats**0.5
     grad, err = unflatten(mean, point), unflatten(se, point)
-    return Truth(grad=grad, kind="reference", se=err)
+    return Truth(grad=grad, kind=TruthKind.REFERENCE.value, se=err)
 
 
 def cell_truth(problem: Problem, point: Params, seed: int, n_samples: int = 1) -> Truth | None:
     """The truth a cell with K = ``n_samples`` is measured against (see module docstring);
-    K matters only for multi-sample objectives."""
-    if problem.option_values.get("truth") == "reference":
-        return reference_truth(problem, point, seed, n_samples)
-    if problem.option_values.get("truth") == "none":
+    K matters only for multi-sample objectives.
+
+    Raises:
+        RuntimeError: the problem's ``truth`` is of another kind than it declares.
+    """
+    source = problem.truth_of(problem.option_values, n_samples)
+    if source.kind is TruthKind.REFERENCE:
+        return reference_truth(problem, point, seed, n_samples, source)
+    if source.kind is TruthKind.NONE:
         return None
-    return problem.truth(point, n_samples)
+    truth = problem.truth(point, n_samples)
+    if truth is not None and truth.kind != source.kind:
+        raise RuntimeError(f"problem {problem.name!r} declares {source.kind} truth but its "
+                           f"truth() gave {truth.kind}")
+    return truth

@@ -32,7 +32,8 @@ def main(args: argparse.Namespace) -> int:
     print("\nProblems")
     for name, prob in PROBLEMS.items():
         gives = ", ".join(sorted(prob.capabilities()))
-        print(f"  {name}: {prob.description} [{prob.latent.value}; truth {prob.truth_kind}; "
+        truth = prob.truth_of().label()
+        print(f"  {name}: {prob.description} [{prob.latent.value}; truth {truth}; "
               f"provides {gives}]")
         print(_options_text(prob.options))
     print("\nEstimators at a glance (cost: evaluations of the cost per estimate, the cells' "

@@ -7,7 +7,7 @@ configuration of the paper (hours). A re-run resumes the sweeps: finished cells 
 recomputed.
 
 Estimators: by default a curated subset, ``CURATED`` (the classic baselines and one or two
-representatives of each family, those of them that are registered), because with every
+representatives of each family: the classes that declare a ``paper_order``), because with every
 registered estimator the run takes hours and no figure can be read; ``--estimators all``
 runs every one, ``--estimators a,b`` the named ones. The temperature sweep runs only the
 selected estimators that have a ``tau`` option and are biased (the relaxations whose bias
@@ -64,13 +64,12 @@ class PaperConfig:
     variance_repeats: int
 
 
-#: the estimators of the default figures, in the order of the paper's legend: the classic
-#: baselines, then one or two of each family; those not registered are left out
-CURATED: tuple[str, ...] = (
-    "reinforce", "reinforce_loo", "reparam", "gumbel_softmax", "st_gumbel_softmax",
-    "straight_through", "disarm", "rebar", "relax", "reinmax", "gumbel_rao", "vimco", "nvil",
-    "mvd",
-)
+#: the estimators of the default figures, in the order of the paper's legend: those whose
+#: class declares a ``paper_order`` (the classic baselines, then one or two of each family)
+CURATED: tuple[str, ...] = tuple(sorted(
+    (name for name, cls in ESTIMATORS.items() if cls.paper_order is not None),
+    key=lambda name: ESTIMATORS[name].paper_order,
+))
 #: minutes on one CPU core (README: measured)
 DEFAULT = PaperConfig(
     problems="all", train_seeds=3, samples=(1, 2, 4, 8, 16, 32), repeats=1000, bootstrap=500,
