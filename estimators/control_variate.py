@@ -44,6 +44,8 @@ Minka (2014), "A* Sampling", NeurIPS.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
