@@ -17,6 +17,7 @@ from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
+from estimators.rodeo import Rodeo
 from estimators.score_function import (
     NVIL,
     VIMCO,
@@ -72,6 +73,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rsvi": RSVI,
     "sst": SST,
     "st_sst": STSST,
+    "rodeo": Rodeo,
 }
 
 
