@@ -18,6 +18,7 @@ from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.rebar_relax import Rebar, Relax
 from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
 from estimators.reparam import DReG, Reparam, StickingTheLanding
+from estimators.rodeo import Rodeo
 from estimators.score_function import (
     NVIL,
     VIMCO,
@@ -73,6 +74,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rsvi": RSVI,
     "sst": SST,
     "st_sst": STSST,
+    "rodeo": Rodeo,
 }
 
 

@@ -45,12 +45,28 @@ sample s when i <= z_s. Per bit, conditional on all other uniforms:
   baseline: 1/2 (f_s - f_other) (b_si - sigmoid(eta_i));
 * reached by neither: 0 (both costs are fixed, and the weight has mean zero given them).
 
-This is the estimator of the paper's code (without the importance-weighted variant). The
-classes are ordered by decreasing logit per group and estimate (option ``order``; the paper's
-code offers orderings too): the order changes the variance, never the mean, as the stick-breaking
+This is the estimator of the paper's code (``weighting=bits``). The classes are ordered by
+decreasing logit per group and estimate (option ``order``; the paper's code offers orderings
+too): the order changes the variance, never the mean, as the stick-breaking
 representation is exact for every order. The gradient w.r.t. eta flows to the logits through
 autograd. For C = 2 it is binary DisARM on the bit of logit l_1 - l_2, so ``disarm`` is one
 estimator for both latent kinds: bits directly, one-hot categoricals by stick-breaking.
+
+Importance-weighted categorical DisARM (``weighting=importance``, the same paper; its code's
+importance weight):
+for any coupling pi of two samples z, z~ with marginals q each, and w = q(z) q(z~) / pi(z, z~),
+
+    g = 1/2 (f(z) - f(z~)) (z - z~) w   (d/d logits; d log q(z) = z - softmax(l))
+
+has mean sum_{z != z~} q(z) q(z~) 1/2 (f(z) - f(z~)) (d log q(z) - d log q(z~)) = dE f, provided
+pi(z, z~) > 0 for every pair of distinct classes. Under the antithetic stick-breaking coupling
+the pair first differs at stage n = min(z, z~), after both bits of every earlier stage were 0,
+so w = prod_{i < n} (1 - s_i)^2 / (1 - 2 s_i) * sigma(|eta_n|) with s_i = sigmoid(eta_i) (the
+(1, 0) stage contributes q(1) q(0) / pi(1, 0) = sigma(|eta_n|) as for bits). The condition needs
+P(both 0) = 1 - 2 s_i > 0 at every stage i <= C - 3; the classes are therefore taken in
+ascending order of probability, where s_i <= 1 / (C - i) <= 1/3 at those stages (``order``
+does not apply: a descending order with a class above 1/2 leaves pairs unsampled, and the
+estimator is biased there). For C = 2, w = sigma(|l_1 - l_2|): binary DisARM, sample by sample.
 
 ARMS (Dimitriev & Zhou 2021). K samples made mutually antithetic by a Dirichlet copula: with
 d ~ Dirichlet(1, ..., 1) over the K samples, each d_k ~ Beta(1, K - 1), so
@@ -230,6 +246,13 @@ class DisARM(PairEstimator):
             "stick-breaking order of the classes (categorical "
             "latents): by logit, descending or ascending, or none (index order)",
             choices=ORDERS,
+            applies=("weighting", ("bits",)),
+        ),
+        "weighting": Option(
+            "bits",
+            "categorical latents: bits (Rao-Blackwellized per stick-breaking bit) or "
+            "importance (one importance weight q q / pi per pair, ascending order)",
+            choices=("bits", "importance"),
         ),
     }
 
@@ -245,9 +268,11 @@ class DisARM(PairEstimator):
             * torch.sigmoid(logits.abs())
         )
 
-    def categorical(self, problem: Problem, params: Params, logits: Tensor, n_pairs: int):
+    def stick_breaking(self, logits: Tensor, n_pairs: int, order: str):
+        """The antithetic stick-breaking pairs: the stage logits eta ``[R, *groups, C-1]``, the
+        two samples' bits ``[P, R, *groups, C-1]``, stop ranks ``[P, R, *groups, 1]`` and
+        one-hot samples ``[K, R, *groups, C]`` (first samples, then partners)."""
         classes = logits.shape[-1]
-        order = self.option_values["order"]
         if order == "none":
             perm = torch.arange(classes, device=logits.device).expand(logits.shape)
         else:
@@ -266,7 +291,14 @@ class DisARM(PairEstimator):
             stops.append(stop)
             chosen = perm.expand(n_pairs, *perm.shape).gather(-1, stop)
             samples.append(torch.zeros_like(extended).scatter_(-1, chosen, 1.0))
-        z = torch.cat(samples)  # [K, R, *groups, C]: the K/2 first samples, then partners
+        return eta, bits, stops, torch.cat(samples)
+
+    def categorical(self, problem: Problem, params: Params, logits: Tensor, n_pairs: int):
+        if self.option_values["weighting"] == "importance":
+            return self.importance_weighted(problem, params, logits, n_pairs)
+        classes = logits.shape[-1]
+        eta, bits, stops, z = self.stick_breaking(logits, n_pairs, self.option_values["order"])
+        p = torch.sigmoid(eta.detach())
         signal, direct = signals_at(problem, z, params)
         difference = self.difference(
             broadcast_factors(signal[:n_pairs], eta.shape[1:]),
@@ -285,6 +317,30 @@ class DisARM(PairEstimator):
             )
         )
         return Surrogate(loss=logit_surrogate(gradient.mean(0), eta, direct), samples=z)
+
+    def importance_weighted(
+        self, problem: Problem, params: Params, logits: Tensor, n_pairs: int
+    ) -> Surrogate:
+        """g = 1/2 (f(z) - f(z~)) (z - z~) q(z) q(z~) / pi(z, z~) (module docstring)."""
+        eta, _, stops, z = self.stick_breaking(logits, n_pairs, "ascending")
+        signal, direct = signals_at(problem, z, params)
+        difference = self.difference(broadcast_factors(signal[:n_pairs], logits.shape[1:]),
+                                     broadcast_factors(signal[n_pairs:], logits.shape[1:]))
+        weight = self.pair_weight(eta.detach(), torch.minimum(*stops))  # [P, R, *groups, 1]
+        gradient = 0.5 * difference * (z[:n_pairs] - z[n_pairs:]) * weight
+        return Surrogate(loss=logit_surrogate(gradient.mean(0), logits, direct), samples=z)
+
+    @staticmethod
+    def pair_weight(eta: Tensor, first: Tensor) -> Tensor:
+        """q(z) q(z~) / pi(z, z~) for a pair that first differs at stage ``first``
+        ``[P, R, *groups, 1]``: prod_{i < n} (1 - s_i)^2 / (1 - 2 s_i) * sigma(|eta_n|) (0
+        where the pair is equal; there z = z~ and the estimate is 0 anyway)."""
+        s = torch.sigmoid(eta)
+        gap = (1 - 2 * s).clamp_min(torch.finfo(s.dtype).tiny)  # P(both bits 0)
+        both_zero = torch.where(s < 0.5, (1 - s) ** 2 / gap, 0.0)
+        before = torch.cat([torch.ones_like(s[..., :1]), both_zero.cumprod(-1)[..., :-1]], -1)
+        at = (before * torch.sigmoid(eta.abs())).expand(*first.shape[:-1], -1)
+        return at.gather(-1, first.clamp_max(eta.shape[-1] - 1))
 
 
 class ARMS(BinaryOnly, Estimator):

@@ -1,4 +1,4 @@
-"""Measure-valued derivatives (weak derivatives) for Gaussian q.
+"""Measure-valued derivatives (weak derivatives) for Gaussian q and Poisson counts.
 
 The derivative of a density w.r.t. one of its parameters is a signed measure, and can be
 written as c (p+ - p-) with two probability densities p+, p- and a constant c > 0; then
@@ -29,6 +29,17 @@ Closed-form variances on f(x) = (x - k)^2, a = mu - k (derived in tests/test_con
 mean, uncoupled a^2 (8/pi - 2) + 4 sigma^2 / pi, coupled a^2 (16/pi - 4); scale, uncoupled
 16 a^2 + 8 sigma^2, coupled 4 a^2 + 4 sigma^2 (per sample).
 
+Poisson counts (``LatentKind.COUNT``). d/drate Poisson(x; rate) = Poisson(x - 1; rate) -
+Poisson(x; rate) (with Poisson(-1) = 0): the weak derivative is c = 1 times (the Poisson
+shifted up by one) minus (the Poisson), so d/drate E f(x) = E[f(x + 1)] - E[f(x)] exactly.
+Coordinate j's positive part moves x_j to x'_j + 1, the others held at the common sample x,
+and the negative part is f(x) itself: with ``coupled`` x'_j = x_j (then it is
+``stochastic_triples`` on counts, sample by sample), else x'_j is a fresh independent count;
+K (D + 1) evaluations. On f = (x - k)^2 at d = 1 per sample: coupled
+g = 2 (x - k) + 1 with variance 4 rate; uncoupled V(rate - k + 1) + V(rate - k) with
+V(a) = rate + 2 rate^2 + 4 a rate + 4 a^2 rate the variance of (x - c)^2, a = rate - c: 8 and
+20 at (rate, k) = (2, 3), against the score function's 32 (tests/test_mvd_counts.py).
+
 References: Mohamed, Rosca, Figurnov, Mnih (2020), "Monte Carlo Gradient Estimation in
 Machine Learning", JMLR 21(132), Section 6 and Table 1; Pflug (1989), "Sampling
 derivatives of probabilities", Computing 42.
@@ -37,14 +48,15 @@ derivatives of probabilities", Computing 42.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, Poisson
 
 from estimators.base import Estimator, State, Surrogate
-from problems.base import Capability, Params, Problem, repeat_params
+from problems.base import Capability, LatentKind, Params, Problem, repeat_params
 from problems.options import Option
 
 
@@ -77,7 +89,8 @@ def weak_derivative_noise(shape: torch.Size, coupled: bool, like: Tensor) -> Ten
 
 
 class MeasureValued(Estimator):
-    """Measure-valued derivative of Gaussian q (module docstring). Unbiased.
+    """Measure-valued derivative of Gaussian q and of Poisson counts (module docstring).
+    Unbiased.
 
     References: Mohamed et al. (2020), JMLR, Section 6; Pflug (1989), Computing 42.
     """
@@ -86,17 +99,33 @@ class MeasureValued(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 13
-    description = "measure-valued derivative for Gaussian q (Weibull mean, Maxwell scale)"
-    requires = frozenset({Capability.GAUSSIAN})
+    description = "measure-valued derivative: Gaussian q (Weibull, Maxwell), Poisson (x + 1)"
+    requires = frozenset()
     unbiased = True
-    cost_formula = "K (4 D + 1)"
+    cost_formula = "K (4 D + 1) (Gaussian), K (D + 1) (Poisson)"
     options: ClassVar[dict[str, Option]] = {
         "coupled": Option(True, "common random numbers between the positive and negative parts"),
     }
 
+    @classmethod
+    def incompatibility(
+        cls, problem: type[Problem] | Problem, options: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """Also: latents other than Gaussian q and counts."""
+        reason = super().incompatibility(problem, options)
+        if reason is not None:
+            return reason
+        provided = problem.provided if isinstance(problem, Problem) else problem.capabilities(
+            options or {})
+        if Capability.GAUSSIAN in provided or problem.latent is LatentKind.COUNT:
+            return None
+        return (f"{cls.name} needs Gaussian q or Poisson counts; {problem.name} has "
+                f"{problem.latent.value} latents without {Capability.GAUSSIAN.value}")
+
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
         dim = problem.distribution(repeat_params(problem.init_params(), 1, False)).event_shape
-        return n_samples * (4 * dim[-1] + 1)
+        per_coordinate = 1 if problem.latent is LatentKind.COUNT else 4
+        return n_samples * (per_coordinate * dim[-1] + 1)
 
     def combine(self, values: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """The mean and scale derivatives ``[R, D]`` from the averages of f over the four
@@ -106,6 +135,8 @@ class MeasureValued(Estimator):
         return grad_mu, grad_sigma
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        if problem.latent is LatentKind.COUNT:
+            return self.poisson_surrogate(problem, params, n_samples)
         normal = gaussian_of(problem, problem.distribution(params))
         loc, scale = normal.loc, normal.scale  # [R, D], differentiable in theta
         mu, sigma = loc.detach(), scale.detach()
@@ -126,3 +157,33 @@ class MeasureValued(Estimator):
         direct = problem.cost(x, params).mean(0)  # the cost's own dependence on theta
         loss = (grad_mu * loc).sum(-1) + (grad_sigma * scale).sum(-1) + direct
         return Surrogate(loss=loss, samples=x)
+
+    def poisson_surrogate(self, problem: Problem, params: Params, n_samples: int) -> Surrogate:
+        """d/drate_j E f = E[f(x with x_j -> x'_j + 1)] - E[f(x)] (module docstring)."""
+        dist = problem.distribution(params)
+        rate = poisson_of(problem, dist).rate  # [R, D], differentiable in theta
+        x = dist.sample((n_samples,))  # [K, R, D]
+        fresh = x if self.option_values["coupled"] else Poisson(rate.detach()).sample(
+            (n_samples,))
+        dim = x.shape[-1]
+        own = torch.eye(dim, dtype=torch.bool, device=x.device).reshape(dim, 1, 1, dim)
+        points = torch.where(own, self.jump(fresh)[None], x[None])  # [D, K, R, D]
+        fixed = {name: value.detach() for name, value in params.items()}
+        plus = problem.cost(points.reshape(-1, *rate.shape), fixed).reshape(dim, *x.shape[:2])
+        grad = (plus - problem.cost(x, fixed)).mean(1).transpose(0, 1)  # [R, D]
+        direct = problem.cost(x, params).mean(0)
+        return Surrogate(loss=(grad * rate).sum(-1) + direct, samples=x)
+
+    @staticmethod
+    def jump(x: Tensor) -> Tensor:
+        """The positive part of the Poisson weak derivative: the count shifted up by one."""
+        return x + 1
+
+
+def poisson_of(problem: Problem, dist: Distribution) -> Poisson:
+    """The ``Poisson`` inside ``Independent(Poisson(rate [R, D]), 1)``."""
+    if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Poisson)
+            and dist.reinterpreted_batch_ndims == 1 and len(dist.event_shape) == 1):
+        raise ValueError(f"{problem.name} has count latents but its distribution is {dist!r}; "
+                         "expected Independent(Poisson(rate [R, D]), 1)")
+    return dist.base_dist

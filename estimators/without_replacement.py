@@ -44,6 +44,14 @@ x = -log max(p(s), lambda) and reaches past the right tail of the Gamma(K + 1) l
 lambda is floored at e^-36, about the rounding error of 1 - p(S). Where the set is the whole
 domain (K >= C^U), lambda = 0 and every probability is 1.
 
+Sequences (``Capability.SEQUENCE``, the ``policy`` problem). Each prompt (factor) is one
+categorical variable over its N responses (sequences ended by EOS or cut at the most tokens);
+where they are enumerable (N <= the problem's ``max_configs``) the K responses are the
+Gumbel-top-k of their enumerated log-probabilities, an exact without-replacement draw, and the
+estimator is the same. Beyond that a sequence policy is a skipped cell with the reason: the
+beam above runs over independent variables, and a stochastic beam over an autoregressive tree
+with variable lengths (Kool et al. 2019) is not implemented.
+
 References: Kool, van Hoof, Welling (2020), "Estimating Gradients for Discrete Random Variables
 by Sampling without Replacement", ICLR; Kool, van Hoof, Welling (2019), "Stochastic Beams and
 Where to Find Them: The Gumbel-Top-k Trick for Sampling Sequences Without Replacement", ICML.
@@ -52,7 +60,8 @@ Where to Find Them: The Gumbel-Top-k Trick for Sampling Sequences Without Replac
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -190,7 +199,7 @@ class UnorderedSet(Estimator):
     example_samples = 2
     example_options: ClassVar[dict] = {}
     description = "unordered-set estimator: K samples without replacement, built-in baseline"
-    requires = frozenset({Capability.DISCRETE})
+    requires = frozenset()
     unbiased = True
     cost_formula = "min(K, N)"
     options: ClassVar[dict[str, Option]] = {
@@ -203,11 +212,33 @@ class UnorderedSet(Estimator):
         ),
     }
 
+    @classmethod
+    def incompatibility(
+        cls, problem: type[Problem] | Problem, options: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """Discrete latents, or a sequence policy whose responses are enumerable."""
+        reason = super().incompatibility(problem, options)
+        provided = problem.provided if isinstance(problem, Problem) else problem.capabilities(
+            options or {})
+        if reason is not None or Capability.DISCRETE in provided:
+            return reason
+        if Capability.SEQUENCE not in provided:
+            return f"{cls.name} requires discrete, which {problem.name} lacks"
+        if Capability.EXACT_OBJECTIVE not in provided:
+            return (f"{cls.name} draws a sequence policy's responses without replacement from "
+                    f"their enumeration; {problem.name} has more than max_configs per prompt "
+                    "(a stochastic beam over sequences is not implemented)")
+        return None
+
     def cost_evals(self, n_samples: int, problem: Problem) -> int:
+        if Capability.SEQUENCE in problem.provided:
+            return min(n_samples, problem.responses().shape[0])
         n_vars, n_classes = domain(problem)
         return min(n_samples, n_classes**n_vars)
 
     def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        if Capability.SEQUENCE in problem.provided:
+            return self.sequence_surrogate(problem, params, n_samples)
         dist = problem.distribution(params)
         binary, event, n_factors = is_binary(dist), dist.event_shape, problem.n_factors
         per_var = by_factor(logits_of(dist), event, n_factors, binary)
@@ -219,15 +250,40 @@ class UnorderedSet(Estimator):
             log_pi.unsqueeze(-3).expand(*classes.shape, n_classes)
             .gather(-1, classes.unsqueeze(-1)).squeeze(-1).sum(-1)
         )  # [R, F, K], differentiable
-        if k == n_classes**n_vars:  # the set is the whole domain
+        hard = (classes == 0).to(log_p.dtype) if binary else torch.nn.functional.one_hot(
+            classes, n_classes).to(log_p.dtype)
+        z = hard.movedim(2, 0).reshape(k, log_p.shape[0], *event)  # [K, R, *event]
+        return self.finish(problem, params, log_p, z, whole=k == n_classes**n_vars)
+
+    def sequence_surrogate(self, problem: Problem, params: Params, n_samples: int) -> Surrogate:
+        """Per prompt, the Gumbel-top-k of its enumerated responses (module docstring)."""
+        responses = problem.responses()  # [N, L]
+        n, r = responses.shape[0], next(iter(params.values())).shape[0]
+        grid = responses.reshape(n, 1, 1, -1).expand(n, r, problem.n_factors, -1)
+        log_all = problem.distribution(params).token_log_probs(grid).sum(-1)  # [N, R, P]
+        k = min(n_samples, n)
+        perturbed = log_all.detach() + self.gumbels(log_all)
+        chosen = perturbed.topk(k, 0).indices  # [K, R, P]
+        z = responses[chosen]  # [K, R, P, L]
+        log_p = log_all.gather(0, chosen).movedim(0, -1)  # [R, P, K], differentiable
+        return self.finish(problem, params, log_p, z, whole=k == n)
+
+    @staticmethod
+    def gumbels(like: Tensor) -> Tensor:
+        """Standard Gumbels shaped like ``like``: -log E, E ~ Exp(1)."""
+        return -torch.log(torch.empty_like(like).exponential_())
+
+    def finish(
+        self, problem: Problem, params: Params, log_p: Tensor, z: Tensor, whole: bool
+    ) -> Surrogate:
+        """The surrogate from the sets' log-probabilities ``[R, F, K]`` and samples ``z``
+        ``[K, R, *event]`` (``whole``: each set is its factor's whole domain)."""
+        if whole:
             outside = torch.full_like(log_p[..., 0], -torch.inf).detach()
         else:
             rest = -torch.expm1(log_p.detach().logsumexp(-1))
             outside = torch.where(rest > 0, rest, 0.0).log()
         log_r1, log_r2 = leave_out_ratios(log_p.detach(), outside, self.option_values["step"])
-        hard = (classes == 0).to(log_p.dtype) if binary else torch.nn.functional.one_hot(
-            classes, n_classes).to(log_p.dtype)
-        z = hard.movedim(2, 0).reshape(k, log_p.shape[0], *event)  # [K, R, *event]
         cost = problem.cost_terms(z, params).movedim(0, -1)  # [R, F, K]
         weight = (log_p.detach() + log_r1).exp()  # p(s) R(S, s), in logs: p(s) may underflow
         baseline = self.baseline(log_p.detach(), log_r2, cost.detach())

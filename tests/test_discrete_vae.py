@@ -136,6 +136,7 @@ TESTED_ELSEWHERE = {
     "reinforce_optimal_baseline": "test_group",
     # equal to gumbel_softmax / st_gumbel_softmax float for float on Bernoulli latents
     "sst": "test_sst", "st_sst": "test_sst",
+    "rodeo": "test_rodeo",
 }
 
 
