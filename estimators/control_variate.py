@@ -57,6 +57,7 @@ from torch import Tensor
 from estimators.base import Estimator, State, Surrogate
 from estimators.discrete import mean_of
 from problems.base import Capability, Params, Problem
+from problems.options import Option
 
 DISCRETE_DIFFERENTIABLE = frozenset({Capability.DISCRETE, Capability.DIFFERENTIABLE_COST})
 COUPLINGS = ("common", "independent")
