@@ -201,6 +201,7 @@ class ARM(BinaryOnly, PairEstimator):
     """
 
     name = "arm"
+    style = ("indigo", "o")
     description = "Augment-REINFORCE-Merge: antithetic pairs from one uniform per bit"
 
     def weight(self, f_first, f_second, u, first, second, logits):
@@ -218,6 +219,7 @@ class DisARM(PairEstimator):
     """
 
     name = "disarm"
+    style = ("wine", "s")
     description = "DisARM: ARM Rao-Blackwellized over the pair (categorical: stick-breaking)"
     options: ClassVar[dict[str, Option]] = {
         "order": Option(
@@ -292,6 +294,7 @@ class ARMS(BinaryOnly, Estimator):
     """
 
     name = "arms"
+    style = ("olive", "^")
     description = "ARMS: K antithetic samples from a Dirichlet copula, debiased leave-one-out"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

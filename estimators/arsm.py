@@ -67,6 +67,7 @@ class ARSM(Estimator):
     """
 
     name = "arsm"
+    style = ("green", "*")
     description = "ARSM: Dirichlet-augmented REINFORCE with swapped pseudo-actions merged"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

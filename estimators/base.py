@@ -110,6 +110,11 @@ class Estimator(ABC):
     #: what the estimator's mean equals (``estimators.targets``; checked by ``bench verify``):
     #: None means the exact gradient when ``unbiased``, else nothing checkable
     target: ClassVar[Target | None] = None
+    #: how figures draw it: (colour name, marker) of ``bench.report.theme`` (COLOURS,
+    #: SHAPES), distinct among the suite's estimators and declared by each class itself
+    #: (not inherited: a subclass is another estimator); plugins leave it None and get a
+    #: marker no built-in uses (theme.PLUGIN_SHAPES)
+    style: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.option_values: dict[str, OptionValue] = resolve_options(

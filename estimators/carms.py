@@ -115,6 +115,7 @@ class CARMS(Estimator):
     """
 
     name = "carms"
+    style = ("vermillion", "o")
     description = "CARMS: K antithetic categorical samples from a Dirichlet copula (K >= 2)"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

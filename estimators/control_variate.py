@@ -190,6 +190,7 @@ class MuProp(Estimator):
     """
 
     name = "muprop"
+    style = ("blue", "D")
     description = "score function with MuProp's Taylor control variate at the mean"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True
@@ -357,6 +358,7 @@ class Rebar(ConditionalRelaxation):
     """
 
     name = "rebar"
+    style = ("orange", "v")
     description = "REBAR: conditional Concrete relaxation as control variate"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,
@@ -405,6 +407,7 @@ class Relax(ConditionalRelaxation):
     """
 
     name = "relax"
+    style = ("green", "<")
     description = "RELAX: learned control variate (relaxed cost + network), variance-trained"
     options: ClassVar[dict[str, Option]] = {
         "tau": TAU,

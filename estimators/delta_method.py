@@ -77,6 +77,7 @@ class DeltaCV(Estimator):
     """
 
     name = "delta_cv"
+    style = ("black", "D")
     description = (
         "score function or pathwise with the 2nd-order Taylor (delta method) control variate"
     )

@@ -60,6 +60,7 @@ class DoubleCV(BinaryOnly, Estimator):
     """
 
     name = "double_cv"
+    style = ("blue", "s")
     description = "leave-one-out baseline plus a learned Taylor control variate (K >= 2)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True

@@ -53,6 +53,7 @@ class IndeCateR(Estimator):
     """
 
     name = "indecater"
+    style = ("blue", ">")
     description = "IndeCateR: exact sum over each variable's values, the others sampled"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

@@ -143,6 +143,7 @@ class GRPO(GroupEstimator):
     """
 
     name = "grpo"
+    style = ("purple", ">")
     description = "GRPO: group mean and std advantage, per-sequence length normalisation"
     options: ClassVar[dict[str, Option]] = {
         "scale": Option("std", "divide the centred cost by the group's std (std) or not (none)",
@@ -179,6 +180,7 @@ class DrGRPO(GroupEstimator):
     """
 
     name = "dr_grpo"
+    style = ("vermillion", "s")
     description = "Dr. GRPO: group-mean advantage, constant (maximum-length) normaliser"
     options: ClassVar[dict[str, Option]] = {}
 

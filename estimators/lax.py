@@ -60,6 +60,7 @@ class Lax(Estimator):
     """
 
     name = "lax"
+    style = ("green", "o")
     description = (
         "LAX: score function with a learned control variate differentiated through "
         "the reparameterized sample (continuous RELAX), variance-trained"

@@ -55,6 +55,7 @@ class LocalDisARM(BinaryOnly, Estimator):
     """
 
     name = "local_disarm"
+    style = ("olive", "D")
     description = "DisARM per sample of a multi-sample bound, the others held fixed"
     requires = frozenset({Capability.DISCRETE, Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True

@@ -83,6 +83,7 @@ class MeasureValued(Estimator):
     """
 
     name = "mvd"
+    style = ("sky", "^")
     description = "measure-valued derivative for Gaussian q (Weibull mean, Maxwell scale)"
     requires = frozenset({Capability.GAUSSIAN})
     unbiased = True

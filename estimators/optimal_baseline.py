@@ -136,6 +136,7 @@ class ReinforceOptimalBaseline(Estimator):
     """
 
     name = "reinforce_optimal_baseline"
+    style = ("sky", "*")
     description = "score function with the variance-minimising baseline E[f s^2]/E[s^2]"
     requires = frozenset()
     unbiased = True

@@ -72,6 +72,7 @@ class RQMCReparam(Estimator):
     """
 
     name = "rqmc_reparam"
+    style = ("sky", "o")
     description = "pathwise gradient at scrambled Sobol points (randomized quasi-Monte Carlo)"
     requires = frozenset({Capability.GAUSSIAN, Capability.DIFFERENTIABLE_COST})
     unbiased = True

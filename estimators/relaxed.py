@@ -40,6 +40,7 @@ class GumbelSoftmax(Estimator):
     """
 
     name = "gumbel_softmax"
+    style = ("purple", "v")
     description = "relaxed Gumbel-Softmax / Concrete pathwise gradient (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -65,6 +66,7 @@ class STGumbelSoftmax(Estimator):
     """
 
     name = "st_gumbel_softmax"
+    style = ("sky", "<")
     description = "straight-through Gumbel-Softmax: hard forward, relaxed backward (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -89,6 +91,7 @@ class StraightThrough(Estimator):
     """
 
     name = "straight_through"
+    style = ("black", ">")
     description = "straight-through: hard sample forward, gradient of the probabilities backward"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False

@@ -61,6 +61,7 @@ class Reparam(Estimator):
     """
 
     name = "reparam"
+    style = ("vermillion", "D")
     description = "pathwise (reparameterization) gradient through rsample"
     requires = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
     unbiased = True
@@ -89,6 +90,7 @@ class StickingTheLanding(Estimator):
     """
 
     name = "stl"
+    style = ("indigo", "v")
     description = (
         "sticking the landing: pathwise -log w without the score of log q "
         "(unbiased for the ELBO, biased for K-sample bounds)"
@@ -125,6 +127,7 @@ class DReG(Estimator):
     """
 
     name = "dreg"
+    style = ("wine", "<")
     description = "doubly reparameterized gradient of importance-weighted bounds"
     requires = VARIATIONAL
     unbiased = True

@@ -74,6 +74,7 @@ class Reinforce(Estimator):
     """
 
     name = "reinforce"
+    style = ("blue", "o")
     description = "score function (REINFORCE), no baseline"
     requires = frozenset()
     unbiased = True
@@ -99,6 +100,7 @@ class ReinforceEMA(Estimator):
     """
 
     name = "reinforce_ema"
+    style = ("orange", "s")
     description = "score function with an exponential-moving-average baseline"
     requires = frozenset()
     unbiased = True
@@ -133,6 +135,7 @@ class ReinforceLOO(Estimator):
     """
 
     name = "reinforce_loo"
+    style = ("green", "^")
     description = "score function with the leave-one-out baseline (K >= 2)"
     requires = frozenset()
     unbiased = True
@@ -174,6 +177,7 @@ class ReinforceExactBaseline(Estimator):
     """
 
     name = "reinforce_exact_baseline"
+    style = ("black", "*")
     description = "score function with the exact baseline E_q[f] (an oracle reference)"
     requires = frozenset({Capability.EXACT_OBJECTIVE})
     unbiased = True
@@ -239,6 +243,7 @@ class VIMCO(Estimator):
     """
 
     name = "vimco"
+    style = ("purple", "s")
     description = "VIMCO: multi-sample score function with leave-one-out bound baselines (K >= 2)"
     requires = frozenset({Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True
@@ -300,6 +305,7 @@ class NVIL(Estimator):
     """
 
     name = "nvil"
+    style = ("olive", "o")
     description = (
         "score function with a learned input-dependent baseline, centring and "
         "variance normalization (NVIL; biased while normalizing)"

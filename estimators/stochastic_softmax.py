@@ -98,6 +98,7 @@ class SST(Estimator):
     """
 
     name = "sst"
+    style = ("indigo", "s")
     description = "stochastic softmax trick: pathwise gradient at the regularized argmax (biased)"
     requires = frozenset({Capability.DIFFERENTIABLE_COST})
     unbiased = False
@@ -142,6 +143,7 @@ class STSST(SST):
     """
 
     name = "st_sst"
+    style = ("blue", "^")
     description = "straight-through SST: hard argmax forward, regularized argmax backward (biased)"
     target = RelaxedGradient(straight_through=True)
 

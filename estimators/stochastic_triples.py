@@ -70,6 +70,7 @@ class StochasticTriples(Estimator):
     """
 
     name = "stochastic_triples"
+    style = ("black", "o")
     description = "stochastic triples (StochasticAD): weighted jumps to neighbouring values"
     requires = frozenset()
     unbiased = True

@@ -134,6 +134,7 @@ class GumbelRao(StraightThroughFamily):
     """
 
     name = "gumbel_rao"
+    style = ("vermillion", ">")
     description = "Gumbel-Rao: ST-Gumbel-Softmax backward averaged over M conditional Gumbels"
     #: the tower property: its mean is ST-Gumbel-Softmax's at the same tau, for every M
     target = RelaxedGradient(straight_through=True)
@@ -158,6 +159,7 @@ class ReinMax(StraightThroughFamily):
     """
 
     name = "reinmax"
+    style = ("indigo", "*")
     description = "ReinMax: second-order (Heun) straight-through backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z at tau=1")
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
@@ -181,6 +183,7 @@ class GappedST(StraightThroughFamily):
     """
 
     name = "gst"
+    style = ("wine", "o")
     description = "gapped straight-through: deterministic logit perturbation given the sample"
     target = NoTarget("its mean has no definition independent of its own backward pass")
     options: ClassVar[dict[str, Option]] = {
@@ -217,6 +220,7 @@ class ZGR(StraightThroughFamily):
     """
 
     name = "zgr"
+    style = ("olive", "s")
     description = "ZGR / DARN(1/2): mean of the straight-through and a score-function backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z")
 

@@ -186,6 +186,7 @@ class UnorderedSet(Estimator):
     """
 
     name = "unordered_set"
+    style = ("orange", "^")
     description = "unordered-set estimator: K samples without replacement, built-in baseline"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

@@ -1,0 +1,134 @@
+"""Drawing a registered figure at a size preset, splitting a table into pages, and writing
+the files: ``make_figures`` draws every figure of a run, one file per page, and reports
+each stage to a ``progress`` callback (``bench figures`` prints them to stderr)."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from plotnine import ggplot, guide_legend, guides, labs, theme
+from plotnine.composition import Compose
+
+from bench.report.figures.base import MAX_HEIGHT_IN, Figure, check_columns
+from bench.report.figures.common import LEGEND_LINE_IN, legend_height
+from bench.report.figures.registry import get_figure
+from bench.report.theme import TEXT_PT, Size, get_size, paper_theme
+from problems import PROBLEMS
+
+FORMATS = ("png", "pdf", "svg")
+#: caption lines the presets' ``extra_in`` leaves room for; each further line adds its height
+CAPTION_LINES = 2
+
+
+def wrap_caption(text: str, width_in: float) -> str:
+    """``text`` with its lines wrapped to fit ``width_in`` inches at the caption's size
+    (an average character of the theme's sans-serif font is about 0.6 em wide)."""
+    chars = max(20, int(width_in * 72 / (TEXT_PT * 0.62)))
+    return "\n".join(part for line in text.split("\n")
+                     for part in (textwrap.wrap(line, chars) or [""]))
+
+
+def _height(drawn, preset: Size, caption: str | None) -> float:
+    """The figure's height: its panel rows, legend lines beyond the first two and caption
+    lines beyond ``CAPTION_LINES``, at most ``MAX_HEIGHT_IN`` (a page)."""
+    base = drawn.height_in or preset.height_in(drawn.rows)
+    legend = max(0.0, legend_height(drawn.legend_entries, preset) - 2 * LEGEND_LINE_IN)
+    lines = max(0, len(caption.split("\n")) - CAPTION_LINES) if caption else 0
+    return round(min(base + legend + lines * LEGEND_LINE_IN, MAX_HEIGHT_IN), 2)
+
+
+def _compose(drawn, styled: list, width: float, height: float) -> Compose:
+    """One legend for composed panels: on the last one, beside it or below the stack."""
+    beside = drawn.rows == 1
+    panels = [panel + styled + theme(legend_position="none") for panel in drawn.plot]
+    if beside:
+        panels[-1] = panels[-1] + theme(legend_position="right") + guides(
+            color=guide_legend(ncol=1))
+    else:
+        panels[-1] = panels[-1] + theme(legend_position="bottom")
+    if drawn.caption:
+        panels[-1] = panels[-1] + labs(caption=wrap_caption(drawn.caption, width))
+    composed = functools.reduce(operator.or_ if beside else operator.truediv, panels)
+    return composed & theme(figure_size=(width, height))
+
+
+def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
+        ggplot | Compose, float, float]:
+    """Draw figure ``name`` from ``table`` at a size preset (one drawing, at most a page
+    tall: ``make_figures`` splits a table with more problems than a page holds).
+
+    Returns:
+        the plot, its width and height in inches.
+
+    Raises:
+        ValueError: unknown figure or size, or ``table`` lacks the figure's columns.
+        NotApplicable: the table holds no data the figure applies to.
+    """
+    figure = get_figure(name)
+    preset = get_size(size) if isinstance(size, str) else size
+    check_columns(figure, table)
+    drawn = figure.draw(table, preset)
+    width = preset.width_in
+    single = isinstance(drawn.plot, ggplot)
+    caption = drawn.plot.labels.caption if single else drawn.caption
+    caption = wrap_caption(caption, width) if caption else None
+    height = _height(drawn, preset, caption)
+    styled = paper_theme() + theme(figure_size=(width, height))
+    if drawn.tweaks is not None:
+        styled = styled + drawn.tweaks
+    styled = [styled, guides(color=guide_legend(ncol=preset.legend_cols),
+                               shape=guide_legend(ncol=preset.legend_cols))]
+    if single:
+        return drawn.plot + styled + (labs(caption=caption) if caption else []), width, height
+    return _compose(drawn, styled, width, height), width, height
+
+
+def save(plot: ggplot | Compose, path: Path, width: float, height: float) -> Path:
+    """Write ``plot`` to ``path`` (format from the suffix) at ``width`` x ``height`` inches."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(plot, Compose):
+        plot.save(path)
+    else:
+        plot.save(path, width=width, height=height, units="in", verbose=False)
+    return path
+
+
+def _family(problem: str) -> str:
+    cls = PROBLEMS.get(problem)
+    return str(cls.latent) if cls is not None else "other"
+
+
+def pages(figure: Figure, table: pd.DataFrame, size: Size) -> list[tuple[str, pd.DataFrame]]:
+    """The files of ``figure`` for ``table``: one named after the figure if its problems fit
+    a page (``Figure.per_page``), else one per page, the problems grouped by family (their
+    latent kind: ``<figure>-<family>[-<page>]``), or, for a figure of one problem a page,
+    ``<figure>-<problem>`` (``-<i>`` for a problem with several option sets)."""
+    if table.empty or not set(figure.columns) <= set(table.columns):
+        return [(figure.name, table)]
+    keys = list(table[["problem", "problem_options"]].drop_duplicates().itertuples(index=False))
+    capacity = max(1, figure.per_page(table, size))
+    if len(keys) <= capacity:
+        return [(figure.name, table)]
+    if capacity == 1:
+        problems = [p for p, _ in keys]
+        stems = [f"{figure.name}-{p}" if problems.count(p) == 1 else f"{figure.name}-{p}-{i}"
+                 for i, p in enumerate(problems)]
+        groups = [[key] for key in keys]
+    else:
+        families: dict[str, list] = {}
+        for key in keys:
+            families.setdefault(_family(key[0]), []).append(key)
+        stems, groups = [], []
+        for family, members in families.items():
+            rows = table[table["problem"].isin({p for p, _ in members})]
+            capacity = max(1, figure.per_page(rows, size))
+            chunks = [members[i:i + capacity] for i in range(0, len(members), capacity)]
+            stems += [f"{figure.name}-{family}" + (f"-{j + 1}" if len(chunks) > 1 else "")
+                      for j in range(len(chunks))]
+            groups += chunks
+    index = pd.MultiIndex.from_frame(table[["problem", "problem_options"]])
+    return [(stem, table[index.isin(group)]) for stem, group in zip(stems, groups, strict=True)]
