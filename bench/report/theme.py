@@ -182,6 +182,10 @@ def paper_theme() -> theme:
         legend_position="bottom",
         legend_title=element_blank(),
         legend_key=element_blank(),
+        # 10 + 1.5 pt a legend line (the default is 15 pt): a legend of 40 estimators
+        # takes 10 lines, and ``figures.common.LEGEND_LINE_IN`` sizes the figure for them
+        legend_key_size=10,
+        legend_key_spacing_y=1.5,
         legend_text=element_text(size=TEXT_PT),
         legend_box_margin=0,
         strip_background=element_rect(fill="#EEEEEE", color="#BBBBBB"),

@@ -130,9 +130,11 @@ def floor_values(table: pd.DataFrame, column: str,
     floor (``panel``, ``floor``) for ``floor_line``."""
     at_floor = rounding_level(table, column)
     real = table[~at_floor]
-    candidates = [pd.to_numeric(real[c], errors="coerce") for c in (column, *lows)]
-    smallest = pd.concat([c[c > 0] for c in candidates]).groupby(
-        real["panel"]).min() if len(real) else pd.Series(dtype=float)
+    values = pd.concat([pd.DataFrame({"panel": real["panel"].to_numpy(), "value": pd.to_numeric(
+        real[c], errors="coerce").to_numpy(dtype=float)}) for c in (column, *lows)],
+        ignore_index=True)
+    values = values[values["value"] > 0]
+    smallest = values.groupby("panel", observed=True)["value"].min()
     floors = (smallest / FLOOR_FACTOR).reindex(table["panel"].cat.categories)
     fallback = float(np.nanmin(floors)) if floors.notna().any() else 1e-12
     floors = floors.fillna(fallback)

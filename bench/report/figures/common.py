@@ -145,9 +145,16 @@ def positive(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 @cache
 def _multi_sample(problem: str, options: str) -> bool:
+    """Whether the problem's objective with these options is a multi-sample bound (options
+    this version does not know, from an older result file: its declared ``provides``)."""
     cls = PROBLEMS.get(problem)
-    return cls is not None and Capability.MULTI_SAMPLE in cls.capabilities(
-        parse_options(options))
+    if cls is None:
+        return False
+    try:
+        provided = cls.capabilities(parse_options(options))
+    except ValueError:
+        provided = cls.provides
+    return Capability.MULTI_SAMPLE in provided
 
 
 def biased_on(estimator: str, problem: str, problem_options: str,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.figures.base import NotApplicable
-from bench.report.figures.output import FORMATS, draw, pages, save
+from bench.report.figures.output import FORMATS, draw, pages, save_all
 from bench.report.figures.registry import FIGURES, get_figure
 from bench.report.theme import get_size
 
@@ -68,8 +68,7 @@ def _draw_pages(name: str, table: pd.DataFrame, out: Path, formats: Sequence[str
                 raise ValueError(f"figure {name!r}: {reason}") from None
             notes.append(f"{stem}: skipped, {reason}")
             continue
-        for fmt in formats:
-            written.append(save(plot, out / f"{stem}.{fmt}", width, height))
+        written += save_all(plot, [out / f"{stem}.{fmt}" for fmt in formats], width, height)
         progress(f"{stem}: {width:g} x {height:g} in, {', '.join(formats)} in "
                  f"{time.perf_counter() - start:.1f} s")
     return written, notes
