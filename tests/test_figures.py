@@ -575,3 +575,24 @@ def test_captions_are_wrapped_to_the_figure_width(tables):
     composed, width, _ = draw("training", _seeded_train(2), "icml-column")
     caption = composed.items[-1].labels.caption
     assert max(len(line) for line in caption.split("\n")) * theme.TEXT_PT * 0.6 <= width * 72
+
+
+def test_reproduction_curves_that_coincide_are_drawn_apart():
+    """Five losses that agree to 1e-4 on 0.35 (the ReinMax polynomial programme): the second
+    row holds each one's difference from the reference, paired by replicate, with its own
+    colour and marker; the reference's difference is 0 and a series 1e-4 above it is 1e-4
+    above 0 (not lost in the first row's scale)."""
+    from bench.report.figures.reproductions import difference_figure
+
+    names = ["straight_through", "st_gumbel_softmax", "gst", "gumbel_rao", "reinmax"]
+    rows = [{"setting": "p=2", "series": name, "replicate": r, "step": step, "metric": "loss",
+             "value": 0.35 - 1e-3 * step + 1e-4 * j + 1e-6 * r}
+            for j, name in enumerate(names) for r in range(2) for step in (0, 10, 20)]
+    plot = difference_figure(pd.DataFrame(rows), "loss", "exact loss", "reinmax", "test")
+    lower = plot.data[plot.data["panel"] == "exact loss − reinmax's"]
+    final = lower[lower["step"] == 20].set_index("series")["y"].astype(float)
+    assert np.allclose(final[names], [1e-4 * (j - 4) for j in range(5)])
+    shapes = next(s for s in plot.scales if "shape" in s.aesthetics)
+    assert plot.mapping["color"] == "series" and shapes.limits == names
+    assert len({theme.estimator_styles(names)[n] for n in names}) == 5
+    assert difference_figure(pd.DataFrame(rows), "loss", "loss", "absent", "test") is None

@@ -121,7 +121,8 @@ def _efficiency(cells: pd.DataFrame, size: Size, by: str) -> Drawn:
         ggplot(table, aes("xpos", "shown", color="estimator", group="variant"))
         + floor_line(lines)
         + geom_linerange(aes(ymin="low", ymax="high"), data=real, size=0.4, alpha=0.8)
-        + geom_path(data=table[joined > 1], size=0.4, alpha=0.7)
+        + ([geom_path(data=table[joined > 1], size=0.4, alpha=0.7)] if (joined > 1).any()
+           else [])
         + layers
         + geom_point(aes(shape="estimator"), data=table[~table["biased"]], size=1.4)
         + geom_point(aes(shape="estimator"), data=table[table["biased"]], size=1.4,

@@ -5,6 +5,7 @@ each stage to a ``progress`` callback (``bench figures`` prints them to stderr).
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import textwrap
 from collections.abc import Sequence
@@ -40,7 +41,8 @@ def natural_height(drawn, preset: Size, caption: str | None) -> float:
     base = drawn.height_in or preset.height_in(drawn.rows)
     legend = max(0.0, legend_height(drawn.legend_entries, preset) - 2 * LEGEND_LINE_IN)
     lines = max(0, len(caption.split("\n")) - CAPTION_LINES) if caption else 0
-    return round(base + legend + lines * LEGEND_LINE_IN, 2)
+    # in steps of 1/20 in, a whole number of pixels at 40, 100 and 300 dpi
+    return math.ceil(round((base + legend + lines * LEGEND_LINE_IN) * 20, 6)) / 20
 
 
 def _compose(drawn, styled: list, width: float, height: float) -> Compose:
