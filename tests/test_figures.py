@@ -208,7 +208,7 @@ def test_a_style_clash_between_builtins_is_caught(monkeypatch):
     monkeypatch.setattr(ESTIMATORS["reinforce_loo"], "style", ESTIMATORS["reinforce"].style)
     assert _style_clashes(theme.estimator_styles()) == [("reinforce", "reinforce_loo")]
     monkeypatch.setattr(ESTIMATORS["reinforce_loo"], "style", ("teal", "o"))
-    with pytest.raises(ValueError, match="reinforce_loo.*expected a colour of blue"):
+    with pytest.raises(ValueError, match=r"reinforce_loo.*expected a colour of blue"):
         theme.estimator_styles()
 
 
