@@ -51,7 +51,8 @@ SHAPES: tuple[str, ...] = ("o", "s", "^", "D", "v", "<", ">", "*")
 #: sand and teal, matplotlib's brown, and two greys)
 PLUGIN_COLOURS: tuple[str, ...] = ("#CC6677", "#8C564B", "#DDCC77", "#44AA99", "#777777",
                                    "#BBBBBB")
-PLUGIN_SHAPES: tuple[str, ...] = ("X", "P", "p", "h", "d", "8")
+#: (markers first that read clearly hollow, as biased estimators are drawn)
+PLUGIN_SHAPES: tuple[str, ...] = ("p", "h", "8", "d", "P", "X")
 #: resolution of raster output
 DPI = 300
 #: text sizes in points at the preset's width, i.e. after placement at 100%
