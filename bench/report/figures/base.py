@@ -33,7 +33,7 @@ class Drawn:
     tweaks: theme | None = None
     height_in: float | None = None  # overrides the preset's height for ``rows``
     caption: str | None = None  # of composed panels, under the last one
-    legend_entries: int = 0  # estimators in the legend (it takes a line per legend_cols)
+    legend: tuple[str, ...] = ()  # the estimators of the legend below the panels
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pandas as pd
 from plotnine import facet_wrap, scale_color_manual, scale_fill_manual, scale_shape_manual
 
 from bench.report.figures.base import PAGE_HEIGHT_IN
-from bench.report.theme import Size, estimator_styles
+from bench.report.theme import TEXT_PT, Size, estimator_styles
 from estimators import ESTIMATORS
 from estimators.targets import ExactGradient
 from problems import PROBLEMS
@@ -109,9 +109,23 @@ def estimator_scales(table: pd.DataFrame, fill: bool = False, shape: bool = True
     return scales
 
 
-def legend_height(entries: int, size: Size) -> float:
-    """Inches the legend below the panels takes with ``entries`` estimators."""
-    return LEGEND_LINE_IN * int(np.ceil(entries / max(size.legend_cols, 1)))
+def legend_names(table: pd.DataFrame) -> tuple[str, ...]:
+    """The estimators ``table`` shows, in legend order."""
+    present = set(table["estimator"].astype(str))
+    return tuple(n for n in table["estimator"].cat.categories if n in present)
+
+
+def legend_columns(names: Sequence[str], size: Size) -> int:
+    """Columns of the legend below the panels: the preset's, fewer when the longest name
+    would not fit the width (a key and 0.6 em a character of 8 pt text)."""
+    longest = max((len(str(n)) for n in names), default=0)
+    fit = int(size.width_in * 72 // (longest * TEXT_PT * 0.6 + 24)) if longest else 1
+    return max(1, min(size.legend_cols, fit))
+
+
+def legend_height(names: Sequence[str], size: Size) -> float:
+    """Inches the legend below the panels takes with the estimators ``names``."""
+    return LEGEND_LINE_IN * int(np.ceil(len(names) / legend_columns(names, size)))
 
 
 def wrap_panels(table: pd.DataFrame, max_cols: int) -> tuple[object, int]:
@@ -128,8 +142,8 @@ def grid_per_page(table: pd.DataFrame, size: Size, panels_per_problem: int = 1,
     """Problems a page holds in a grid of ``cols`` (default ``size.max_cols``) panels a row,
     rows of ``row_in`` inches (default the preset's), under the legend of the estimators of
     ``table``."""
-    entries = table["estimator"].nunique() if "estimator" in table.columns else 0
-    free = PAGE_HEIGHT_IN - size.extra_in - legend_height(entries, size)
+    names = list(table["estimator"].unique()) if "estimator" in table.columns else []
+    free = PAGE_HEIGHT_IN - size.extra_in - legend_height(names, size)
     rows = max(1, int(free // (row_in or size.row_in)))
     return max(1, rows * (cols or size.max_cols) // panels_per_problem)
 

@@ -32,6 +32,7 @@ from bench.report.figures.common import (
     biased,
     estimator_scales,
     grid_per_page,
+    legend_names,
     ok_rows,
     positive,
     with_panels,
@@ -133,7 +134,7 @@ def _efficiency(cells: pd.DataFrame, size: Size, by: str) -> Drawn:
                f"{bars}; hollow: biased on this problem" + floor_caption(table))
         + estimator_scales(table)
     )
-    return Drawn(plot, rows, legend_entries=table["estimator"].nunique())
+    return Drawn(plot, rows, legend=legend_names(table))
 
 
 def efficiency(cells: pd.DataFrame, size: Size) -> Drawn:

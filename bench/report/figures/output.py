@@ -17,7 +17,7 @@ from plotnine import ggplot, guide_legend, guides, labs, theme
 from plotnine.composition import Compose
 
 from bench.report.figures.base import MAX_HEIGHT_IN, Figure, check_columns
-from bench.report.figures.common import LEGEND_LINE_IN, legend_height
+from bench.report.figures.common import LEGEND_LINE_IN, legend_columns, legend_height
 from bench.report.figures.registry import get_figure
 from bench.report.theme import TEXT_PT, Size, get_size, paper_theme
 from problems import PROBLEMS
@@ -39,7 +39,7 @@ def natural_height(drawn, preset: Size, caption: str | None) -> float:
     """The height ``drawn`` needs: its panel rows, legend lines beyond the first two and
     caption lines beyond ``CAPTION_LINES`` (``draw`` caps it at a page, ``MAX_HEIGHT_IN``)."""
     base = drawn.height_in or preset.height_in(drawn.rows)
-    legend = max(0.0, legend_height(drawn.legend_entries, preset) - 2 * LEGEND_LINE_IN)
+    legend = max(0.0, legend_height(drawn.legend, preset) - 2 * LEGEND_LINE_IN)
     lines = max(0, len(caption.split("\n")) - CAPTION_LINES) if caption else 0
     # in steps of 1/20 in, a whole number of pixels at 40, 100 and 300 dpi
     return math.ceil(round((base + legend + lines * LEGEND_LINE_IN) * 20, 6)) / 20
@@ -84,8 +84,8 @@ def draw(name: str, table: pd.DataFrame, size: str | Size = "double") -> tuple[
     styled = paper_theme() + theme(figure_size=(width, height))
     if drawn.tweaks is not None:
         styled = styled + drawn.tweaks
-    styled = [styled, guides(color=guide_legend(ncol=preset.legend_cols),
-                               shape=guide_legend(ncol=preset.legend_cols))]
+    cols = legend_columns(drawn.legend, preset) if drawn.legend else preset.legend_cols
+    styled = [styled, guides(color=guide_legend(ncol=cols), shape=guide_legend(ncol=cols))]
     if single:
         return drawn.plot + styled + (labs(caption=caption) if caption else []), width, height
     return _compose(drawn, styled, width, height), width, height

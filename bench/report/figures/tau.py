@@ -21,6 +21,7 @@ from bench.report.figures.base import Drawn, NotApplicable
 from bench.report.figures.common import (
     estimator_scales,
     grid_per_page,
+    legend_names,
     ok_rows,
     order_estimators,
     parse_options,
@@ -115,7 +116,7 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
         + labs(x="temperature τ", y="", caption=caption)
         + estimator_scales(long, fill=True)
     )
-    return Drawn(plot, rows, legend_entries=long["estimator"].nunique())
+    return Drawn(plot, rows, legend=legend_names(long))
 
 
 def per_page(cells: pd.DataFrame, size: Size) -> int:

@@ -27,6 +27,7 @@ from bench.report.figures.base import Drawn, NotApplicable
 from bench.report.figures.common import (
     estimator_scales,
     grid_per_page,
+    legend_names,
     ok_rows,
     positive,
     with_panels,
@@ -90,7 +91,7 @@ def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
         + labs(x="samples per estimate K", y="gradient variance (trace)", caption=caption)
         + estimator_scales(table, fill=True)
     )
-    return Drawn(plot, rows, legend_entries=table["estimator"].nunique())
+    return Drawn(plot, rows, legend=legend_names(table))
 
 
 def per_page(cells: pd.DataFrame, size: Size) -> int:
