@@ -428,7 +428,8 @@ def _wide_cells(problems: int, estimators: list[str]) -> pd.DataFrame:
 @pytest.mark.parametrize("size", ["icml-page", "icml-column"])
 def test_figures_of_many_problems_and_estimators_are_split_into_pages(name, size):
     """40 estimators on 24 problems: every page fits 8 x 9 in without squeezing (its natural
-    height, before any cap, is at most a page), every problem is on exactly one page, and
+    height, before any cap, is at most a page), every problem and estimator is on exactly
+    one page, and
     a split page holds problems of one family (named in the file, or the problem's name
     when a page holds one)."""
     cells = _wide_cells(24, list(ESTIMATORS)[:40])
@@ -443,8 +444,14 @@ def test_figures_of_many_problems_and_estimators_are_split_into_pages(name, size
         families = {str(PROBLEMS[p].latent) for p in part["problem"]}
         named = families | set(part["problem"])  # a page of one problem is named after it
         assert len(families) == 1 and stem.split("-")[1] in named, stem
-        seen += list(part[["problem", "problem_options"]].drop_duplicates().itertuples())
-    assert len(seen) == len(set(seen)) == 24
+        seen += list(part[["problem", "problem_options", "estimator"]].drop_duplicates()
+                     .itertuples(index=False))
+    # every (problem, estimator) on exactly one page: at the column width, 40 estimators'
+    # legend fills a page, so the estimators are split too
+    assert len(seen) == len(set(seen)) == len(cells[["problem", "problem_options",
+                                                        "estimator"]].drop_duplicates())
+    assert ("estimators" in " ".join(s for s, _ in parts)) == (size == "icml-column"
+                                                              and name != "overview")
     # a table that fits one page is one file named after the figure
     small = cells[cells["problem"].isin(["bernoulli_toy", "gaussian_quadratic"])
                   & cells["problem_options"].eq('{"copy": 0}')

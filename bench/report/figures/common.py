@@ -141,11 +141,12 @@ def grid_per_page(table: pd.DataFrame, size: Size, panels_per_problem: int = 1,
                   row_in: float | None = None, cols: int | None = None) -> int:
     """Problems a page holds in a grid of ``cols`` (default ``size.max_cols``) panels a row,
     rows of ``row_in`` inches (default the preset's), under the legend of the estimators of
-    ``table``."""
+    ``table`` and two caption lines beyond the preset's; 0 when not even one row fits (too
+    many estimators for one legend: ``output.pages`` then splits the estimators)."""
     names = list(table["estimator"].unique()) if "estimator" in table.columns else []
-    free = PAGE_HEIGHT_IN - size.extra_in - legend_height(names, size)
-    rows = max(1, int(free // (row_in or size.row_in)))
-    return max(1, rows * (cols or size.max_cols) // panels_per_problem)
+    free = PAGE_HEIGHT_IN - size.extra_in - legend_height(names, size) - 2 * LEGEND_LINE_IN
+    rows = int(free // (row_in or size.row_in))
+    return rows * (cols or size.max_cols) // panels_per_problem
 
 
 def positive(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

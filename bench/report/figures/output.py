@@ -12,12 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from plotnine import ggplot, guide_legend, guides, labs, theme
 from plotnine.composition import Compose
 
 from bench.report.figures.base import MAX_HEIGHT_IN, Figure, check_columns
-from bench.report.figures.common import LEGEND_LINE_IN, legend_columns, legend_height
+from bench.report.figures.common import (
+    LEGEND_LINE_IN,
+    legend_columns,
+    legend_height,
+    order_estimators,
+)
 from bench.report.figures.registry import get_figure
 from bench.report.theme import TEXT_PT, Size, get_size, paper_theme
 from problems import PROBLEMS
@@ -118,34 +124,61 @@ def _family(problem: str) -> str:
     return str(cls.latent) if cls is not None else "other"
 
 
+def _estimator_groups(figure: Figure, rows: pd.DataFrame, size: Size) -> list[list[str]]:
+    """The estimators of ``rows`` in the fewest consecutive groups (registry order) whose
+    legend leaves room for a row of panels on a page."""
+    names = list(dict.fromkeys(order_estimators(rows)["estimator"].cat.categories))
+    for k in range(2, len(names) + 1):
+        groups = [list(g) for g in np.array_split(names, k)]
+        if all(figure.per_page(rows[rows["estimator"].isin(g)], size) >= 1 for g in groups):
+            return groups
+    return [[n] for n in names]
+
+
+def _chunks(figure: Figure, rows: pd.DataFrame, size: Size, stem: str,
+            members: list) -> list[tuple[str, list, list[str] | None]]:
+    """Pages of the problems ``members`` of one family: (stem, problems, estimators or None
+    for all); the estimators are split too when their legend alone fills a page."""
+    capacity = figure.per_page(rows, size)
+    if capacity >= 1:
+        chunks = [members[i:i + capacity] for i in range(0, len(members), capacity)]
+        return [(stem + (f"-{j + 1}" if len(chunks) > 1 else ""), chunk, None)
+                for j, chunk in enumerate(chunks)]
+    out = []
+    for g, names in enumerate(_estimator_groups(figure, rows, size), 1):
+        part = rows[rows["estimator"].isin(names)]
+        out += [(s, chunk, names) for s, chunk, _ in _chunks(
+            figure, part, size, f"{stem}-estimators{g}", members)]
+    return out
+
+
 def pages(figure: Figure, table: pd.DataFrame, size: Size) -> list[tuple[str, pd.DataFrame]]:
     """The files of ``figure`` for ``table``: one named after the figure if its problems fit
     a page (``Figure.per_page``), else one per page, the problems grouped by family (their
-    latent kind: ``<figure>-<family>[-<page>]``), or, for a figure of one problem a page,
+    latent kind: ``<figure>-<family>[-<page>]``; ``-estimators<g>`` when a page cannot hold
+    the legend of all the family's estimators), or, for a figure of one problem a page,
     ``<figure>-<problem>`` (``-<i>`` for a problem with several option sets)."""
     if table.empty or not set(figure.columns) <= set(table.columns):
         return [(figure.name, table)]
     keys = list(table[["problem", "problem_options"]].drop_duplicates().itertuples(index=False))
-    capacity = max(1, figure.per_page(table, size))
-    if len(keys) <= capacity:
+    capacity = figure.per_page(table, size)
+    if 1 <= len(keys) <= capacity:
         return [(figure.name, table)]
+    index = pd.MultiIndex.from_frame(table[["problem", "problem_options"]])
     if capacity == 1:
         problems = [p for p, _ in keys]
-        stems = [f"{figure.name}-{p}" if problems.count(p) == 1
-                 else f"{figure.name}-{p}-{problems[:i].count(p) + 1}"
-                 for i, p in enumerate(problems)]
-        groups = [[key] for key in keys]
-    else:
-        families: dict[str, list] = {}
-        for key in keys:
-            families.setdefault(_family(key[0]), []).append(key)
-        stems, groups = [], []
-        for family, members in families.items():
-            rows = table[table["problem"].isin({p for p, _ in members})]
-            capacity = max(1, figure.per_page(rows, size))
-            chunks = [members[i:i + capacity] for i in range(0, len(members), capacity)]
-            stems += [f"{figure.name}-{family}" + (f"-{j + 1}" if len(chunks) > 1 else "")
-                      for j in range(len(chunks))]
-            groups += chunks
-    index = pd.MultiIndex.from_frame(table[["problem", "problem_options"]])
-    return [(stem, table[index.isin(group)]) for stem, group in zip(stems, groups, strict=True)]
+        return [(f"{figure.name}-{p}" if problems.count(p) == 1
+                 else f"{figure.name}-{p}-{problems[:i].count(p) + 1}", table[index.isin([key])])
+                for i, (p, key) in enumerate(zip(problems, keys, strict=True))]
+    families: dict[str, list] = {}
+    for key in keys:
+        families.setdefault(_family(key[0]), []).append(key)
+    out = []
+    for family, members in families.items():
+        rows = table[index.isin(members)]
+        for stem, chunk, names in _chunks(figure, rows, size, f"{figure.name}-{family}",
+                                          members):
+            keep = index.isin(chunk) & (table["estimator"].isin(names) if names is not None
+                                        else True)
+            out.append((stem, table[keep]))
+    return out
