@@ -143,7 +143,8 @@ def grid_per_page(table: pd.DataFrame, size: Size, panels_per_problem: int = 1,
     rows of ``row_in`` inches (default the preset's), under the legend of the estimators of
     ``table`` and two caption lines beyond the preset's; 0 when not even one row fits (too
     many estimators for one legend: ``output.pages`` then splits the estimators)."""
-    names = list(table["estimator"].unique()) if "estimator" in table.columns else []
+    shown = ok_rows(table)
+    names = list(shown["estimator"].unique()) if "estimator" in shown.columns else []
     free = PAGE_HEIGHT_IN - size.extra_in - legend_height(names, size) - 2 * LEGEND_LINE_IN
     rows = int(free // (row_in or size.row_in))
     return rows * (cols or size.max_cols) // panels_per_problem
