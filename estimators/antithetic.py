@@ -219,6 +219,7 @@ class ARM(BinaryOnly, PairEstimator):
     name = "arm"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("indigo", "o")
     description = "Augment-REINFORCE-Merge: antithetic pairs from one uniform per bit"
 
     def weight(self, f_first, f_second, u, first, second, logits):
@@ -239,6 +240,7 @@ class DisARM(PairEstimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 6
+    style = ("wine", "s")
     description = "DisARM: ARM Rao-Blackwellized over the pair (categorical: stick-breaking)"
     options: ClassVar[dict[str, Option]] = {
         "order": Option(
@@ -355,6 +357,7 @@ class ARMS(BinaryOnly, Estimator):
     name = "arms"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("olive", "^")
     description = "ARMS: K antithetic samples from a Dirichlet copula, debiased leave-one-out"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

@@ -71,6 +71,7 @@ class ARSM(Estimator):
     name = "arsm"
     example_samples = 2
     example_options: ClassVar[dict] = {}
+    style = ("green", "*")
     description = "ARSM: Dirichlet-augmented REINFORCE with swapped pseudo-actions merged"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

@@ -122,6 +122,11 @@ class Estimator(ABC):
     exact_in_mean: ClassVar[dict[str, str]] = {}
     #: position in ``bench paper``'s default estimator set and legend; None: not in it
     paper_order: ClassVar[int | None] = None
+    #: how figures draw it: (colour name, marker) of ``bench.report.theme`` (COLOURS,
+    #: SHAPES), distinct among the suite's estimators and declared by each class itself
+    #: (not inherited: a subclass is another estimator); plugins leave it None and get a
+    #: marker no built-in uses (theme.PLUGIN_SHAPES)
+    style: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.option_values: dict[str, OptionValue] = resolve_options(

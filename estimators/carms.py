@@ -118,6 +118,7 @@ class CARMS(Estimator):
     name = "carms"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("vermillion", "o")
     description = "CARMS: K antithetic categorical samples from a Dirichlet copula (K >= 2)"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

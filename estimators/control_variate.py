@@ -86,6 +86,7 @@ class MuProp(Estimator):
     name = "muprop"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("blue", "D")
     description = "score function with MuProp's Taylor control variate at the mean"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True

@@ -79,6 +79,7 @@ class DeltaCV(Estimator):
     name = "delta_cv"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("black", "D")
     description = (
         "score function or pathwise with the 2nd-order Taylor (delta method) control variate"
     )

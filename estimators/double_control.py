@@ -63,6 +63,7 @@ class DoubleCV(BinaryOnly, Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {"warmup": 20}
     warmup_option = "warmup"
+    style = ("blue", "s")
     description = "leave-one-out baseline plus a learned Taylor control variate (K >= 2)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = True

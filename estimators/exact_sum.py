@@ -56,6 +56,7 @@ class IndeCateR(Estimator):
     name = "indecater"
     example_samples = 2
     example_options: ClassVar[dict] = {}
+    style = ("blue", ">")
     description = "IndeCateR: exact sum over each variable's values, the others sampled"
     requires = frozenset({Capability.DISCRETE})
     unbiased = True

@@ -122,6 +122,7 @@ class GeneralizedReparam(ScoreCorrected):
     name = "generalized_reparam"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("orange", "o")
     description = "G-REP: standardized log-Gamma noise, pathwise term plus score correction"
 
     def draw_noise(self, alpha: Tensor, n_samples: int) -> tuple[Tensor, ...]:
@@ -149,6 +150,7 @@ class RSVI(ScoreCorrected):
     name = "rsvi"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("purple", "o")
     description = "RSVI: Marsaglia-Tsang proposal with shape augmentation B, score-corrected"
     options: ClassVar[dict[str, Option]] = {
         "boost": Option(1, "shape augmentation B (B = 0 needs alpha >= 1)", minimum=0),
@@ -197,6 +199,7 @@ class ImplicitReparam(Estimator):
     name = "implicit_reparam"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("wine", "^")
     description = "implicit reparameterization of Gamma latents, dz/dalpha = -(dF/dalpha) / q"
     requires = GAMMA_PATHWISE
     unbiased = True

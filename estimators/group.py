@@ -145,6 +145,7 @@ class GRPO(GroupEstimator):
     name = "grpo"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("purple", ">")
     description = "GRPO: group mean and std advantage, per-sequence length normalisation"
     options: ClassVar[dict[str, Option]] = {
         "scale": Option("std", "divide the centred cost by the group's std (std) or not (none)",
@@ -183,6 +184,7 @@ class DrGRPO(GroupEstimator):
     name = "dr_grpo"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("vermillion", "s")
     description = "Dr. GRPO: group-mean advantage, constant (maximum-length) normaliser"
     options: ClassVar[dict[str, Option]] = {}
 

@@ -63,6 +63,7 @@ class Lax(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {"warmup": 20}
     warmup_option = "warmup"
+    style = ("green", "o")
     description = (
         "LAX: score function with a learned control variate differentiated through "
         "the reparameterized sample (continuous RELAX), variance-trained"

@@ -58,6 +58,7 @@ class LocalDisARM(BinaryOnly, Estimator):
     name = "local_disarm"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("olive", "D")
     description = "DisARM per sample of a multi-sample bound, the others held fixed"
     requires = frozenset({Capability.DISCRETE, Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True

@@ -99,6 +99,7 @@ class MeasureValued(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 13
+    style = ("sky", "^")
     description = "measure-valued derivative: Gaussian q (Weibull, Maxwell), Poisson (x + 1)"
     requires = frozenset()
     unbiased = True

@@ -138,6 +138,7 @@ class ReinforceOptimalBaseline(Estimator):
     name = "reinforce_optimal_baseline"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("sky", "*")
     description = "score function with the variance-minimising baseline E[f s^2]/E[s^2]"
     requires = frozenset()
     unbiased = True

@@ -75,6 +75,7 @@ class RQMCReparam(Estimator):
     name = "rqmc_reparam"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("sky", "o")
     description = "pathwise gradient at scrambled Sobol points (randomized quasi-Monte Carlo)"
     requires = frozenset({Capability.GAUSSIAN, Capability.DIFFERENTIABLE_COST})
     unbiased = True

@@ -312,6 +312,7 @@ class Rebar(ConditionalRelaxation):
     """
 
     name = "rebar"
+    style = ("orange", "v")
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 7
@@ -364,6 +365,7 @@ class Relax(ConditionalRelaxation):
     """
 
     name = "relax"
+    style = ("green", "<")
     example_samples = 4
     example_options: ClassVar[dict] = {"warmup": 5}
     paper_order = 8

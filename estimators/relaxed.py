@@ -43,6 +43,7 @@ class GumbelSoftmax(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 1.0}
     paper_order = 3
+    style = ("purple", "v")
     description = "relaxed Gumbel-Softmax / Concrete pathwise gradient (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -71,6 +72,7 @@ class STGumbelSoftmax(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 1.0}
     paper_order = 4
+    style = ("sky", "<")
     description = "straight-through Gumbel-Softmax: hard forward, relaxed backward (biased)"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False
@@ -98,6 +100,7 @@ class StraightThrough(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 5
+    style = ("black", ">")
     description = "straight-through: hard sample forward, gradient of the probabilities backward"
     requires = DISCRETE_DIFFERENTIABLE
     unbiased = False

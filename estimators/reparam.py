@@ -66,6 +66,7 @@ class Reparam(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 2
+    style = ("vermillion", "D")
     description = "pathwise (reparameterization) gradient through rsample"
     requires = frozenset({Capability.RSAMPLE, Capability.DIFFERENTIABLE_COST})
     unbiased = True
@@ -99,6 +100,7 @@ class StickingTheLanding(Estimator):
     exact_in_mean: ClassVar[dict[str, str]] = {
         "gaussian_elbo": "STL is unbiased for the ELBO (Roeder et al. 2017)",
     }
+    style = ("indigo", "v")
     description = (
         "sticking the landing: pathwise -log w without the score of log q "
         "(unbiased for the ELBO, biased for K-sample bounds)"
@@ -137,6 +139,7 @@ class DReG(Estimator):
     name = "dreg"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("wine", "<")
     description = "doubly reparameterized gradient of importance-weighted bounds"
     requires = VARIATIONAL
     unbiased = True

@@ -69,6 +69,7 @@ class Rodeo(BinaryOnly, Estimator):
     """
 
     name = "rodeo"
+    style = ("sky", "s")
     example_samples = 4
     example_options: ClassVar[dict] = {"warmup": 20}
     warmup_option = "warmup"

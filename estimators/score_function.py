@@ -77,6 +77,7 @@ class Reinforce(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 0
+    style = ("blue", "o")
     description = "score function (REINFORCE), no baseline"
     requires = frozenset()
     unbiased = True
@@ -105,6 +106,7 @@ class ReinforceEMA(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     warmup_option = "warmup"
+    style = ("orange", "s")
     description = "score function with an exponential-moving-average baseline"
     requires = frozenset()
     unbiased = True
@@ -142,6 +144,7 @@ class ReinforceLOO(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 1
+    style = ("green", "^")
     description = "score function with the leave-one-out baseline (K >= 2)"
     requires = frozenset()
     unbiased = True
@@ -185,6 +188,7 @@ class ReinforceExactBaseline(Estimator):
     name = "reinforce_exact_baseline"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("black", "*")
     description = "score function with the exact baseline E_q[f] (an oracle reference)"
     requires = frozenset({Capability.EXACT_OBJECTIVE})
     unbiased = True
@@ -253,6 +257,7 @@ class VIMCO(Estimator):
     example_samples = 4
     example_options: ClassVar[dict] = {}
     paper_order = 11
+    style = ("purple", "s")
     description = "VIMCO: multi-sample score function with leave-one-out bound baselines (K >= 2)"
     requires = frozenset({Capability.MULTI_SAMPLE, Capability.LOG_WEIGHTS})
     unbiased = True
@@ -323,6 +328,7 @@ class NVIL(Estimator):
     }
     paper_order = 12
     warmup_option = "warmup"
+    style = ("olive", "o")
     description = (
         "score function with a learned input-dependent baseline, centring and "
         "variance normalization (NVIL; biased while normalizing)"

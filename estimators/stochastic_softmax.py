@@ -100,6 +100,7 @@ class SST(Estimator):
     name = "sst"
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 1.0}
+    style = ("indigo", "s")
     description = "stochastic softmax trick: pathwise gradient at the regularized argmax (biased)"
     requires = frozenset({Capability.DIFFERENTIABLE_COST})
     unbiased = False
@@ -146,6 +147,7 @@ class STSST(SST):
     name = "st_sst"
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 1.0}
+    style = ("blue", "^")
     description = "straight-through SST: hard argmax forward, regularized argmax backward (biased)"
     target = RelaxedGradient(straight_through=True)
 

@@ -72,6 +72,7 @@ class StochasticTriples(Estimator):
     name = "stochastic_triples"
     example_samples = 4
     example_options: ClassVar[dict] = {}
+    style = ("black", "o")
     description = "stochastic triples (StochasticAD): weighted jumps to neighbouring values"
     requires = frozenset()
     unbiased = True

@@ -137,6 +137,7 @@ class GumbelRao(StraightThroughFamily):
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 1.0, "rao_samples": 4}
     paper_order = 10
+    style = ("vermillion", ">")
     description = "Gumbel-Rao: ST-Gumbel-Softmax backward averaged over M conditional Gumbels"
     #: the tower property: its mean is ST-Gumbel-Softmax's at the same tau, for every M
     target = RelaxedGradient(straight_through=True)
@@ -165,6 +166,7 @@ class ReinMax(StraightThroughFamily):
     example_samples = 4
     example_options: ClassVar[dict] = {"tau": 2.0}
     paper_order = 9
+    style = ("indigo", "*")
     description = "ReinMax: second-order (Heun) straight-through backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z at tau=1")
     options: ClassVar[dict[str, Option]] = {"tau": TAU}
@@ -190,6 +192,7 @@ class GappedST(StraightThroughFamily):
     name = "gst"
     example_samples = 4
     example_options: ClassVar[dict] = {"gap": "1", "tau": 1.0}
+    style = ("wine", "o")
     description = "gapped straight-through: deterministic logit perturbation given the sample"
     target = NoTarget("its mean has no definition independent of its own backward pass")
     options: ClassVar[dict[str, Option]] = {
@@ -232,6 +235,7 @@ class ZGR(StraightThroughFamily):
         "bernoulli_toy": "ZGR is exact for costs quadratic in z (Shekhovtsov 2023)",
         "categorical_toy": "ZGR is exact for costs quadratic in z (Shekhovtsov 2023)",
     }
+    style = ("olive", "s")
     description = "ZGR / DARN(1/2): mean of the straight-through and a score-function backward"
     target = NoTarget("its mean is the exact gradient only for costs quadratic in z")
 

@@ -198,6 +198,7 @@ class UnorderedSet(Estimator):
     # K = 2 < the 4 configurations of bernoulli_toy's two bits (K = 4 would be exact)
     example_samples = 2
     example_options: ClassVar[dict] = {}
+    style = ("orange", "^")
     description = "unordered-set estimator: K samples without replacement, built-in baseline"
     requires = frozenset()
     unbiased = True

@@ -17,10 +17,15 @@ from bench import schema
 from bench.cli import main as bench_main
 from bench.cli import paper as paper_cli
 from bench.report import theme
-from bench.report.figures import FIGURES, _log_breaks, _log_labels, draw, make_figures
+from bench.report.figures import FIGURES, PAGE_HEIGHT_IN, draw, make_figures, pages
+from bench.report.figures.axes import FLOOR_FACTOR, log_breaks, log_labels
+from bench.report.figures.common import biased_on
+from bench.report.figures.efficiency import SLOT_HALF
+from bench.report.figures.output import natural_height
 from bench.report.theme import PALETTE, SIZES
 from bench.sweep.run import run_sweep
 from estimators import ESTIMATORS
+from problems import PROBLEMS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: an estimator that a plugin would register: not in the registry
@@ -174,37 +179,79 @@ def _layer(plot, geom: str, column: str | None = None) -> pd.DataFrame:
     raise AssertionError(f"no {geom} layer with {column}")
 
 
-def test_every_estimator_has_its_own_fixed_style(monkeypatch):
-    """Registered, announced and plugin estimators get distinct (colour, marker) pairs that
-    depend on the name only, not on the registry's order or on the plugins present."""
+def _style_clashes(styles: dict[str, theme.Style]) -> list[tuple[str, str]]:
+    """Pairs of estimators drawn alike (same colour and marker)."""
+    seen: dict[tuple[str, str], str] = {}
+    clashes = []
+    for name, style in styles.items():
+        key = (style.colour, style.shape)
+        if key in seen:
+            clashes.append((seen[key], name))
+        seen.setdefault(key, name)
+    return clashes
+
+
+def test_every_builtin_declares_its_own_distinct_style():
+    """Each registered estimator class declares its (colour, marker) itself (not inherited),
+    from the suite's palette and markers, and no two share one."""
+    styles = theme.estimator_styles()
+    assert set(styles) == set(ESTIMATORS)
+    for name, cls in ESTIMATORS.items():
+        assert "style" in cls.__dict__, f"{name} declares no style of its own"
+        assert theme.declared_style(name, cls) == styles[name]
+    assert _style_clashes(styles) == []
+    assert styles["reinforce"] == theme.Style(PALETTE[0], "o")  # as before the declarations
+
+
+def test_a_style_clash_between_builtins_is_caught(monkeypatch):
+    """The broken twin: a built-in declaring another's pair is reported by the same check."""
+    monkeypatch.setattr(ESTIMATORS["reinforce_loo"], "style", ESTIMATORS["reinforce"].style)
+    assert _style_clashes(theme.estimator_styles()) == [("reinforce", "reinforce_loo")]
+    monkeypatch.setattr(ESTIMATORS["reinforce_loo"], "style", ("teal", "o"))
+    with pytest.raises(ValueError, match=r"reinforce_loo.*expected a colour of blue"):
+        theme.estimator_styles()
+
+
+def test_plugins_get_a_colour_and_marker_no_builtin_has(monkeypatch):
+    """A plugin, even a subclass of a built-in (which inherits its ``style``), is drawn with a
+    colour and a marker of the plugin set; plugins differ from each other."""
+
+    class TauTwice(ESTIMATORS["gumbel_softmax"]):
+        name = "tau_twice"
+
+    TauTwice.__module__ = "my_plugin"
+    monkeypatch.setitem(ESTIMATORS, "tau_twice", TauTwice)
     plugins = [f"plugin_{i}" for i in range(20)]
     styles = theme.estimator_styles(plugins)
-    pairs = [(s.colour, s.shape) for s in styles.values()]
-    assert len(set(pairs)) == len(pairs) == len(set(ESTIMATORS) | set(plugins))
-    assert all(s.colour in PALETTE and s.shape in theme.SHAPES for s in styles.values())
-    assert len(set(theme.PINNED.values())) == len(theme.PINNED)  # pinned pairs distinct
-    assert styles["reinforce"] == theme.Style(PALETTE[0], "o")
-    # the registry grown (announced names and unknown ones) and reversed: same pairs
-    grown = {**{n: None for n in reversed(list(theme.PINNED))},
-             **{f"new_{i}": None for i in range(8)}, **dict(ESTIMATORS)}
-    monkeypatch.setattr(theme, "ESTIMATORS", dict(reversed(list(grown.items()))))
-    moved = theme.estimator_styles(plugins)
-    assert all(moved[n] == styles[n] for n in ESTIMATORS)
-    assert len({(s.colour, s.shape) for s in moved.values()}) == len(moved) == len(grown) + 20
-    # a plugin never moves a registered estimator, and plugins differ from each other
-    assert theme.estimator_styles(["x"])["new_3"] == moved["new_3"]
-    assert theme.estimator_colours(["x"]) == {n: s.colour for n, s in
-                                              theme.estimator_styles(["x"]).items()}
+    builtin_colours = {styles[n].colour for n in ESTIMATORS if n != "tau_twice"}
+    for name in ["tau_twice", *plugins]:
+        assert styles[name].colour not in builtin_colours, name
+        assert styles[name].colour in theme.PLUGIN_COLOURS
+        assert styles[name].shape in theme.PLUGIN_SHAPES and styles[name].shape not in theme.SHAPES
+    assert styles["tau_twice"] != styles["gumbel_softmax"]
+    assert _style_clashes(styles) == []
+    # a plugin never moves a built-in's style
+    assert {n: styles[n] for n in ESTIMATORS if n != "tau_twice"} == {
+        n: s for n, s in theme.estimator_styles().items() if n != "tau_twice"}
 
 
 def test_log_labels_are_distinct_for_any_range():
     for low, high in [(6.5e-4, 8.6e-4), (7e-4, 8e-4), (1.2e-5, 3e-5), (0.11, 0.19),
                       (3e3, 4e4), (1e-9, 1e3), (2e-7, 2.6e-7)]:
-        breaks = _log_breaks([low, high])
-        labels = _log_labels(breaks)
+        breaks = log_breaks([low, high])
+        labels = log_labels(breaks)
         assert len(breaks) >= 1 and len(set(labels)) == len(labels), (low, high, labels)
-    assert _log_labels([6.5e-4, 7e-4, 7.5e-4]) == ["6.5e-4", "7e-4", "7.5e-4"]
-    assert _log_labels([1e-5, 3e-5]) == ["1e-5", "3e-5"]
+    assert log_labels([6.5e-4, 7e-4, 7.5e-4]) == ["6.5e-4", "7e-4", "7.5e-4"]
+    assert log_labels([1e-5, 3e-5]) == ["1e-5", "3e-5"]
+
+
+def _floored(plot) -> pd.DataFrame:
+    """The rows drawn on the floor, from every layer of ``plot``."""
+    parts = [d for layer in plot.layers
+             for d in [layer._data if isinstance(layer._data, pd.DataFrame) else plot.data]
+             if "at_floor" in d.columns]
+    rows = pd.concat(parts)
+    return rows[rows["at_floor"].astype(bool)].drop_duplicates(["cell_key"])
 
 
 def test_variance_figure_ticks_every_k_guides_1_over_k_and_shows_zero_variance(tables):
@@ -215,12 +262,12 @@ def test_variance_figure_ticks_every_k_guides_1_over_k_and_shows_zero_variance(t
     for _, rows in guide.groupby("panel", observed=True):  # slope -1 on log-log axes
         slope = np.polyfit(np.log(rows["n_samples"]), np.log(rows["guide"]), 1)[0]
         assert slope == pytest.approx(-1.0)
-    zero = _layer(plot, "geom_point", "at_floor")
+    zero = _floored(plot)
     assert set(zero["estimator"]) == {PLUGIN} and len(zero) == 3
     shown = plot.data
     toy = shown[shown["panel"] == "bernoulli_toy"]["variance_trace"]
-    assert (zero["at_floor"] < toy.min()).all() and (zero["at_floor"] > 0).all()
-    assert PLUGIN in plot.labels.caption
+    assert (zero["shown"] < toy.min()).all() and (zero["shown"] > 0).all()
+    assert PLUGIN in plot.labels.caption and "dotted floor" in plot.labels.caption
     # series at the same K are spread so that none hides another
     at_4 = shown[(shown["panel"] == "gaussian_quadratic") & (shown["n_samples"] == 4)]
     assert at_4["x_dodged"].nunique() == len(at_4) == 3
@@ -234,14 +281,41 @@ def test_variance_at_rounding_level_is_drawn_as_zero(tables):
     cells = tables["cells"].copy()
     plugin = cells["estimator"] == PLUGIN
     cells.loc[plugin, ["variance_trace", "snr"]] = [1e-20, 1e8]
-    assert set(_layer(draw("variance_vs_samples", cells)[0], "geom_point", "at_floor")
-               ["estimator"]) == {PLUGIN}
+    assert set(_floored(draw("variance_vs_samples", cells)[0])["estimator"]) == {PLUGIN}
     for column, value in (("snr", 100.0), ("dtype", "float64")):
         changed = cells.copy()
         changed.loc[plugin, column] = value
         plot, _, _ = draw("variance_vs_samples", changed)
-        assert _layer(plot, "geom_point", "at_floor").empty
+        assert _floored(plot).empty
         assert (plot.data["estimator"] == PLUGIN).sum() == 3
+
+
+def _decades(values: pd.Series) -> float:
+    values = values[values > 0]
+    return float(np.log10(values.max() / values.min()))
+
+
+@pytest.mark.parametrize("name", ["overview", "efficiency", "efficiency_evals"])
+def test_rounding_level_mse_sits_on_a_marked_floor(tables, name):
+    """An MSE of 1e-17 (DisARM on one bit) with a gradient of norm 1 in float32 is rounding:
+    drawn on the floor, FLOOR_FACTOR below the panel's smallest real value or interval end,
+    so the axis spans the real values' decades, not 17; the caption names it. The twin: an
+    MSE of 1e-6 is a real value and stays where it is, on an axis that then spans more."""
+    cells = tables["cells"].assign(truth_l2=1.0)
+    plugin = cells["estimator"] == PLUGIN
+    cells.loc[plugin, ["mse", "mse_ci_low", "mse_ci_high"]] = [1e-17, 1e-18, 1e-16]
+    plot, _, _ = draw(name, cells)
+    floored = _floored(plot)
+    assert set(floored["estimator"]) == {PLUGIN}
+    toy = plot.data[(plot.data["panel"] == "bernoulli_toy") & ~plot.data["at_floor"]]
+    lowest = min(toy["mse"].min(), toy["low"].min())
+    assert np.allclose(floored["shown"], lowest / FLOOR_FACTOR)
+    assert _decades(pd.concat([toy["high"], floored["shown"]])) < 5
+    assert "dotted floor" in plot.labels.caption and PLUGIN in plot.labels.caption
+    _layer(plot, "geom_hline", "floor")
+    cells.loc[plugin, ["mse", "mse_ci_low", "mse_ci_high"]] = [1e-6, 5e-7, 2e-6]
+    real, _, _ = draw(name, cells)
+    assert _floored(real).empty and "dotted floor" not in real.labels.caption
 
 
 def test_tau_figure_does_not_join_unresolved_bias(tables):
@@ -261,19 +335,37 @@ def test_tau_figure_does_not_join_unresolved_bias(tables):
     assert "not resolved" in plot.labels.caption
 
 
-@pytest.mark.parametrize(("name", "x"), [("efficiency", "time_per_estimate_s"),
-                                         ("efficiency_evals", "cost_evals")])
-def test_efficiency_plots_mse_against_time_or_evaluations(tables, name, x):
-    plot, _, _ = draw(name, tables["cells"])
-    assert plot.mapping["y"] == "mse"
+def test_efficiency_plots_mse_against_time(tables):
+    plot, _, _ = draw("efficiency", tables["cells"])
+    assert plot.mapping["y"] == "shown"
     data = plot.data
-    scale = 1e3 if x == "time_per_estimate_s" else 1.0
-    assert np.allclose(data["xpos"] / (data[x] * scale), 1, atol=0.15)
-    if name == "efficiency":  # interquartile range of the time as horizontal bars
-        bars = _layer(plot, "geom_segment")
-        width = (bars["cost_high"] - bars["cost_low"]) / 1e3
-        assert np.allclose(width, bars["time_iqr_s"])
+    assert np.allclose(data["xpos"], data["time_per_estimate_s"] * 1e3)
+    bars = _layer(plot, "geom_segment")  # interquartile range of the time as horizontal bars
+    assert np.allclose((bars["cost_high"] - bars["cost_low"]) / 1e3, bars["time_iqr_s"])
     assert "hollow: biased" in plot.labels.caption
+
+
+def test_efficiency_evals_shows_integer_counts_in_slots(tables):
+    """Every point sits in the slot of its own count, labelled with that integer (never
+    between two counts as a dodge on a numeric axis puts it); estimators sharing a count
+    are side by side within the slot."""
+    cells = tables["cells"].copy()
+    cells["cost_evals"] = cells["n_samples"] * 5  # 10, 20, 80: shared by every estimator
+    plot, _, _ = draw("efficiency_evals", cells)
+    scale = next(s for s in plot.scales if "x" in s.aesthetics)
+    data = plot.data
+    centres = data["xpos"].round()
+    assert ((data["xpos"] - centres).abs() <= SLOT_HALF + 1e-9).all()
+    for _, rows in data.groupby("panel", observed=True):  # each panel has its own x scale
+        limits = [rows["xpos"].min() - 0.5, rows["xpos"].max() + 0.5]
+        breaks = scale.breaks(limits)
+        labels = dict(zip(breaks, scale.labels(breaks), strict=True))
+        assert sorted(labels.values(), key=int) == [str(c) for c in sorted(
+            set(rows["cost_evals"]))]
+        for centre, count in zip(rows["xpos"].round(), rows["cost_evals"], strict=True):
+            assert labels[centre] == str(int(count))
+    at_20 = data[(data["panel"] == "gaussian_quadratic") & (data["cost_evals"] == 20)]
+    assert at_20["xpos"].nunique() == len(at_20) == 3  # side by side, not on each other
 
 
 def test_overview_says_when_the_truth_is_an_estimate(tables):
@@ -282,6 +374,89 @@ def test_overview_says_when_the_truth_is_an_estimate(tables):
     assert "gan_continuous\n(truth estimated)" in panels and "bernoulli_toy" in panels
     assert "reference estimate" in plot.labels.caption
     _layer(plot, "geom_errorbar", "low")
+
+
+def test_bias_markers_follow_the_problem_not_the_global_flag(tables):
+    """stl is declared biased (for K-sample bounds) but its target is the exact gradient of
+    expectation objectives: filled on gaussian_elbo, hollow on its iwae objective; an
+    estimator biased everywhere (gumbel_softmax) is hollow everywhere; a name the registry
+    lacks falls back to the table's flag."""
+    iwae = json.dumps({"objective": "iwae"})
+    assert not ESTIMATORS["stl"].unbiased
+    assert biased_on("stl", "gaussian_elbo", "{}") is False
+    assert biased_on("stl", "gaussian_elbo", iwae) is True
+    assert biased_on("gumbel_softmax", "bernoulli_toy", "{}") is True
+    assert biased_on("reinforce", "gaussian_elbo", iwae) is False
+    assert biased_on(PLUGIN, "bernoulli_toy", "{}", declared_unbiased=False) is True
+    assert biased_on(PLUGIN, "bernoulli_toy", "{}", declared_unbiased=None) is False
+    cells = tables["cells"]
+    rows = cells[cells["problem"] == "gaussian_quadratic"].assign(problem="gaussian_elbo")
+    stl = pd.concat([rows.assign(estimator="stl", unbiased=False),
+                     rows.assign(estimator="stl", unbiased=False, problem_options=iwae)])
+    stl = stl.drop_duplicates(["problem_options", "n_samples"]).assign(
+        cell_key=lambda t: [f"s{i}" for i in range(len(t))])
+    for name in ("overview", "efficiency"):
+        plot, _, _ = draw(name, stl)
+        marked = plot.data.set_index("problem_options")["biased"]
+        assert not marked.loc["{}"].any() and marked.loc[iwae].all()
+
+
+def _wide_cells(problems: int, estimators: list[str]) -> pd.DataFrame:
+    """A cells table of every registered problem (repeated with another option set until
+    there are ``problems``) times ``estimators`` at K = 2 and 8."""
+    template = _cells().iloc[0]
+    names = list(PROBLEMS)
+    rows = []
+    for i in range(problems):
+        problem = names[i % len(names)]
+        for j, estimator in enumerate(estimators):
+            for k in (2, 8):
+                variance = (1 + j) / k
+                rows.append(template.to_dict() | {
+                    "cell_key": f"{i}-{j}-{k}", "problem": problem,
+                    "problem_options": json.dumps({"copy": i // len(names)}),
+                    "estimator": estimator, "estimator_options": "{}", "n_samples": k,
+                    "variance_trace": variance, "variance_trace_ci_low": 0.8 * variance,
+                    "variance_trace_ci_high": 1.2 * variance, "mse": variance,
+                    "mse_ci_low": 0.8 * variance, "mse_ci_high": 1.2 * variance,
+                    "cost_evals": k, "time_per_estimate_s": 1e-4 * k, "unbiased": True,
+                })
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("name", ["overview", "variance_vs_samples", "efficiency_evals"])
+@pytest.mark.parametrize("size", ["icml-page", "icml-column"])
+def test_figures_of_many_problems_and_estimators_are_split_into_pages(name, size):
+    """40 estimators on 24 problems: every page fits 8 x 9 in without squeezing (its natural
+    height, before any cap, is at most a page), every problem and estimator is on exactly
+    one page, and
+    a split page holds problems of one family (named in the file, or the problem's name
+    when a page holds one)."""
+    cells = _wide_cells(24, list(ESTIMATORS)[:40])
+    parts = pages(FIGURES[name], cells, SIZES[size])
+    assert len(parts) > 1
+    seen = []
+    for stem, part in parts:
+        drawn = FIGURES[name].draw(part, SIZES[size])
+        caption = drawn.plot.labels.caption
+        assert natural_height(drawn, SIZES[size], caption) <= PAGE_HEIGHT_IN, stem
+        assert SIZES[size].width_in <= 8
+        families = {str(PROBLEMS[p].latent) for p in part["problem"]}
+        named = families | set(part["problem"])  # a page of one problem is named after it
+        assert len(families) == 1 and stem.split("-")[1] in named, stem
+        seen += list(part[["problem", "problem_options", "estimator"]].drop_duplicates()
+                     .itertuples(index=False))
+    # every (problem, estimator) on exactly one page: at the column width, 40 estimators'
+    # legend fills a page, so the estimators are split too
+    assert len(seen) == len(set(seen)) == len(cells[["problem", "problem_options",
+                                                        "estimator"]].drop_duplicates())
+    assert ("estimators" in " ".join(s for s, _ in parts)) == (size == "icml-column"
+                                                              and name != "overview")
+    # a table that fits one page is one file named after the figure
+    small = cells[cells["problem"].isin(["bernoulli_toy", "gaussian_quadratic"])
+                  & cells["problem_options"].eq('{"copy": 0}')
+                  & cells["estimator"].isin(list(ESTIMATORS)[:6])]
+    assert [stem for stem, _ in pages(FIGURES[name], small, SIZES[size])] == [name]
 
 
 def _seeded_train(seeds: int, stall: float = 0.0) -> pd.DataFrame:
@@ -407,3 +582,24 @@ def test_captions_are_wrapped_to_the_figure_width(tables):
     composed, width, _ = draw("training", _seeded_train(2), "icml-column")
     caption = composed.items[-1].labels.caption
     assert max(len(line) for line in caption.split("\n")) * theme.TEXT_PT * 0.6 <= width * 72
+
+
+def test_reproduction_curves_that_coincide_are_drawn_apart():
+    """Five losses that agree to 1e-4 on 0.35 (the ReinMax polynomial programme): the second
+    row holds each one's difference from the reference, paired by replicate, with its own
+    colour and marker; the reference's difference is 0 and a series 1e-4 above it is 1e-4
+    above 0 (not lost in the first row's scale)."""
+    from bench.report.figures.reproductions import difference_figure
+
+    names = ["straight_through", "st_gumbel_softmax", "gst", "gumbel_rao", "reinmax"]
+    rows = [{"setting": "p=2", "series": name, "replicate": r, "step": step, "metric": "loss",
+             "value": 0.35 - 1e-3 * step + 1e-4 * j + 1e-6 * r}
+            for j, name in enumerate(names) for r in range(2) for step in (0, 10, 20)]
+    plot = difference_figure(pd.DataFrame(rows), "loss", "exact loss", "reinmax", "test")
+    lower = plot.data[plot.data["panel"] == "exact loss − reinmax's"]
+    final = lower[lower["step"] == 20].set_index("series")["y"].astype(float)
+    assert np.allclose(final[names], [1e-4 * (j - 4) for j in range(5)])
+    shapes = next(s for s in plot.scales if "shape" in s.aesthetics)
+    assert plot.mapping["color"] == "series" and shapes.limits == names
+    assert len({theme.estimator_styles(names)[n] for n in names}) == 5
+    assert difference_figure(pd.DataFrame(rows), "loss", "loss", "absent", "test") is None

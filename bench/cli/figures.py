@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,13 +37,30 @@ def read_tables(run_dir: str | Path) -> dict:
         raise ValueError(f"{run_dir}: cannot read its tables ({first})") from None
 
 
+def stderr_progress(enabled: bool = True) -> Callable[[str], None]:
+    """A progress callback printing each line to stderr with the seconds since it was made
+    (``bench figures: 12.3 s overview: drawing``); silent when not ``enabled``."""
+    start = time.perf_counter()
+
+    def report(line: str) -> None:
+        if enabled:
+            print(f"bench figures: {time.perf_counter() - start:5.1f} s {line}",
+                  file=sys.stderr, flush=True)
+
+    return report
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw the figures of a run directory."""
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
     check_output_dir(out, "--out" if args.out else "figures directory")
+    progress = stderr_progress(not args.no_progress)
+    progress(f"reading the tables of {args.run_dir}")
     tables = read_tables(args.run_dir)
+    progress(", ".join(f"{name}: {len(t)} rows" for name, t in tables.items()))
     written, notes = make_figures(
-        tables, out, parse_formats(args.format), args.size, names=args.figure or None
+        tables, out, parse_formats(args.format), args.size, names=args.figure or None,
+        progress=progress,
     )
     return report_written(written, notes)
 
@@ -69,5 +88,7 @@ def add_parser(subparsers) -> None:
                          help="output directory (default RUN_DIR/figures)")
     figures.add_argument("--figure", action="append", choices=list(FIGURES), default=[],
                          help="draw only this figure (repeatable; default: all that apply)")
+    figures.add_argument("--no-progress", action="store_true",
+                         help="no progress lines on stderr")
     add_drawing_options(figures)
     figures.set_defaults(handler=main)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.cli import add_shared
-from bench.cli.figures import add_drawing_options, read_tables, report_written
+from bench.cli.figures import add_drawing_options, read_tables, report_written, stderr_progress
 from bench.files import check_output_dir
 from bench.report.figures import make_figures, parse_formats
 from bench.threads import check_threads
@@ -180,7 +180,8 @@ def main(args: argparse.Namespace) -> int:
     swept = time.perf_counter() - started
     note = run_training(config, out, progress, estimators)
     measured = time.perf_counter() - started
-    written, notes = make_figures(read_tables(out), out / "figures", formats, args.size)
+    written, notes = make_figures(read_tables(out), out / "figures", formats, args.size,
+                                  progress=stderr_progress(not args.no_progress))
     drawn = time.perf_counter() - started - measured
     print(f"swept in {swept:.0f} s, trained in {measured - swept:.0f} s, drawn in {drawn:.0f} s")
     return report_written(written, [note, *notes] if note else notes)

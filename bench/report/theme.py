@@ -1,21 +1,21 @@
 """One look for every figure: theme, size presets and a fixed (colour, marker) per estimator.
 
-Styles. Every estimator is drawn with a pair (colour, marker) that depends on its name
-only, never on its position in ``estimators.ESTIMATORS``, so it is the same in every
+Styles. Every estimator is drawn with a pair (colour, marker) that is the same in every
 figure, run and commit however the registry grows or is reordered. Colours: the
 Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design") without its yellow (too
 light on white), distinguishable under the common colour-vision deficiencies, then three
 dark colours of Paul Tol's "muted" scheme (Tol 2021, "Colour Schemes", SRON/EPS/TN/09-002).
-Ten colours crossed with eight filled markers give 80 pairs; the marker keeps two
-estimators that share a colour apart, also in greyscale.
+The marker keeps two estimators that share a colour apart, also in greyscale.
 
-* The estimators of the suite, present and announced, have a pinned pair in ``PINNED``
-  (chosen so that members of one family differ in colour).
-* Any other estimator, registered later or from a plugin, gets a free pair (one no pinned
-  name uses) picked from a hash of its name, probing to the next free pair on a collision:
-  first the registered ones in name order, then the others (plugins, names from result
-  files) in name order, so every estimator of a figure has its own pair and a plugin never
-  moves a registered estimator's pair.
+* Each estimator class of the suite declares its pair itself (``Estimator.style``: a colour
+  name of ``COLOURS`` and a marker of ``SHAPES``), chosen so that members of one family
+  differ in colour; tests/test_figures.py checks that no two share a pair. A built-in that
+  declares none gets a free pair of the same set, by a hash of its name.
+* Any other estimator (a plugin, also one that subclasses a built-in, or a name from a
+  result file) gets a colour of ``PLUGIN_COLOURS`` and a marker of ``PLUGIN_SHAPES``, which
+  no built-in uses, so it never looks like a built-in; the pair comes from a hash of its
+  name, probing to the next free pair, in name order, so the plugins of a figure differ
+  from each other.
 """
 
 from __future__ import annotations
@@ -28,75 +28,31 @@ from dataclasses import dataclass
 from plotnine import element_blank, element_line, element_rect, element_text, theme, theme_bw
 
 from estimators import ESTIMATORS
+from estimators.base import Estimator
 
 #: Okabe-Ito without yellow, then Tol's muted indigo, wine and olive
-PALETTE: tuple[str, ...] = (
-    "#0072B2",  # 0 blue
-    "#E69F00",  # 1 orange
-    "#009E73",  # 2 bluish green
-    "#D55E00",  # 3 vermillion
-    "#CC79A7",  # 4 reddish purple
-    "#56B4E9",  # 5 sky blue
-    "#000000",  # 6 black
-    "#332288",  # 7 indigo
-    "#882255",  # 8 wine
-    "#999933",  # 9 olive
-)
-#: filled marker shapes (matplotlib codes), each of which reads clearly when drawn hollow
-#: (white fill), which the figures use for biased estimators and unresolved points
-SHAPES: tuple[str, ...] = ("o", "s", "^", "D", "v", "<", ">", "*")
-
-#: (colour index, marker index) of the suite's estimators; the first seven keep the pairs
-#: they had when the styles followed the registry order
-PINNED: dict[str, tuple[int, int]] = {
-    "reinforce": (0, 0),
-    "reinforce_ema": (1, 1),
-    "reinforce_loo": (2, 2),
-    "reparam": (3, 3),
-    "gumbel_softmax": (4, 4),
-    "st_gumbel_softmax": (5, 5),
-    "straight_through": (6, 6),
-    # binary antithetic and control-variate estimators (issue 11)
-    "arm": (7, 0),
-    "disarm": (8, 1),
-    "arms": (9, 2),
-    "muprop": (0, 3),
-    "rebar": (1, 4),
-    "relax": (2, 5),
-    "reinforce_exact_baseline": (6, 7),
-    # categorical and straight-through estimators (issue 12)
-    "gumbel_rao": (3, 6),
-    "reinmax": (7, 7),
-    "gst": (8, 0),
-    "zgr": (9, 1),
-    "indecater": (0, 6),
-    "unordered_set": (1, 2),
-    "arsm": (2, 7),
-    # learned, multi-sample and continuous estimators (issue 13)
-    "nvil": (9, 0),  # olive: (3, 0) shared reparam's and gumbel_rao's colour in bench paper
-    "vimco": (4, 1),
-    "mvd": (5, 2),
-    "delta_cv": (6, 3),
-    "stl": (7, 4),
-    "dreg": (8, 5),
-    # group baselines (issue 23)
-    "grpo": (4, 6),
-    "dr_grpo": (3, 1),
-    "reinforce_optimal_baseline": (5, 7),
-    # the discrete and continuous registry of 2020-2026 (issues 24, 25)
-    "double_cv": (0, 1),
-    "carms": (3, 0),
-    "stochastic_triples": (6, 0),
-    "local_disarm": (9, 3),
-    "lax": (2, 0),
-    "rqmc_reparam": (5, 0),
-    "implicit_reparam": (8, 2),
-    "generalized_reparam": (1, 0),
-    "rsvi": (4, 0),
-    "sst": (7, 1),
-    "st_sst": (0, 2),
-    "rodeo": (1, 3),
+COLOURS: dict[str, str] = {
+    "blue": "#0072B2",
+    "orange": "#E69F00",
+    "green": "#009E73",  # bluish green
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",  # reddish purple
+    "sky": "#56B4E9",  # sky blue
+    "black": "#000000",
+    "indigo": "#332288",
+    "wine": "#882255",
+    "olive": "#999933",
 }
+PALETTE: tuple[str, ...] = tuple(COLOURS.values())
+#: filled marker shapes (matplotlib codes) of the suite's estimators, each of which reads
+#: clearly when drawn hollow (white fill), which the figures use for biased estimators
+SHAPES: tuple[str, ...] = ("o", "s", "^", "D", "v", "<", ">", "*")
+#: the colours and markers of plugin estimators: none of them is a built-in's (Tol's rose,
+#: sand and teal, matplotlib's brown, and two greys)
+PLUGIN_COLOURS: tuple[str, ...] = ("#CC6677", "#8C564B", "#DDCC77", "#44AA99", "#777777",
+                                   "#BBBBBB")
+#: (markers first that read clearly hollow, as biased estimators are drawn)
+PLUGIN_SHAPES: tuple[str, ...] = ("p", "h", "8", "d", "P", "X")
 #: resolution of raster output
 DPI = 300
 #: text sizes in points at the preset's width, i.e. after placement at 100%
@@ -111,35 +67,58 @@ class Style:
     shape: str
 
 
-def _free_pairs() -> list[tuple[int, int]]:
-    taken = set(PINNED.values())
-    return [p for p in itertools.product(range(len(PALETTE)), range(len(SHAPES)))
-            if p not in taken]
+def is_builtin(cls: type[Estimator]) -> bool:
+    """Whether ``cls`` is one of the suite's estimators (defined in the ``estimators``
+    package; a plugin's class, even a subclass of a built-in, is not)."""
+    return cls.__module__.split(".")[0] == "estimators"
+
+
+def declared_style(name: str, cls: type[Estimator]) -> Style | None:
+    """The style ``cls`` declares itself (not one it inherits, which would be another
+    estimator's), checked; None without one.
+
+    Raises:
+        ValueError: an unknown colour name or marker.
+    """
+    pair = cls.__dict__.get("style")
+    if pair is None:
+        return None
+    colour, shape = pair
+    if colour not in COLOURS or shape not in SHAPES:
+        raise ValueError(f"estimator {name!r}: style {pair!r}: expected a colour of "
+                         f"{', '.join(COLOURS)} and a marker of {' '.join(SHAPES)}")
+    return Style(COLOURS[colour], shape)
+
+
+def _probe(names: list[str], pairs: list[Style], used: set[Style]) -> dict[str, Style]:
+    """A free pair of ``pairs`` for each name: from a hash of the name, probing onwards."""
+    styles = {}
+    for name in names:
+        start = zlib.crc32(name.encode()) % len(pairs)
+        pair = next((pairs[(start + i) % len(pairs)] for i in range(len(pairs))
+                     if pairs[(start + i) % len(pairs)] not in used), None)
+        if pair is None:
+            raise ValueError(f"more estimators than the {len(pairs)} (colour, marker) pairs "
+                             "of their set; no figure can tell them apart")
+        used.add(pair)
+        styles[name] = pair
+    return styles
 
 
 def estimator_styles(names: Iterable[str] | None = None) -> dict[str, Style]:
     """The style of every registered estimator and of ``names`` (see module docstring).
 
     Raises:
-        ValueError: more estimators than pairs (80), which no figure can tell apart.
+        ValueError: an invalid declaration, or more estimators than pairs.
     """
-    free = _free_pairs()
-    used: set[tuple[int, int]] = set()
-    pairs = {name: PINNED[name] for name in ESTIMATORS if name in PINNED}
-    extra = sorted(set(names or ()) - set(ESTIMATORS))
-    pairs |= {name: PINNED[name] for name in extra if name in PINNED}
-    rest = sorted(n for n in ESTIMATORS if n not in PINNED) + [n for n in extra
-                                                               if n not in PINNED]
-    if len(rest) > len(free):
-        raise ValueError(f"{len(pairs) + len(rest)} estimators but only "
-                         f"{len(PALETTE) * len(SHAPES)} (colour, marker) pairs")
-    for name in rest:
-        start = zlib.crc32(name.encode()) % len(free)
-        pair = next(free[(start + i) % len(free)] for i in range(len(free))
-                    if free[(start + i) % len(free)] not in used)
-        used.add(pair)
-        pairs[name] = pair
-    return {name: Style(PALETTE[c], SHAPES[m]) for name, (c, m) in pairs.items()}
+    builtins = {n: c for n, c in ESTIMATORS.items() if is_builtin(c)}
+    styles = {n: s for n, c in builtins.items() if (s := declared_style(n, c)) is not None}
+    used = set(styles.values())
+    suite = [Style(c, m) for c, m in itertools.product(PALETTE, SHAPES)]
+    styles |= _probe(sorted(set(builtins) - set(styles)), suite, used)
+    others = sorted((set(ESTIMATORS) | set(names or ())) - set(builtins))
+    plugin = [Style(c, m) for m, c in itertools.product(PLUGIN_SHAPES, PLUGIN_COLOURS)]
+    return styles | _probe(others, plugin, set())
 
 
 def estimator_colours(names: Iterable[str] | None = None) -> dict[str, str]:
@@ -204,6 +183,10 @@ def paper_theme() -> theme:
         legend_position="bottom",
         legend_title=element_blank(),
         legend_key=element_blank(),
+        # 10 + 1.5 pt a legend line (the default is 15 pt): a legend of 40 estimators
+        # takes 10 lines, and ``figures.common.LEGEND_LINE_IN`` sizes the figure for them
+        legend_key_size=10,
+        legend_key_spacing_y=1.5,
         legend_text=element_text(size=TEXT_PT),
         legend_box_margin=0,
         strip_background=element_rect(fill="#EEEEEE", color="#BBBBBB"),
