@@ -10,6 +10,7 @@ from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
 from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
 from estimators.group import GRPO, DrGRPO
+from estimators.igr import IGR
 from estimators.lax import Lax
 from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
@@ -72,6 +73,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rsvi": RSVI,
     "sst": SST,
     "st_sst": STSST,
+    "igr": IGR,
 }
 
 

@@ -11,6 +11,9 @@ unbiased for *something else*, and says what in its class attribute ``target``:
   G = -log(-log u), for one-hot categoricals; with ``straight_through=True``, the mean of
   the straight-through Gumbel-Softmax gradient E_u[J_y(u)^T grad f(hard(y(u)), theta)]
   (the cost at the hard sample, the backward through y).
+* ``IGRGradient()``: the gradient of the IGR relaxed objective at the estimator's ``tau``,
+  ``sigma`` and ``delta``, d/dtheta E_eps[f(softmax++((mu(theta) + sigma eps) / tau), theta)],
+  eps ~ N(0, I), mu_k = l_k - l_C (``estimators.igr``).
 * ``StraightThroughMean()``: the exact mean of the straight-through gradient,
   sum_z q(z) (dp/dtheta)^T grad_z f(z, theta) (plus the cost's direct dependence on theta),
   p = E_q[z], a finite sum on enumerable problems.
@@ -67,6 +70,15 @@ class RelaxedGradient(Target):
 
 
 @dataclass(frozen=True)
+class IGRGradient(Target):
+    """The IGR relaxed objective's gradient at the options ``tau``, ``sigma`` and ``delta``."""
+
+    def describe(self, options: dict) -> str:
+        return (f"the IGR relaxed objective's gradient at tau={options['tau']:g}, "
+                f"sigma={options['sigma']:g}, delta={options['delta']:g}")
+
+
+@dataclass(frozen=True)
 class StraightThroughMean(Target):
     """The exact mean of the straight-through gradient, by enumeration."""
 
@@ -84,4 +96,5 @@ class NoTarget(Target):
         return f"no target to check ({self.reason})"
 
 
-__all__ = ["ExactGradient", "NoTarget", "RelaxedGradient", "StraightThroughMean", "Target"]
+__all__ = ["ExactGradient", "IGRGradient", "NoTarget", "RelaxedGradient", "StraightThroughMean",
+           "Target"]

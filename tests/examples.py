@@ -51,6 +51,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "rsvi": {"n_samples": 4},
     "sst": {"n_samples": 4, "options": {"tau": 1.0}},
     "st_sst": {"n_samples": 4, "options": {"tau": 1.0}},
+    "igr": {"n_samples": 4, "options": {"tau": 1.0}},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the

@@ -95,6 +95,7 @@ PINNED: dict[str, tuple[int, int]] = {
     "rsvi": (4, 0),
     "sst": (7, 1),
     "st_sst": (0, 2),
+    "igr": (3, 2),
 }
 #: resolution of raster output
 DPI = 300
