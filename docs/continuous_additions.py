@@ -28,7 +28,8 @@ slope's is the 95% percentile bootstrap over the repeats of every K (1000 resamp
    squared deviation's sum). R = 20000.
 5. ``relaxed``: bernoulli_toy (theta = 1, d = 2) and categorical_toy (theta = 1, d = 2, C = 4),
    K = 4: leave-one-out REINFORCE and the relaxations (gumbel_softmax, st_gumbel_softmax, igr
-   with its default sigma = delta = 1) at tau = 0.1, 0.5, 1, the same columns as ``subset``
+   with its default sigma = delta = 1) at tau = 0.1, 0.5, 1, and decoupled_st at five
+   (tau_forward, tau_backward) off the diagonal, the same columns as ``subset``
    against the exact gradient (docs/estimators_continuous.md). R = 20000.
 """
 
@@ -171,7 +172,8 @@ def subset_table() -> str:
 
 def relaxed_table() -> str:
     columns = [("reinforce_loo", {})] + [
-        (name, {"tau": tau}) for name in RELAXATIONS for tau in (0.1, 0.5, 1.0)]
+        (name, {"tau": tau}) for name in RELAXATIONS for tau in (0.1, 0.5, 1.0)] + [
+        ("decoupled_st", {"tau_forward": f, "tau_backward": b}) for f, b in DECOUPLED]
     return "\n\n".join(
         f"{name} ({', '.join(f'{k} = {v:g}' for k, v in options.items())}; ||grad L|| = "
         f"{np.linalg.norm(exact_gradient(name, options)):.3g}):\n\n"
@@ -180,6 +182,8 @@ def relaxed_table() -> str:
 
 SUBSET = {"n": 6, "k": 3, "theta": 1.0}
 RELAXATIONS = ("gumbel_softmax", "st_gumbel_softmax", "igr")
+#: (tau_forward, tau_backward) of decoupled_st; (1, 1) is st_gumbel_softmax at tau = 1
+DECOUPLED = ((1.0, 0.5), (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (0.5, 2.0))
 RELAXED_PROBLEMS = [("bernoulli_toy", {"theta": 1.0, "d": 2}),
                     ("categorical_toy", {"theta": 1.0, "d": 2, "classes": 4})]
 TABLES = {"lax": lax_table, "rqmc": rqmc_table, "gamma": gamma_table, "subset": subset_table,

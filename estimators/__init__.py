@@ -16,7 +16,12 @@ from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.quasi_monte_carlo import RQMCReparam
-from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
+from estimators.relaxed import (
+    DecoupledSTGumbelSoftmax,
+    GumbelSoftmax,
+    STGumbelSoftmax,
+    StraightThrough,
+)
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.score_function import (
     NVIL,
@@ -74,6 +79,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "sst": SST,
     "st_sst": STSST,
     "igr": IGR,
+    "decoupled_st": DecoupledSTGumbelSoftmax,
 }
 
 

@@ -52,6 +52,7 @@ ESTIMATOR_EXAMPLES: dict[str, dict] = {
     "sst": {"n_samples": 4, "options": {"tau": 1.0}},
     "st_sst": {"n_samples": 4, "options": {"tau": 1.0}},
     "igr": {"n_samples": 4, "options": {"tau": 1.0}},
+    "decoupled_st": {"n_samples": 4, "options": {"tau_forward": 0.5, "tau_backward": 2.0}},
 }
 
 #: biased estimators that are exact in mean on a problem's example, with the reason: the

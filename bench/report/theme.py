@@ -96,6 +96,7 @@ PINNED: dict[str, tuple[int, int]] = {
     "sst": (7, 1),
     "st_sst": (0, 2),
     "igr": (3, 2),
+    "decoupled_st": (1, 3),
 }
 #: resolution of raster output
 DPI = 300

@@ -13,6 +13,10 @@
 * ``IGRGradient``: d/dtheta E_eps[f(z(eps, theta), theta)] with eps = Phi^-1(u), one Gaussian
   per class but the last, z = softmax++((mu + sigma eps) / tau), mu_k = l_k - l_C
   (Potapczynski et al. 2020), by the same quadrature over u.
+* ``DecoupledStraightThrough``: E_u[d/dtheta f(h + y_b - stopgrad(y_b), theta)] with
+  h = onehot(argmax(l / tau_f + G(u))) and y_b = softmax(l / tau_b + G(u)) (bits:
+  h = 1[theta / tau_f + L(u) > 0], y_b = sigmoid(theta / tau_b + L(u))), by the same
+  quadrature, the bit's rule split at its jump u = sigmoid(-theta / tau_f).
 * ``StraightThroughMean``: sum_z q(z) d/dtheta f(z + p - stopgrad(p), theta) with q(z)
   detached, over the enumerated support (at most ``MAX_SUPPORT`` configurations).
 
@@ -35,6 +39,7 @@ from torch import Tensor
 
 from estimators.discrete import is_binary, logits_of, mean_of
 from estimators.targets import (
+    DecoupledStraightThrough,
     ExactGradient,
     IGRGradient,
     NoTarget,
@@ -96,6 +101,9 @@ def compute(
     if isinstance(target, RelaxedGradient):
         return _relaxed(problem, point, float(options[target.tau_option]),
                         target.straight_through)
+    if isinstance(target, DecoupledStraightThrough):
+        return _decoupled(problem, point, float(options["tau_forward"]),
+                          float(options["tau_backward"]))
     if isinstance(target, IGRGradient):
         return _igr(problem, point, {k: float(options[k]) for k in ("tau", "sigma", "delta")})
     return f"bench verify cannot compute a {type(target).__name__}"
@@ -136,6 +144,16 @@ def _relaxed(problem: Problem, point: Params, tau: float, straight: bool) -> Tar
               else [[] for _ in range(logits.numel())])
     return _quadrature(problem, point, logits.shape, breaks,
                        lambda logit, u: _relaxed_sample(logit, u, tau, straight, binary))
+
+
+def _decoupled(problem: Problem, point: Params, forward: float,
+               backward: float) -> TargetValue | str:
+    dist = problem.distribution(repeat_params(point, 1))
+    logits, binary = logits_of(dist).detach()[0], is_binary(dist)  # [*event]
+    breaks = ([[float(b)] for b in torch.sigmoid(-logits / forward).reshape(-1)] if binary
+              else [[] for _ in range(logits.numel())])
+    return _quadrature(problem, point, logits.shape, breaks,
+                       lambda logit, u: _decoupled_sample(logit, u, forward, backward, binary))
 
 
 def _igr(problem: Problem, point: Params, values: dict[str, float]) -> TargetValue | str:
@@ -188,6 +206,21 @@ def _relaxed_rule(
         parts = torch.autograd.grad(loss, list(leaf.values()), allow_unused=True)
         grads = [g if part is None else g + part for g, part in zip(grads, parts, strict=True)]
     return _flat(tuple(grads))
+
+
+def _decoupled_sample(logits: Tensor, u: Tensor, forward: float, backward: float,
+                      binary: bool) -> Tensor:
+    """The decoupled straight-through input h + y_b - stopgrad(y_b) at uniforms ``u``."""
+    if binary:
+        noise = torch.log(u) - torch.log1p(-u)
+        hard = (logits / forward + noise > 0).to(u.dtype)
+        y = torch.sigmoid(logits / backward + noise)
+    else:
+        gumbels = -torch.log(-torch.log(u))
+        index = (logits.detach() / forward + gumbels).argmax(-1)
+        hard = torch.nn.functional.one_hot(index, logits.shape[-1]).to(u.dtype)
+        y = torch.softmax(logits / backward + gumbels, -1)
+    return hard + y - y.detach()
 
 
 def _igr_sample(logits: Tensor, u: Tensor, values: dict[str, float], binary: bool) -> Tensor:
