@@ -16,8 +16,10 @@ G)), a draw from Cat(softmax(l / tau_f)), and the backward pass is that of
 y_b = softmax(l / tau_b + G) with the same Gumbels, z = hard + y_b - stopgrad(y_b). Source:
 we could not read the paper's method section; the definition is its abstract (separate
 forward and backward temperatures, the forward one controlling the sampling's stochasticity)
-and a public review of its ICLR 2025 submission, which quotes its Algorithm 1's
-softmax(l / tau + g) against the original softmax((l + g) / tau). At tau_f = tau_b = 1 both
+and a public review of its ICLR 2025 submission, which says that the paper samples with
+softmax(l / tau + g), in place of the original softmax((l + g) / tau), and that a footnote of
+the paper says so; that both temperatures see the same Gumbels is our reading of "a minimal
+modification" (the review does not say). At tau_f = tau_b = 1 both
 parameterizations coincide and ``decoupled_st`` is ``st_gumbel_softmax`` at tau = 1, float for
 float; at tau_f = tau_b = tau != 1 it is ST-Gumbel-Softmax at temperature 1 on the logits
 l / tau (its samples are not draws from q), not ``st_gumbel_softmax`` at tau.
