@@ -1,8 +1,8 @@
 """Invertible Gaussian reparameterization (IGR): ``igr``, a biased relaxation of discrete latents.
 
 Instead of Gumbel noise through a softmax, IGR pushes Gaussian noise through an invertible map
-onto the interior of the simplex (Potapczynski, Loaiza-Ganem, Cunningham 2020, Section 3,
-"IGR-I"): for one categorical variable with C classes,
+onto the interior of the simplex (Potapczynski, Loaiza-Ganem, Cunningham 2020; "IGR-I" of
+the authors' code, cunningham-lab/igr): for one categorical variable with C classes,
 
     y = mu + sigma * eps,  eps ~ N(0, I_{C-1}),
     z = softmax++(y / tau),  softmax++(x)_k = exp(x_k) / (sum_{j<C} exp(x_j) + delta)  (k < C),
@@ -14,7 +14,7 @@ sample tends to the vertex argmax(y_1, ..., y_{C-1}, 0): IGR is a relaxation of 
 categorical variable with P(class k) = P(y_k > max of the others and 0), not of
 Cat(softmax(l)). Because KL divergence is invariant under a bijection applied to both
 arguments, the KL from IGR(mu, sigma, tau) to an IGR prior (mu_0, sigma_0) at the same tau
-and delta is the Gaussian one (the paper's Section 3.2),
+and delta is the Gaussian one (the closed-form KL the paper's abstract announces),
 
     KL = sum_k log(sigma_0k / sigma_k) + (sigma_k^2 + (mu_k - mu_0k)^2) / (2 sigma_0k^2) - 1/2,
 
