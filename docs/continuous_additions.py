@@ -2,7 +2,7 @@
 Carlo slope and the Gamma estimators' variance ordering (docs/estimators_continuous.md), and
 the stochastic softmax tricks on k-subsets (docs/estimators_categorical.md).
 
-    python docs/continuous_additions.py [lax|rqmc|gamma|subset ...]     # default: all four
+    python docs/continuous_additions.py [lax|rqmc|gamma|subset|relaxed ...]   # default: all
 
 Every estimate is drawn by the harness's kernel (``bench.cell.estimate``: ``prepare`` warms a
 learned estimator up and freezes it, ``estimate_chunks`` draws the R estimates), float64,
@@ -26,6 +26,11 @@ slope's is the 95% percentile bootstrap over the repeats of every K (1000 resamp
    at tau = 0.1, 0.5, 1: the bias norm ||E g - grad L||, the largest bias z, the variance
    (trace) with its interval (the trace's standard error from the fourth moment of the
    squared deviation's sum). R = 20000.
+5. ``relaxed``: bernoulli_toy (theta = 1, d = 2) and categorical_toy (theta = 1, d = 2, C = 4),
+   K = 4: leave-one-out REINFORCE and the relaxations (gumbel_softmax, st_gumbel_softmax, igr
+   with its default sigma = delta = 1) at tau = 0.1, 0.5, 1, and decoupled_st at five
+   (tau_forward, tau_backward) off the diagonal, the same columns as ``subset``
+   against the exact gradient (docs/estimators_continuous.md). R = 20000.
 """
 
 from __future__ import annotations
@@ -131,28 +136,58 @@ def gamma_table() -> str:
     return "\n".join(lines)
 
 
-def subset_table() -> str:
-    problem = get_problem("k_subset")(SUBSET, dtype=torch.float64)
-    truth = problem.truth(problem.init_params()).grad["logits"].numpy()
-    columns = [("reinforce", {}), ("reinforce_loo", {})] + [
-        (name, {"tau": tau}) for name in ("sst", "st_sst") for tau in (0.1, 0.5, 1.0)]
+def exact_gradient(problem_name: str, problem_options: dict) -> np.ndarray:
+    """The problem's exact gradient at its initial point, flattened."""
+    problem = get_problem(problem_name)(problem_options, dtype=torch.float64)
+    return np.concatenate([g.reshape(-1).numpy() for g in
+                           problem.truth(problem.init_params()).grad.values()])
+
+
+def bias_table(problem_name: str, problem_options: dict,
+               columns: list[tuple[str, dict]], n_samples: int = 4) -> str:
+    """Bias norm ||E g - grad L||, largest bias z and variance (trace) with its interval (the
+    trace's standard error from the fourth moment of the squared deviation's sum)."""
+    truth = exact_gradient(problem_name, problem_options)
     lines = ["| estimator | bias norm | max bias z | variance (trace) [95% CI] |",
              "|---|---|---|---|"]
     for name, options in columns:
-        values = draw("k_subset", SUBSET, name, options, 4, 20_000)
+        values = draw(problem_name, problem_options, name, options, n_samples, 20_000)
         mean = values.mean(0)
         z = np.abs(mean - truth) / (values.std(0, ddof=1) / math.sqrt(len(values)))
         spread = ((values - mean) ** 2).sum(-1)  # per estimate; its mean is the trace
         trace = float(spread.sum() / (len(values) - 1))
         se = float(spread.std(ddof=1) / math.sqrt(len(values)))
-        shown = f"{name} (tau={options['tau']:g})" if options else name
+        shown = " ".join(f"{k}={v:g}" for k, v in options.items())
+        shown = f"{name} ({shown})" if options else name
         lines.append(f"| `{shown}` | {np.linalg.norm(mean - truth):.3g} | {z.max():.3g} "
                      f"| {trace:.3g} [{trace - 1.96 * se:.3g}, {trace + 1.96 * se:.3g}] |")
     return "\n".join(lines)
 
 
+def subset_table() -> str:
+    columns = [("reinforce", {}), ("reinforce_loo", {})] + [
+        (name, {"tau": tau}) for name in ("sst", "st_sst") for tau in (0.1, 0.5, 1.0)]
+    return bias_table("k_subset", SUBSET, columns)
+
+
+def relaxed_table() -> str:
+    columns = [("reinforce_loo", {})] + [
+        (name, {"tau": tau}) for name in RELAXATIONS for tau in (0.1, 0.5, 1.0)] + [
+        ("decoupled_st", {"tau_forward": f, "tau_backward": b}) for f, b in DECOUPLED]
+    return "\n\n".join(
+        f"{name} ({', '.join(f'{k} = {v:g}' for k, v in options.items())}; ||grad L|| = "
+        f"{np.linalg.norm(exact_gradient(name, options)):.3g}):\n\n"
+        f"{bias_table(name, options, columns)}" for name, options in RELAXED_PROBLEMS)
+
+
 SUBSET = {"n": 6, "k": 3, "theta": 1.0}
-TABLES = {"lax": lax_table, "rqmc": rqmc_table, "gamma": gamma_table, "subset": subset_table}
+RELAXATIONS = ("gumbel_softmax", "st_gumbel_softmax", "igr")
+#: (tau_forward, tau_backward) of decoupled_st; (1, 1) is st_gumbel_softmax at tau = 1
+DECOUPLED = ((1.0, 0.5), (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (0.5, 2.0))
+RELAXED_PROBLEMS = [("bernoulli_toy", {"theta": 1.0, "d": 2}),
+                    ("categorical_toy", {"theta": 1.0, "d": 2, "classes": 4})]
+TABLES = {"lax": lax_table, "rqmc": rqmc_table, "gamma": gamma_table, "subset": subset_table,
+          "relaxed": relaxed_table}
 
 
 def main(names: list[str]) -> None:

@@ -10,13 +10,19 @@ from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
 from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
 from estimators.group import GRPO, DrGRPO
+from estimators.igr import IGR
 from estimators.lax import Lax
 from estimators.local_disarm import LocalDisARM
 from estimators.measure_valued import MeasureValued
 from estimators.optimal_baseline import ReinforceOptimalBaseline
 from estimators.quasi_monte_carlo import RQMCReparam
 from estimators.rebar_relax import Rebar, Relax
-from estimators.relaxed import GumbelSoftmax, STGumbelSoftmax, StraightThrough
+from estimators.relaxed import (
+    DecoupledSTGumbelSoftmax,
+    GumbelSoftmax,
+    STGumbelSoftmax,
+    StraightThrough,
+)
 from estimators.reparam import DReG, Reparam, StickingTheLanding
 from estimators.rodeo import Rodeo
 from estimators.score_function import (
@@ -75,6 +81,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "sst": SST,
     "st_sst": STSST,
     "rodeo": Rodeo,
+    "igr": IGR,
+    "decoupled_st": DecoupledSTGumbelSoftmax,
 }
 
 

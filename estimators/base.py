@@ -193,6 +193,17 @@ class Estimator(ABC):
         return None
 
     @classmethod
+    def options_incompatibility(
+        cls, problem: type[Problem] | Problem, problem_options: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> str | None:
+        """Why the estimator with its ``options`` cannot run on ``problem`` (an instance, or a
+        class with its ``problem_options``) where ``incompatibility`` lets the pair run (e.g. a
+        sampler that needs a parameter range at the problem's initial point), or None; a cell
+        is then skipped with the reason instead of failing."""
+        return None
+
+    @classmethod
     def reference(cls) -> str:
         """The first paper of the ``References:`` line of the class docstring, e.g.
         ``Williams (1992)``."""

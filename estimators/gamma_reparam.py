@@ -46,14 +46,15 @@ method for generating gamma variables", ACM TOMS 26(3); Figurnov, Mohamed, Mnih 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Gamma, Independent
 
 from estimators.base import Estimator, State, Surrogate
-from problems.base import Capability, Params, Problem
+from problems.base import Capability, Params, Problem, repeat_params
 from problems.options import Option
 
 GAMMA_PATHWISE = frozenset({Capability.GAMMA, Capability.DIFFERENTIABLE_COST})
@@ -155,6 +156,24 @@ class RSVI(ScoreCorrected):
     options: ClassVar[dict[str, Option]] = {
         "boost": Option(1, "shape augmentation B (B = 0 needs alpha >= 1)", minimum=0),
     }
+
+    @classmethod
+    def options_incompatibility(
+        cls, problem: type[Problem] | Problem, problem_options: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> str | None:
+        """B = 0 proposes at the shape alpha itself, which Marsaglia-Tsang needs >= 1: the
+        pair is skipped where the problem's initial alpha is below 1."""
+        if options.get("boost", cls.options["boost"].default) != 0:
+            return None
+        instance = (problem if isinstance(problem, Problem)
+                    else problem(dict(problem_options or {})))
+        point = repeat_params(instance.init_params(), 1, requires_grad=False)
+        low = float(gamma_of(instance, instance.distribution(point)).concentration.min())
+        if low < 1:
+            return (f"rsvi with boost=0 needs every Gamma shape alpha >= 1 (Marsaglia-Tsang); "
+                    f"{instance.name} starts at alpha = {low:g}: use boost >= 1")
+        return None
 
     def draw_noise(self, alpha: Tensor, n_samples: int) -> tuple[Tensor, ...]:
         boost = self.option_values["boost"]

@@ -11,6 +11,13 @@ unbiased for *something else*, and says what in its class attribute ``target``:
   G = -log(-log u), for one-hot categoricals; with ``straight_through=True``, the mean of
   the straight-through Gumbel-Softmax gradient E_u[J_y(u)^T grad f(hard(y(u)), theta)]
   (the cost at the hard sample, the backward through y).
+* ``IGRGradient()``: the gradient of the IGR relaxed objective at the estimator's ``tau``,
+  ``sigma`` and ``delta``, d/dtheta E_eps[f(softmax++((mu(theta) + sigma eps) / tau), theta)],
+  eps ~ N(0, I), mu_k = l_k - l_C (``estimators.igr``).
+* ``DecoupledStraightThrough()``: the mean of the decoupled straight-through gradient at the
+  options ``tau_forward`` and ``tau_backward``, E_u[J_b(u)^T grad f(onehot(argmax(l / tau_f +
+  G(u))), theta)] with J_b the Jacobian of y_b = softmax(l / tau_b + G(u)) (for bits
+  L(u) = log u - log(1 - u) in place of the Gumbels' difference).
 * ``StraightThroughMean()``: the exact mean of the straight-through gradient,
   sum_z q(z) (dp/dtheta)^T grad_z f(z, theta) (plus the cost's direct dependence on theta),
   p = E_q[z], a finite sum on enumerable problems.
@@ -67,6 +74,24 @@ class RelaxedGradient(Target):
 
 
 @dataclass(frozen=True)
+class IGRGradient(Target):
+    """The IGR relaxed objective's gradient at the options ``tau``, ``sigma`` and ``delta``."""
+
+    def describe(self, options: dict) -> str:
+        return (f"the IGR relaxed objective's gradient at tau={options['tau']:g}, "
+                f"sigma={options['sigma']:g}, delta={options['delta']:g}")
+
+
+@dataclass(frozen=True)
+class DecoupledStraightThrough(Target):
+    """The decoupled straight-through mean at the options ``tau_forward``, ``tau_backward``."""
+
+    def describe(self, options: dict) -> str:
+        return (f"the decoupled straight-through mean at tau_forward="
+                f"{options['tau_forward']:g}, tau_backward={options['tau_backward']:g}")
+
+
+@dataclass(frozen=True)
 class StraightThroughMean(Target):
     """The exact mean of the straight-through gradient, by enumeration."""
 
@@ -84,4 +109,5 @@ class NoTarget(Target):
         return f"no target to check ({self.reason})"
 
 
-__all__ = ["ExactGradient", "NoTarget", "RelaxedGradient", "StraightThroughMean", "Target"]
+__all__ = ["DecoupledStraightThrough", "ExactGradient", "IGRGradient", "NoTarget",
+           "RelaxedGradient", "StraightThroughMean", "Target"]

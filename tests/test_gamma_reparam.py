@@ -16,6 +16,10 @@ from scipy.special import digamma, gammaln, polygamma
 from scipy.stats import gamma as gamma_law
 from scipy.stats import kstest
 
+from bench.cell.run import run_cell
+from bench.sweep.spec import CellSpec
+from bench.training.train import make_spec
+from bench.verify import plan
 from estimators import get_estimator
 from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
 from problems import get_problem
@@ -209,3 +213,28 @@ def test_broken_gamma_estimators_are_rejected(twin, options):
     result = compare(draw_estimates(problem, twin, 4, R), flat_truth(problem))
     result.guard()
     assert not result.consistent, "a broken estimator passed: the test lacks power"
+
+
+def test_rsvi_without_boost_below_shape_one_is_skipped_with_the_reason():
+    """B = 0 at alpha < 1 is a skipped cell (and a refused bench train / verify setting),
+    not a failed row; at alpha >= 1, or with B >= 1, the cell runs."""
+    def cell(alpha: float, boost: int) -> dict:
+        spec = CellSpec(problem="gamma_quadratic",
+                        problem_options=(("alpha", alpha), ("beta", 1.0), ("d", 1), ("t", 1.0)),
+                        estimator="rsvi", estimator_options=(("boost", boost),), n_samples=2,
+                        n_repeats=20, seed=0, n_bootstrap=0)
+        return run_cell(spec)[0]
+
+    skipped = cell(0.5, 0)
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == ("rsvi with boost=0 needs every Gamma shape alpha >= 1 "
+                                 "(Marsaglia-Tsang); gamma_quadratic starts at alpha = 0.5: "
+                                 "use boost >= 1")
+    assert cell(1.5, 0)["status"] == "ok" and cell(0.5, 1)["status"] == "ok"
+    with pytest.raises(ValueError, match="rsvi with boost=0 needs every Gamma shape"):
+        make_spec("gamma_quadratic", "rsvi", ["boost=0", "alpha=0.5"], steps=2, eval_every=2)
+    shapes = {dict(s.options).get("alpha") for s, _ in plan(RSVI, False, ["gamma_quadratic"],
+                                                               {"boost": 0})}
+    assert shapes == {3.0}  # verify's alpha = 0.5 setting is left out, alpha = 3 kept
+    assert len(plan(RSVI, False, ["gamma_quadratic"], {"boost": 1})) > len(
+        plan(RSVI, False, ["gamma_quadratic"], {"boost": 0}))

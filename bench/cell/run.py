@@ -52,8 +52,11 @@ def cell_identity(spec: CellSpec, run_id: str) -> dict[str, Any]:
 def skip_reason(
     spec: CellSpec, problem: type[Problem], estimator: type[Estimator]
 ) -> str | None:
-    """Why the cell's pair cannot run (see ``Estimator.incompatibility``), or None."""
-    reason = estimator.incompatibility(problem, dict(spec.problem_options))
+    """Why the cell's pair cannot run (see ``Estimator.incompatibility`` and
+    ``Estimator.options_incompatibility``), or None."""
+    reason = (estimator.incompatibility(problem, dict(spec.problem_options))
+              or estimator.options_incompatibility(problem, dict(spec.problem_options),
+                                                   dict(spec.estimator_options)))
     return reason if reason is not None else estimator.sample_rule(spec.n_samples)
 
 

@@ -20,6 +20,7 @@ from bench.reproduce.base import MODES, Claim, Mode, Outcome, Reference, Reprodu
 from bench.reproduce.bernoulli_d200 import BernoulliD200
 from bench.reproduce.disarm_vae import DisarmVAE
 from bench.reproduce.group_baselines import GroupBaselines
+from bench.reproduce.mohamed_blr import MohamedBLR
 from bench.reproduce.mohamed_fig2 import MohamedFig2
 from bench.reproduce.output import write_outcome
 from bench.reproduce.reinmax_poly import ReinmaxPoly
@@ -32,6 +33,7 @@ REPRODUCTIONS: dict[str, type[Reproduction]] = {
     "disarm2020_vae": DisarmVAE,
     "reinmax2023_poly": ReinmaxPoly,
     "group_baselines2025": GroupBaselines,
+    "mohamed2020_blr": MohamedBLR,
 }
 
 

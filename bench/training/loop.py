@@ -36,6 +36,7 @@ the Void", ICLR, Section 6.2 and Algorithm 1.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,28 +67,40 @@ class TrainRun:
     optimizer: torch.optim.Optimizer
     state: State
     generator: torch.Generator
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
 
     @classmethod
     def start(
-        cls, problem: Problem, estimator: Estimator, n_samples: int, lr: float, seed: int
+        cls, problem: Problem, estimator: Estimator, n_samples: int, lr: float, seed: int,
+        sgd_cosine: int | None = None,
     ) -> TrainRun:
         """Seed, initialize the trained tensors and Adam, set the estimator up (module
-        docstring)."""
+        docstring). With ``sgd_cosine=T``: plain SGD instead of Adam, its rate
+        lr cos(pi t / (2 T)) at step t + 1 (the quarter-cosine decay of Mohamed et al.
+        2020's deepmind/mc_gradients configuration)."""
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         train = {
             k: v.detach().unsqueeze(0).clone().requires_grad_(True)
             for k, v in problem.train_params().items()
         }
-        optimizer = torch.optim.Adam(train.values(), lr=lr)
+        schedule = None
+        if sgd_cosine is None:
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(train.values(), lr=lr)
+        else:
+            optimizer = torch.optim.SGD(train.values(), lr=lr)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda t: math.cos(math.pi / 2 * t / sgd_cosine))
         estimator.setup(problem, problem.init_params())  # its own parameters, if any (seeded)
         return cls(problem, estimator, n_samples, train, optimizer,
-                   estimator.init_state(train), generator)
+                   estimator.init_state(train), generator, schedule)
 
     def step(self, step: int) -> float:
         """One training step; returns the mean cost at the estimator's samples."""
         self.state, cost = train_step(self.problem, self.estimator, self.train, self.optimizer,
                                       self.n_samples, self.state, step, self.generator)
+        if self.schedule is not None:
+            self.schedule.step()
         return cost
 
     def current(self) -> Params:

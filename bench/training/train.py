@@ -205,7 +205,8 @@ def _estimator_runs(
             f"estimator {name!r}", cls.options,
             {k: v for k, v in given.items() if k in cls.options and k not in problem_cls.options},
         )
-        rule = cls.options_rule(options, n_samples)
+        rule = (cls.options_rule(options, n_samples)
+                or cls.options_incompatibility(problem_cls, problem_options, options))
         if rule is not None:
             raise ValueError(rule)
         runs.append((name, options))

@@ -83,11 +83,11 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def plan(estimator: type[Estimator], quick: bool,
-         problems: Sequence[str] | None = None) -> list[tuple[Setting, int]]:
-    """The (setting, K) cells of ``estimator``: every registered problem with exact truth it
-    applies to (problems without a stress setting at their defaults), at every K it takes;
-    only those of ``problems`` if given."""
+def plan(estimator: type[Estimator], quick: bool, problems: Sequence[str] | None = None,
+         options: Mapping[str, Any] | None = None) -> list[tuple[Setting, int]]:
+    """The (setting, K) cells of ``estimator`` with ``options``: every registered problem with
+    exact truth it applies to (problems without a stress setting at their defaults), at every
+    K it takes; only those of ``problems`` if given."""
     settings = [s for s in SETTINGS if not quick or s.quick]
     known = {s.problem for s in SETTINGS}
     settings += [Setting(name, ()) for name in PROBLEMS if name not in known]
@@ -96,7 +96,9 @@ def plan(estimator: type[Estimator], quick: bool,
     cells = []
     for setting in settings:
         problem = PROBLEMS.get(setting.problem)
-        if problem is None or estimator.incompatibility(problem, dict(setting.options)):
+        if problem is None or estimator.incompatibility(problem, dict(setting.options)) or (
+                estimator.options_incompatibility(problem, dict(setting.options),
+                                                  dict(options or {}))):
             continue
         multi = Capability.MULTI_SAMPLE in problem.capabilities(dict(setting.options))
         ks = BOUND_SAMPLES if multi else SAMPLES
@@ -175,7 +177,7 @@ def verify_one(
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     declared = cls.declared_target()
     report = Report(cls.name, cls.unbiased, declared.describe(make().option_values), against)
-    cells = plan(cls, quick, problems)
+    cells = plan(cls, quick, problems, options)
     run = _CellRunner(cls, make, seed, alpha / max(len(cells), 1), power_bias, max_repeats,
                       budget_s, 1 if quick else 2, against)
     for setting, k in tqdm(cells, disable=not progress, unit="cell", desc=cls.name):

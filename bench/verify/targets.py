@@ -10,6 +10,13 @@
   the relaxed sample's transition (and the hard sample's jump) sits at u = sigmoid(-l), where
   every rule puts a panel edge. Its error is estimated as the difference from the rule with
   half the panels, and the bias test treats the target as known to within that error.
+* ``IGRGradient``: d/dtheta E_eps[f(z(eps, theta), theta)] with eps = Phi^-1(u), one Gaussian
+  per class but the last, z = softmax++((mu + sigma eps) / tau), mu_k = l_k - l_C
+  (Potapczynski et al. 2020), by the same quadrature over u.
+* ``DecoupledStraightThrough``: E_u[d/dtheta f(h + y_b - stopgrad(y_b), theta)] with
+  h = onehot(argmax(l / tau_f + G(u))) and y_b = softmax(l / tau_b + G(u)) (bits:
+  h = 1[theta / tau_f + L(u) > 0], y_b = sigmoid(theta / tau_b + L(u))), by the same
+  quadrature, the bit's rule split at its jump u = sigmoid(-theta / tau_f).
 * ``StraightThroughMean``: sum_z q(z) d/dtheta f(z + p - stopgrad(p), theta) with q(z)
   detached, over the enumerated support (at most ``MAX_SUPPORT`` configurations).
 
@@ -32,7 +39,9 @@ from torch import Tensor
 
 from estimators.discrete import is_binary, logits_of, mean_of
 from estimators.targets import (
+    DecoupledStraightThrough,
     ExactGradient,
+    IGRGradient,
     NoTarget,
     RelaxedGradient,
     StraightThroughMean,
@@ -47,6 +56,8 @@ MAX_POINTS = 2**18
 MAX_PANELS = 512
 #: points per batch of cost evaluations
 CHUNK = 2**14
+#: standard normal quantiles at which the rules of Gaussian noise split their panels
+TAILS = (-8.0, -6.0, -4.0, -2.0, 2.0, 4.0, 6.0, 8.0)
 #: largest latent space enumerated
 MAX_SUPPORT = 2**16
 
@@ -90,6 +101,11 @@ def compute(
     if isinstance(target, RelaxedGradient):
         return _relaxed(problem, point, float(options[target.tau_option]),
                         target.straight_through)
+    if isinstance(target, DecoupledStraightThrough):
+        return _decoupled(problem, point, float(options["tau_forward"]),
+                          float(options["tau_backward"]))
+    if isinstance(target, IGRGradient):
+        return _igr(problem, point, {k: float(options[k]) for k in ("tau", "sigma", "delta")})
     return f"bench verify cannot compute a {type(target).__name__}"
 
 
@@ -122,26 +138,58 @@ def _rule(panels: int, breaks: list[float]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _relaxed(problem: Problem, point: Params, tau: float, straight: bool) -> TargetValue | str:
-    leaf = repeat_params(point, 1)
-    dist = problem.distribution(leaf)
-    binary = is_binary(dist)
-    logits = logits_of(dist).detach()[0]  # [*event]
-    n_dims = logits.numel()
+    dist = problem.distribution(repeat_params(point, 1))
+    logits, binary = logits_of(dist).detach()[0], is_binary(dist)  # [*event]
+    breaks = ([[float(b)] for b in torch.sigmoid(-logits).reshape(-1)] if binary
+              else [[] for _ in range(logits.numel())])
+    return _quadrature(problem, point, logits.shape, breaks,
+                       lambda logit, u: _relaxed_sample(logit, u, tau, straight, binary))
+
+
+def _decoupled(problem: Problem, point: Params, forward: float,
+               backward: float) -> TargetValue | str:
+    dist = problem.distribution(repeat_params(point, 1))
+    logits, binary = logits_of(dist).detach()[0], is_binary(dist)  # [*event]
+    breaks = ([[float(b)] for b in torch.sigmoid(-logits / forward).reshape(-1)] if binary
+              else [[] for _ in range(logits.numel())])
+    return _quadrature(problem, point, logits.shape, breaks,
+                       lambda logit, u: _decoupled_sample(logit, u, forward, backward, binary))
+
+
+def _igr(problem: Problem, point: Params, values: dict[str, float]) -> TargetValue | str:
+    dist = problem.distribution(repeat_params(point, 1))
+    logits, binary = logits_of(dist).detach()[0], is_binary(dist)  # [*event]
+    shape = logits.shape if binary else (*logits.shape[:-1], logits.shape[-1] - 1)
+    # panels graded towards the ends, where Phi^-1 diverges, and for a bit split where its
+    # sample crosses 1/2 (theta + sigma eps = tau log delta)
+    tails = [float(norm_cdf) for norm_cdf in torch.special.ndtr(torch.tensor(TAILS))]
+    breaks = ([[float(b), *tails] for b in torch.special.ndtr(
+        (values["tau"] * math.log(values["delta"]) - logits.reshape(-1)) / values["sigma"])]
+        if binary else [tails for _ in range(math.prod(shape))])
+    return _quadrature(problem, point, torch.Size(shape), breaks,
+                       lambda logit, u: _igr_sample(logit, u, values, binary))
+
+
+def _quadrature(
+    problem: Problem, point: Params, noise_shape: torch.Size, breaks: list[list[float]],
+    sample: Callable[[Tensor, Tensor], Tensor],
+) -> TargetValue | str:
+    """The relaxed target by tensor-product rules over uniforms of ``noise_shape`` (one 1-D
+    rule per noise dimension, split at its ``breaks``), with its error from halved panels."""
+    n_dims = math.prod(noise_shape)
     per_dim = min(MAX_PANELS, int(MAX_POINTS ** (1 / n_dims) + 1e-9) // NODES)
     if per_dim < 2:
         return (f"the relaxation has {n_dims} noise dimensions, more than quadrature on "
                 f"{MAX_POINTS} points resolves")
-    breaks = ([[float(b)] for b in torch.sigmoid(-logits).reshape(-1)] if binary
-              else [[] for _ in range(n_dims)])
-    values = [_relaxed_rule(problem, point, tau, straight, binary,
+    values = [_relaxed_rule(problem, point, noise_shape, sample,
                             [_rule(panels, b) for b in breaks])
               for panels in (per_dim, per_dim // 2)]
     return TargetValue(values[0], (values[0] - values[1]).abs(), "quadrature")
 
 
 def _relaxed_rule(
-    problem: Problem, point: Params, tau: float, straight: bool, binary: bool,
-    rules: list[tuple[np.ndarray, np.ndarray]],
+    problem: Problem, point: Params, noise_shape: torch.Size,
+    sample: Callable[[Tensor, Tensor], Tensor], rules: list[tuple[np.ndarray, np.ndarray]],
 ) -> Tensor:
     """The target by one tensor-product rule (one 1-D rule per noise dimension)."""
     leaf = repeat_params(point, 1)
@@ -152,12 +200,38 @@ def _relaxed_rule(
         u = np.stack([rule[0][i] for rule, i in zip(rules, index, strict=True)], 1)  # [P, n]
         w = np.prod([rule[1][i] for rule, i in zip(rules, index, strict=True)], 0)  # [P]
         logits = logits_of(problem.distribution(leaf))  # [1, *event], differentiable
-        noise = torch.as_tensor(u).to(logits).reshape(len(w), *logits.shape)  # [P, 1, *event]
-        z = _relaxed_sample(logits, noise, tau, straight, binary)
+        noise = torch.as_tensor(u).to(logits).reshape(len(w), 1, *noise_shape)
+        z = sample(logits, noise)
         loss = (torch.as_tensor(w).to(logits) * problem.cost(z, leaf)[:, 0]).sum()
         parts = torch.autograd.grad(loss, list(leaf.values()), allow_unused=True)
         grads = [g if part is None else g + part for g, part in zip(grads, parts, strict=True)]
     return _flat(tuple(grads))
+
+
+def _decoupled_sample(logits: Tensor, u: Tensor, forward: float, backward: float,
+                      binary: bool) -> Tensor:
+    """The decoupled straight-through input h + y_b - stopgrad(y_b) at uniforms ``u``."""
+    if binary:
+        noise = torch.log(u) - torch.log1p(-u)
+        hard = (logits / forward + noise > 0).to(u.dtype)
+        y = torch.sigmoid(logits / backward + noise)
+    else:
+        gumbels = -torch.log(-torch.log(u))
+        index = (logits.detach() / forward + gumbels).argmax(-1)
+        hard = torch.nn.functional.one_hot(index, logits.shape[-1]).to(u.dtype)
+        y = torch.softmax(logits / backward + gumbels, -1)
+    return hard + y - y.detach()
+
+
+def _igr_sample(logits: Tensor, u: Tensor, values: dict[str, float], binary: bool) -> Tensor:
+    """The IGR sample at uniforms ``u`` (one per class but the last; one per bit)."""
+    eps = torch.special.ndtri(u)
+    if binary:
+        return torch.sigmoid((logits + values["sigma"] * eps) / values["tau"]
+                             - math.log(values["delta"]))
+    x = (logits[..., :-1] - logits[..., -1:] + values["sigma"] * eps) / values["tau"]
+    x = torch.cat([x, torch.full_like(x[..., :1], math.log(values["delta"]))], -1)
+    return torch.exp(x - torch.logsumexp(x, -1, keepdim=True))
 
 
 def _relaxed_sample(logits: Tensor, u: Tensor, tau: float, straight: bool,
