@@ -85,25 +85,31 @@ def scaled_chi2_interval(estimate: float, variance: float) -> tuple[float, float
     )
 
 
-def trace_variance(
-    trace: float, n: int, fourth_sum: float, gram_sq: float, cov_trace_sq: float
-) -> float:
-    """The unbiased estimate of Var(v_hat) (module docstring).
+def unbiased_trace_variance(trace: float, n: int, fourth_sum: float, gram_sq: float) -> float:
+    """v_hat^2 - U(v^2), the unbiased estimate of Var(v_hat) (module docstring); it can be
+    negative for small R.
 
     Args:
         trace: v_hat, the unbiased variance trace.
-        n: R, the number of estimates (at least 4 for the unbiased form).
+        n: R, the number of estimates (at least 4).
         fourth_sum: Q = sum_r ||g_r - m||^4.
         gram_sq: T = sum_{r, s} <g_r - m, g_s - m>^2.
-        cov_trace_sq: the estimate of tr(Sigma^2), for the Gaussian floor.
     """
+    quadruples = (n - 1) ** 2 * (n * n - 3 * n + 1) * trace**2 - n * (n - 1) * fourth_sum
+    quadruples += 2 * gram_sq
+    return trace**2 - quadruples / (n * (n - 1) * (n - 2) * (n - 3))
+
+
+def trace_variance(
+    trace: float, n: int, fourth_sum: float, gram_sq: float, cov_trace_sq: float
+) -> float:
+    """``unbiased_trace_variance`` kept at least at the Gaussian floor
+    2 ``cov_trace_sq`` / (R (R - 1)), the estimate of tr(Sigma^2) (for R < 4, the Gaussian
+    one-dimensional 2 v_hat^2 / (R - 1))."""
     floor = 2 * cov_trace_sq / (n * (n - 1))
     if n < 4:
         return max(2 * trace**2 / max(n - 1, 1), floor)
-    quadruples = (n - 1) ** 2 * (n * n - 3 * n + 1) * trace**2 - n * (n - 1) * fourth_sum
-    quadruples += 2 * gram_sq
-    estimate = trace**2 - quadruples / (n * (n - 1) * (n - 2) * (n - 3))
-    return max(estimate, floor)
+    return max(unbiased_trace_variance(trace, n, fourth_sum, gram_sq), floor)
 
 
 def bias_sq_interval(
