@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bench.cell.metrics import Accumulator
+from bench.cell.seeds import derive_seed
 from estimators import get_estimator
 from problems import get_problem
 from tests.stats import draw_estimates, flat_truth
@@ -88,7 +89,7 @@ def exact(problem: str, estimator: str, k: int) -> Exact:
 
 
 def draws(problem: str, estimator: str, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` estimates ``[n, D]`` (float64, the default seed) and the exact truth."""
+    """``n`` estimates ``[n, D]`` (float64, torch's global generator) and the exact truth."""
     options = BERNOULLI if problem == "bernoulli_toy" else {}
     prob = get_problem(problem)(options, dtype=torch.float64)
     return draw_estimates(prob, get_estimator(estimator)(), k, n), flat_truth(prob, k)
@@ -98,6 +99,7 @@ def measure(problem: str, estimator: str, k: int, repeats: int, cells: int) -> d
     """Coverage rates of the cell's intervals over ``cells`` cells of R = ``repeats``, the
     bias test's rejection rate at 5%, and the share of cells flagged ``heavy_tails``."""
     target = exact(problem, estimator, k)
+    torch.manual_seed(derive_seed("coverage", problem, estimator, k, repeats, cells))
     estimates, truth = draws(problem, estimator, k, cells * repeats)
     hits = {"variance_trace": 0, "mse": 0, "bias": 0, "rejects": 0, "heavy_tails": 0}
     for part in np.split(estimates, cells):

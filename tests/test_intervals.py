@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,17 +180,33 @@ def assert_nominal(rate: float, cells: int) -> None:
     assert abs(rate - NOMINAL) <= margin, f"coverage {rate:.3f}, expected {NOMINAL} +- {margin:.3f}"
 
 
+def assert_documented(problem: str, estimator: str, k: int, repeats: int, rates: dict) -> None:
+    """The row of docs/intervals.md's table is what was measured (one cell's worth of
+    slack for another CPU's rounding)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "intervals.md").read_text()
+    head = f"| `{estimator}` on `{problem}`, K = {k} | {repeats} |"
+    row = next(line for line in page.splitlines() if line.startswith(head))
+    shown = row[len(head):].strip(" |").split(" | ")
+    for name, text in zip(("variance_trace", "mse", "bias", "rejects", "heavy_tails"), shown,
+                          strict=True):
+        if text == "–":
+            assert math.isnan(rates[name])
+        else:
+            assert abs(float(text) - rates[name]) <= 0.0015, (name, text, rates)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("repeats", [200, 1000])
 @pytest.mark.parametrize(("problem", "estimator", "k"), coverage.CELLS)
 def test_coverage_on_closed_form_cells(problem, estimator, k, repeats):
     """Where ``heavy_tails`` is set in few cells (light tails), the variance, mse and bias
     intervals cover their exact values within binomial error of 0.95 and the bias test
-    rejects an unbiased estimator at about its 5% (straight_through, biased: always).
-    Where it is set in most cells, it is a warning that holds: some interval, or the bias
-    test, is off nominal (the caveat of docs/intervals.md)."""
+    rejects an unbiased estimator at about its 5% (straight_through, biased: always). At
+    R = 200 on heavy tails the flag is set in most cells and the warning holds: some
+    interval, or the bias test, is off nominal (the caveat of docs/intervals.md)."""
     cells = 1000
     rates = coverage.measure(problem, estimator, k, repeats, cells)
+    assert_documented(problem, estimator, k, repeats, rates)
     target = coverage.exact(problem, estimator, k)
     measured = [n for n in ("variance_trace", "mse", "bias") if not math.isnan(rates[n])]
     margin = z_threshold(1) * math.sqrt(0.05 * 0.95 / cells)
@@ -197,9 +214,13 @@ def test_coverage_on_closed_form_cells(problem, estimator, k, repeats):
         for name in measured:
             assert_nominal(rates[name], cells)
         if target.bias == 0:
-            assert abs(rates["rejects"] - 0.05) <= margin
+            assert abs(rates["rejects"] - 0.05) <= margin, rates
         else:
-            assert rates["rejects"] > 0.99
-    elif rates["heavy_tails"] > 0.9:
+            assert rates["rejects"] > 0.99, rates
+    elif repeats == 200:
+        assert rates["heavy_tails"] > 0.9, rates
         worst = min(rates[n] for n in measured)
         assert worst < NOMINAL - margin or rates["rejects"] > 0.05 + margin, rates
+    else:
+        pytest.skip(f"heavy tails at R = {repeats} (flagged in {rates['heavy_tails']:.0%} of "
+                    "cells): the table records the rates, no claim is made")
