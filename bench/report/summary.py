@@ -1,8 +1,8 @@
 """Readable summaries of a run's cells for the terminal (``bench run`` prints one).
 
 One block per problem and set of problem options that varies (its header line names them),
-one row per measured cell, at most ``WIDTH`` characters: the estimator, the estimator options
-that tell its rows apart (abbreviated; the full options are in cells.parquet), K, the kind
+one row per measured cell, at most ``WIDTH`` characters: the estimator, the options that
+tell its rows in the block apart (abbreviated; the full options are in cells.parquet), K, the kind
 of truth, ``biased`` (``decl``: declared biased by the estimator; ``det``: detected by the
 bias test, p < ``BIAS_LEVEL``; ``det!`` where an estimator declared unbiased is detected:
 a bug, heavy tails or a 1-in-20 false alarm), bias (sqrt of the unbiased squared bias), its
@@ -76,12 +76,14 @@ def _number(value: float, width: int) -> str:
 
 
 def _block(block: pd.DataFrame, estimator_width: int, options_width: int) -> list[str]:
-    names = varying(block, "estimator_options")
+    names = {name: varying(group, "estimator_options")
+             for name, group in block.groupby("estimator", sort=False)}
     marks = best_marks(block)
     lines = []
     for row in block.itertuples():
         cells = [row.estimator.ljust(estimator_width),
-                 _short(row.estimator_options, names, options_width).ljust(options_width),
+                 _short(row.estimator_options, names[row.estimator], options_width).ljust(
+                     options_width),
                  str(row.n_samples).rjust(5), TRUTH.get(row.truth, row.truth).rjust(5),
                  _biased(row).rjust(8)]
         cells += [_number(getattr(row, name, float("nan")), width) for name, width in
