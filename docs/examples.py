@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER = "<!-- example: {} -->"
 #: truths as the summary shows them, the column after which a summary row's numbers start
 TRUTHS = {"exact", "ref", "none"}
+#: the summary's best marks, not compared in a subset of its rows
+BEST_MARKS = {"*", "="}
 #: relative difference below which two printed numbers count as equal
 TOLERANCE = 1e-3
 
@@ -156,7 +158,8 @@ def _rows(block: str, ignore_last: bool) -> dict[tuple[str, ...], list[str]]:
                 problem = tuple(words)
             continue
         values = words[cut:-1] if ignore_last else words[cut:]
-        rows[problem + tuple(words[:cut])] = values
+        # the best marks depend on the other cells of the block, which a subset lacks
+        rows[problem + tuple(words[:cut])] = [v for v in values if v not in BEST_MARKS]
     return rows
 
 

@@ -24,6 +24,8 @@ from bench.report.tables import varying
 WIDTH = 120
 #: the indentation of a block's rows under its problem
 INDENT = "  "
+#: p-values below this are printed as ``<1e-16``
+P_FLOOR = 1e-16
 #: the p-value below which a bias counts as detected
 BIAS_LEVEL = 0.05
 #: the columns after the options: (heading, width)
@@ -75,6 +77,13 @@ def _number(value: float, width: int) -> str:
     return f"{value:.3g}".rjust(width) if pd.notna(value) else "–".rjust(width)
 
 
+def _p_value(value: float, width: int) -> str:
+    """A p-value, ``<1e-16`` below the float floor of a p-value near 1."""
+    if pd.notna(value) and value < P_FLOOR:
+        return f"<{P_FLOOR:.0e}".rjust(width)
+    return _number(value, width)
+
+
 def _block(block: pd.DataFrame, estimator_width: int, options_width: int) -> list[str]:
     names = {name: varying(group, "estimator_options")
              for name, group in block.groupby("estimator", sort=False)}
@@ -86,8 +95,10 @@ def _block(block: pd.DataFrame, estimator_width: int, options_width: int) -> lis
                      options_width),
                  str(row.n_samples).rjust(5), TRUTH.get(row.truth, row.truth).rjust(5),
                  _biased(row).rjust(8)]
-        cells += [_number(getattr(row, name, float("nan")), width) for name, width in
-                  (("bias", 9), ("bias_p_value", 8), ("variance_trace", 9), ("mse", 9))]
+        cells += [_number(getattr(row, "bias", float("nan")), 9),
+                  _p_value(getattr(row, "bias_p_value", float("nan")), 8)]
+        cells += [_number(getattr(row, name, float("nan")), 9) for name in
+                  ("variance_trace", "mse")]
         cells += [marks[row.Index].rjust(4), _number(row.time_per_estimate_s * 1e3, 8)]
         lines.append(" ".join(cells).rstrip())
     return lines
