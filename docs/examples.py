@@ -31,8 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "<!-- example: {} -->"
-#: problem truths, the column after which a summary row's numbers start
-TRUTHS = {"closed_form", "enumeration", "quadrature", "reference", "none"}
+#: truths as the summary shows them, the column after which a summary row's numbers start
+TRUTHS = {"exact", "ref", "none"}
+#: the summary's best marks, not compared in a subset of its rows
+BEST_MARKS = {"*", "="}
 #: relative difference below which two printed numbers count as equal
 TOLERANCE = 1e-3
 
@@ -196,16 +198,20 @@ def write_block(example: Example, content: str) -> None:
 
 
 def _rows(block: str, ignore_last: bool) -> dict[tuple[str, ...], list[str]]:
-    """Summary rows by key (the words up to the truth column, or the whole line)."""
-    rows = {}
+    """Summary rows by key (the problem line above them, then the words up to the truth
+    column; or the whole line)."""
+    rows, problem = {}, ()
     for line in block.splitlines():
         words = line.split()
         cut = next((i + 1 for i, w in enumerate(words) if w in TRUTHS), None)
         if cut is None or not any(_number(w) is not None for w in words[cut:]):
             rows[tuple(words)] = []
+            if not line.startswith(" "):  # a block's problem line (rows are indented)
+                problem = tuple(words)
             continue
         values = words[cut:-1] if ignore_last else words[cut:]
-        rows[tuple(words[:cut])] = values
+        # the best marks depend on the other cells of the block, which a subset lacks
+        rows[problem + tuple(words[:cut])] = [v for v in values if v not in BEST_MARKS]
     return rows
 
 

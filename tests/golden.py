@@ -74,7 +74,8 @@ def estimates() -> dict[str, list[float]]:
 
 SWEEP_COLUMNS = ("bias_l2", "bias_l2_ci_low", "bias_l2_ci_high", "bias_p_value",
                  "variance_trace", "variance_trace_ci_low", "variance_trace_ci_high", "mse",
-                 "cosine", "snr")
+                 "cosine", "snr", "bias", "bias_ci_low", "bias_ci_high", "mse_ci_low",
+                 "mse_ci_high")
 
 
 def sweep() -> dict[str, list[float]]:

@@ -3,6 +3,7 @@ harness and CLI applied to a user's problem."""
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch.distributions import (
@@ -171,7 +172,10 @@ def test_cli_run_and_train_with_a_plugin(tmp_path, capsys):
            "--bootstrap", "0", "--no-progress", "--out", str(tmp_path / "run")]
     assert main(run) == 0
     out = capsys.readouterr().out
-    assert "plugin_normal" in out and "quadrature" in out and "enumeration" in out
+    # the summary shows an exact truth as "exact"; its kind is in cells.parquet
+    assert "plugin_normal" in out and "exact" in out
+    truths = set(pd.read_parquet(tmp_path / "run" / "cells.parquet")["truth"])
+    assert {"quadrature", "enumeration"} <= truths
     train = ["train", "--plugin", "tests.custom_plugin", "--problem", "plugin_normal",
              "--estimator", "reparam", "--steps", "20", "--eval-every", "10",
              "--variance-repeats", "10", "--no-progress", "--out", str(tmp_path / "train")]
@@ -209,7 +213,8 @@ def test_the_docs_plugin_is_the_pages_model_and_runs_from_the_cli(tmp_path, caps
            "--samples", "2", "--repeats", "20", "--bootstrap", "0", "--dtype", "float64",
            "--no-progress", "--out", str(tmp_path / "run")]
     assert main(run) == 0
-    assert "enumeration" in capsys.readouterr().out
+    assert "exact" in capsys.readouterr().out
+    assert set(pd.read_parquet(tmp_path / "run" / "cells.parquet")["truth"]) == {"enumeration"}
 
 
 def test_a_plugin_with_a_bad_cost_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

@@ -36,9 +36,11 @@ def test_page_shows_what_the_code_prints(name):
 def test_the_check_notices_a_changed_number():
     example = examples.EXAMPLES["quickstart"]
     block = examples.read_block(example)
-    row = next(line for line in block.splitlines() if " bernoulli_toy " in line)
+    lines = block.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("bernoulli_toy"))
+    row = lines[header + 1]  # the block's first row, under its problem line
     words = row.split()
-    cut = next(i for i, w in enumerate(words) if w in examples.TRUTHS) + 1
+    cut = next(i for i, w in enumerate(words) if w in examples.TRUTHS) + 3  # the variance
     changed = row.replace(words[cut], str(float(words[cut]) * 1.01), 1)
-    assert examples.differences(example, changed + "\n", fast=True)
-    assert examples.differences(example, row + "\n", fast=True) == []
+    assert examples.differences(example, f"{lines[header]}\n{changed}\n", fast=True)
+    assert examples.differences(example, f"{lines[header]}\n{row}\n", fast=True) == []

@@ -197,7 +197,7 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "bias_l2" in printed and "1 cell(s) skipped" not in printed
+    assert "biased" in printed and "variance" in printed and "1 cell(s) skipped" not in printed
     cells = pd.read_parquet(out / "cells.parquet")
     coords = pd.read_parquet(out / "coords.parquet")
     assert len(cells) == 2 * 3 * 2

@@ -67,7 +67,7 @@ def test_bias_sq_interval_covers_zero_for_an_unbiased_estimator():
     # bias_sq is unbiased: its mean over the cells is 0 within its standard error
     values = np.array([r["bias_sq"] for r in rows])
     assert abs(values.mean()) <= z_threshold(1) * values.std(ddof=1) / math.sqrt(cells)
-    # while bias_l2's bootstrap interval, a norm's, never contains 0 (why bias_sq exists)
+    # while bias_l2's bootstrap interval, the statistic's, never contains 0 (why bias exists)
     boot = summaries(estimates[: 20 * 200], truth, 20, n_bootstrap=200)
     assert all(r["bias_l2_ci_low"] > 0 for r in boot)
 
@@ -133,7 +133,7 @@ def test_heavy_tails_flag_reinforce_but_not_reparam():
 
 @pytest.mark.slow
 def test_variance_interval_undercovers_where_heavy_tails_warn():
-    """What the warning means: the variance trace's bootstrap interval covers the exact
+    """What the warning means: the variance trace's interval covers the exact
     trace (REINFORCE 30 + 136, reparam 4 + 12; moments of N(0, 1)) at about the nominal
     rate for reparam, and well below it for REINFORCE K = 1, at R = 2000."""
     cells = 300
@@ -144,8 +144,9 @@ def test_variance_interval_undercovers_where_heavy_tails_warn():
     assert np.mean([r["heavy_tails"] for r in heavy]) > 0.9
 
 
-def test_block_bootstrap_covers_the_variance_trace():
-    """R = 3000 is six estimates per block: the variance trace's interval still covers
+def test_block_sums_keep_the_variance_trace_interval_nominal():
+    """R = 3000 is six estimates per block, so the interval's sum of squared inner products
+    comes from the blocks' tr(Cov^2): the variance trace's interval still covers
     at the nominal rate (reinforce_loo on bernoulli_toy d = 3; exact trace from 10^6
     draws, whose own error is 100x below an interval's width)."""
     cells = 200
@@ -167,7 +168,10 @@ def test_statistics_do_not_depend_on_how_the_estimates_are_chunked():
     first, second = one.summary().scalars, many.summary().scalars
     # m = ceil(2503 / 500) = 6, so 418 blocks, the last of 1
     assert first["bootstrap_blocks"] == second["bootstrap_blocks"] == 418
+    assert first["interval_method"] == second["interval_method"] == "scaled_chi2"
     for name, value in first.items():
+        if name == "interval_method":
+            continue
         # the kurtosis is about the final mean up to one term taken from the blocks, and the
         # shift is the first row here: 1.5 = 1 + 2 / D for Gaussian estimates
         rel = 0.05 if name == "kurtosis" else 1e-12

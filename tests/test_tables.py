@@ -3,6 +3,7 @@ paper's summary tables) and ``bench list``'s cost and reference per estimator.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pandas as pd
@@ -140,17 +141,96 @@ def test_bench_list_shows_cost_and_reference_of_every_estimator(capsys):
         assert est.cost_formula in line and est.reference() in line
 
 
-def test_summary_rows_show_the_problem_options_that_vary():
+def _summary_row(**kw) -> dict:
+    return {"status": "ok", "problem": "bernoulli_toy", "estimator": "gumbel_softmax",
+            "n_samples": 2, "truth": "closed_form", "unbiased": False, "bias": 0.1,
+            "bias_l2": 0.1, "bias_p_value": 0.5, "variance_trace": 1.0, "mse": 1.0,
+            "mse_ci_low": 0.9, "mse_ci_high": 1.1, "time_per_estimate_s": 1e-3,
+            "problem_options": json.dumps({"d": 1, "t": 0.45}),
+            "estimator_options": json.dumps({"tau": 1.0})} | kw
+
+
+def test_summary_blocks_show_the_problem_options_that_vary():
     from bench.report.summary import summary_table
 
-    base = {"status": "ok", "problem": "bernoulli_toy", "estimator": "gumbel_softmax",
-            "n_samples": 2, "truth": "closed_form", "bias_l2": 0.1, "bias_p_value": 0.5,
-            "bias_l2_noise_floor": 0.1, "variance_trace": 1.0, "mse": 1.0, "cosine": 0.5,
-            "time_per_estimate_s": 1e-3}
-    rows = [base | {"problem_options": json.dumps({"d": d, "t": 0.45}),
-                    "estimator_options": json.dumps({"tau": 1.0})} for d in (1, 2)]
-    rows.append(base | {"problem": "gaussian_quadratic", "estimator": "reinforce",
-                        "problem_options": json.dumps({"d": 1}), "estimator_options": "{}"})
+    rows = [_summary_row(problem_options=json.dumps({"d": d, "t": 0.45})) for d in (1, 2)]
+    rows.append(_summary_row(problem="gaussian_quadratic", estimator="reinforce",
+                             problem_options=json.dumps({"d": 1}), estimator_options="{}"))
     lines = summary_table(pd.DataFrame(rows)).splitlines()
-    assert "d:1,tau:1.0" in lines[1] and "d:2,tau:1.0" in lines[2]
-    assert "d:" not in lines[3]  # one gaussian_quadratic configuration: nothing to tell apart
+    assert "bernoulli_toy (d:1)" in lines and "bernoulli_toy (d:2)" in lines
+    assert "gaussian_quadratic" in lines  # one configuration: nothing to tell apart
+    assert not any("tau" in line for line in lines)  # the same tau everywhere: not shown
+
+
+def test_summary_marks_declared_and_detected_bias():
+    from bench.report.summary import summary_table
+
+    rows = [_summary_row(estimator="a", unbiased=False, bias_p_value=0.5),
+            _summary_row(estimator="b", unbiased=False, bias_p_value=1e-9),
+            _summary_row(estimator="c", unbiased=True, bias_p_value=0.01),
+            _summary_row(estimator="d", unbiased=True, bias_p_value=0.3)]
+    lines = summary_table(pd.DataFrame(rows)).splitlines()
+    flags = {line.split()[0]: line.split()[3] for line in lines if line.startswith("  ")
+             and line.split()[0] in "abcd"}
+    assert flags == {"a": "decl", "b": "decl+det", "c": "det!", "d": "-"}
+
+
+def test_summary_marks_the_best_and_its_ties_per_problem_and_k():
+    from bench.report.summary import best_marks
+
+    block = pd.DataFrame([
+        {"n_samples": 2, "mse": 1.0, "mse_ci_low": 0.9, "mse_ci_high": 1.1},
+        {"n_samples": 2, "mse": 1.05, "mse_ci_low": 1.0, "mse_ci_high": 1.2},  # overlaps
+        {"n_samples": 2, "mse": 2.0, "mse_ci_low": 1.8, "mse_ci_high": 2.2},  # resolved
+        {"n_samples": 4, "mse": 3.0, "mse_ci_low": 2.0, "mse_ci_high": 4.0},  # its own K
+    ])
+    assert list(best_marks(block)) == ["*", "=", "", "*"]
+
+
+def test_summary_rows_fit_120_columns_with_the_longest_names_and_options():
+    from bench.report.summary import WIDTH, summary_table
+    from problems import PROBLEMS
+
+    longest = max(ESTIMATORS, key=len)
+    problem = max(PROBLEMS, key=len)
+    options = [json.dumps({"baseline": f"value_{t}_" * 5, "tau": t}) for t in (0.5, 1)]
+    rows = [_summary_row(estimator=longest, problem=problem, estimator_options=o,
+                         problem_options=json.dumps({"alpha": "x" * 200, "n": n}),
+                         bias=1.234567e-17, mse=1.234567e-13, variance_trace=9.87654e12,
+                         bias_p_value=1e-300, time_per_estimate_s=12.345)
+            for o in options for n in (1, 2)]
+    text = summary_table(pd.DataFrame(rows))
+    assert max(len(line) for line in text.splitlines()) <= WIDTH
+    assert "…" in text  # abbreviated, and the rows still differ
+    body = [line for line in text.splitlines() if line.startswith("  " + longest)]
+    assert len(body) == 4 and len(set(body)) == 2  # two blocks (n), two rows told apart
+
+
+def test_table_help_prints_a_single_percent(capsys):
+    with contextlib.suppress(SystemExit):
+        main(["table", "--help"])
+    out = capsys.readouterr().out
+    assert "95% intervals" in " ".join(out.split()) and "%%" not in out
+
+
+def test_paper_table_bias_column_is_the_bias_with_its_own_interval(run_dir):
+    """The bias column is ``bias`` (sqrt of the unbiased squared bias) with the interval for
+    the same quantity: every printed interval contains its number; and the table says why
+    an mse can be below its variance."""
+    from bench.report.tables import NOTE
+
+    text = paper_table(bench.load(run_dir), "markdown", 6)
+    assert NOTE in text
+    cells = bench.load(run_dir)
+    ok = cells[cells["status"] == "ok"]
+    for name in ("bias", "variance_trace", "mse"):
+        assert (ok[f"{name}_ci_low"] <= ok[name]).all()
+        assert (ok[name] <= ok[f"{name}_ci_high"]).all()
+    for row in text.splitlines():
+        if row.startswith("| ") and "[" in row:
+            for cell in row.split(" | ")[2:5]:
+                if "[" not in cell:
+                    continue
+                value, rest = cell.split(" [")
+                low, high = (float(v) for v in rest.split("]")[0].split(", "))
+                assert low <= float(value.split()[0]) <= high, row

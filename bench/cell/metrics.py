@@ -16,8 +16,12 @@ For estimates g_1..g_R in R^D and a true gradient t:
   squared bias norm ||E g - t||^2 (E||m - t||^2 = ||E g - t||^2 + tr(Cov g) / R +
   sum_c Var(t_c), and each subtracted term is an unbiased estimate of its counterpart), so
   it is negative about half the time for an unbiased estimator; its interval is below;
+  ``bias`` = sqrt(max(bias_sq, 0)) estimates ||E g - t||, with the square roots of that
+  interval (``bench.cell.intervals``);
 * ``variance_trace`` = sum_c v_c (the trace of the covariance);
-* ``mse`` = (1/R) sum_r ||g_r - t||^2 = ||m - t||^2 + (R - 1)/R * variance_trace;
+* ``mse`` = (1/R) sum_r ||g_r - t||^2 = ||m - t||^2 + (R - 1)/R * variance_trace, unbiased
+  for E||g - t||^2; mse - variance_trace = bias_sq (+ sum_c se_c(t)^2), so it is below the
+  variance about half the time for an unbiased estimator;
 * ``cosine`` = (1/R) sum_r <g_r, t> / (||g_r|| ||t||) (0 where a norm is 0);
 * ``snr`` = ||m|| / sqrt(variance_trace) (Rainforth et al. 2018, "Tighter Variational
   Bounds are Not Necessarily Better", ICML, generalised to vectors);
@@ -25,7 +29,8 @@ For estimates g_1..g_R in R^D and a true gradient t:
   distance to the mean (the ordinary kurtosis when D = 1): (kurtosis - 1) / R is the
   squared relative standard error of ``variance_trace``. ``heavy_tails`` is set when that
   relative error exceeds ``HEAVY_TAIL_REL_SE``: then the variance is resolved by a few
-  large estimates, and its interval (any interval built from R such draws) under-covers.
+  large estimates, its interval (any interval built from R such draws) under-covers, and
+  the bias test rejects an unbiased estimator more often than its level (docs/intervals.md).
   The sums behind it are centred on the mean of the first estimates; the one term of the
   fourth moment about the final mean that they do not hold comes from the blocks.
 
@@ -35,32 +40,27 @@ themselves, when R is at most that), and only the blocks' sums are kept: ``[bloc
 in float64, a few megabytes whatever R is. The estimates are independent and identically
 distributed, so the block sums are too; everything below resamples or averages them.
 
-**Bootstrap intervals** (95%, ``variance_trace``, ``bias_l2``, ``mse``) are percentile
-intervals of the Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012) over
+**The intervals of ``variance_trace`` and ``mse``** are kurtosis-adjusted scaled chi-square
+intervals (``bench.cell.intervals``; ``interval_method`` = ``scaled_chi2``): the unbiased
+Var(variance_trace) needs sum_r ||g_r - m||^4 (the kurtosis' numerator) and
+sum_{r,s} <g_r - m, g_s - m>^2 (from the blocks); Var(mse) the sums of ||g_r - t||^2 and of
+its square, accumulated about the first estimates' mean of it. Their coverage, measured
+on closed-form cells, is in docs/intervals.md. ``bias_sq``'s interval is analytic too
+(``bench.cell.intervals``).
+
+**The bootstrap interval of ``bias_l2``** (95%) is a percentile interval of the statistic
+||m - t|| (its sampling spread, not an interval for ||E g - t||) from the Poisson
+bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012) over
 the blocks: each replicate weights every block by an independent Poisson(1) count, drawn
 by inverting the Poisson(1) distribution function at a uniform (exact, and several times
 faster than ``torch.poisson``). Resampling blocks of iid draws instead of the draws is the
 block bootstrap (Kunsch 1989) with no dependence to preserve; with hundreds of blocks it is
 as valid as resampling the draws, at a cost of B x blocks x D instead of B x R x D. The
 replicates' statistics are computed at the end, in slices of coordinates, from the blocks'
-sums centred on the mean of the first estimates, in float64 (so that the same cell gives the same
-interval on any CPU to many digits). For a reference truth with standard error se(t),
-each replicate also draws t_b ~ N(t, se(t)^2), so the reference's own noise widens the
-bias and mse intervals.
-
-**The interval of ``bias_sq``** is analytic, also with ``--bootstrap 0``. With
-b = E g - t and Omega = Cov(g) / R + diag(se(t)^2) the covariance of m - t,
-Var(bias_sq) ~= 4 b' Omega b + 2 tr(Omega^2) + Var(sum_c v_c) / R^2. Writing
-theta = ||b||^2 and rho = b' Omega b / ||b||^2, the interval is the set of theta with
-(bias_sq - theta)^2 <= z^2 (s0^2 + 4 rho max(theta, 0)), s0^2 the variance at theta = 0
-(its convex hull where that set has two pieces; z is Student's t quantile with
-blocks - 1 degrees of freedom): a score-type interval, like Wilson's for a
-proportion, whose test of theta = 0 uses the variance under theta = 0, so it contains 0 at
-the nominal rate for an unbiased estimator, and tends to bias_sq +- z sd for a large bias.
-tr(Cov^2) is estimated without bias from the block sums (Bai & Saranadasa 1996, at least
-the sum of the squared variances), rho along the estimated bias direction from the block
-sums' covariance, and Var(sum_c v_c) from the blocks' sums of squared deviations. The
-interval is widened on both sides by D tol^2, the floating-point resolution of ||b||^2.
+sums centred on the mean of the first estimates, in float64 (so that the same cell gives
+the same interval on any CPU to many digits). For a reference truth with standard error
+se(t), each replicate also draws t_b ~ N(t, se(t)^2). Its generator is seeded apart from
+the sampling (``bench.cell.run``: ``derive_seed("bootstrap", cell seed)``).
 """
 
 from __future__ import annotations
@@ -70,9 +70,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import stdtrit
 from torch import Tensor
 
+from bench.cell.intervals import (
+    CHI2,
+    bias_sq_interval,
+    norm_interval,
+    scaled_chi2_interval,
+    trace_variance,
+)
 from bench.cell.moments import Moments
 
 #: the most blocks the bootstrap resamples (fewer when R is smaller)
@@ -128,12 +134,15 @@ class BlockMoments:
         direction_var: ``[k]`` v' Cov v for each of the k given directions v.
         spread_var: Var(sum_r ||g_r - mean||^2), the spread of the variance's numerator.
         n_blocks: how many blocks they come from.
+        gram_sq: sum_{j, k} <y_j, y_k>^2 of the blocks' centred sums y_j (scaled by the
+            root of their counts): T of ``bench.cell.intervals`` when blocks are estimates.
     """
 
     cov_trace_sq: float
     direction_var: Tensor
     spread_var: float
     n_blocks: int
+    gram_sq: float = math.nan
 
 
 class Accumulator(Moments):
@@ -170,6 +179,9 @@ class Accumulator(Moments):
         self.block_size = 1 if n_repeats is None else math.ceil(n_repeats / blocks)
         self.generator = torch.Generator().manual_seed(seed)
         self.shift_products = (0.0, 0.0, 0.0)
+        self.error_shift = 0.0  # mean ||g - t||^2 of the first estimates, the centre of e1, e2
+        self.e1 = 0.0  # sum of ||g - t||^2 - error_shift (the mse's numerator)
+        self.e2 = 0.0  # sum of its squares
         self.estimate_eps = 0.0
         self.cos_sum = 0.0
         self.r1 = 0.0  # sum of squared distances to the data shift
@@ -223,6 +235,7 @@ class Accumulator(Moments):
                     float(self.shift @ self.truth),
                     float(self.truth.norm()),
                 )
+                self.error_shift = float(((g - self.truth) ** 2).sum(1).mean())
             for part in (g - self.shift).split(self.rows):  # ``rows`` at most, as the work space
                 self._add(part)
 
@@ -245,10 +258,16 @@ class Accumulator(Moments):
             # <g, t> and ||g||^2 from the centred rows: g = shift + centred; two
             # matrix-vector products (one [c, D] x [D, 2] product is several times slower)
             shift_sq, shift_dot, truth_norm = self.shift_products
-            dots = centred @ self.truth + shift_dot
-            norms = (distance + 2 * (centred @ self.shift) + shift_sq).clamp_min(0).sqrt()
+            along_truth, along_shift = centred @ self.truth, centred @ self.shift
+            dots = along_truth + shift_dot
+            norms = (distance + 2 * along_shift + shift_sq).clamp_min(0).sqrt()
             norms = norms * truth_norm
             self.cos_sum += float(torch.where(norms > 0, dots / norms, 0.0).sum())
+            # ||g - t||^2 = ||c||^2 + 2 <c, shift - t> + ||shift - t||^2, about error_shift
+            gap_sq = shift_sq - 2 * shift_dot + truth_norm**2
+            error = distance + 2 * (along_shift - along_truth) + (gap_sq - self.error_shift)
+            self.e1 += float(error.sum())
+            self.e2 += float(error @ error)
 
     def _block_sums(self, centred: Tensor, distance: Tensor) -> Tensor:
         """Add centred estimates ``[c, D]`` to the blocks, in the order drawn; returns their
@@ -311,16 +330,16 @@ class Accumulator(Moments):
         offset = self.s1 / n  # mean - shift
         directions = torch.stack([offset] + ([] if bias is None else [bias]), 1)  # [D, 1 or 2]
         blocks = self._block_moments(directions, variance)
-        kurtosis = self._kurtosis(offset, float(blocks.direction_var[0]))
-        heavy = bool(math.sqrt(max(kurtosis - 1, 0) / n) > HEAVY_TAIL_REL_SE)
+        kurtosis, fourth_sum = self._kurtosis(offset, float(blocks.direction_var[0]))
         scalars: dict[str, float] = {
             "variance_trace": trace,
             "snr": float(mean.norm() / math.sqrt(trace)) if trace > 0 else math.inf,
             "bias_l2_noise_floor": math.sqrt(trace / n + truth_var + self.dim * tol**2),
             "kurtosis": kurtosis,
-            "heavy_tails": heavy,
+            "heavy_tails": bool(math.sqrt(max(kurtosis - 1, 0) / n) > HEAVY_TAIL_REL_SE),
             "bootstrap_blocks": sum(len(b) for b in self.block_n),
         }
+        scalars |= self._trace_interval(trace, fourth_sum, blocks)
         bias_z = None
         if bias is not None:
             # the standard error is 0 only where truth and mean are 0, and with them the bias
@@ -331,6 +350,7 @@ class Accumulator(Moments):
             scalars |= {
                 "bias_l2": float(bias.norm()),
                 "bias_sq": bias_sq,
+                "bias": math.sqrt(max(bias_sq, 0.0)),
                 "mse": float(bias.norm() ** 2 + (n - 1) / n * trace),
                 "cosine": self.cos_sum / n,
                 "bias_max_abs_z": max_z,
@@ -339,6 +359,8 @@ class Accumulator(Moments):
             }
             low, high = self._bias_sq_interval(bias, variance, bias_sq, blocks, tol)
             scalars |= {"bias_sq_ci_low": low, "bias_sq_ci_high": high}
+            scalars["bias_ci_low"], scalars["bias_ci_high"] = norm_interval(low, high)
+            scalars |= self._mse_interval(scalars["mse"], bias)
         scalars |= self._intervals()
         return Summary(
             mean=mean.numpy(),
@@ -346,6 +368,29 @@ class Accumulator(Moments):
             bias_z=None if bias_z is None else bias_z.numpy(),
             scalars=scalars,
         )
+
+    def _trace_interval(self, trace: float, fourth_sum: float, blocks: BlockMoments) -> dict:
+        """The scaled chi-square interval of the variance trace (``bench.cell.intervals``);
+        T exact where every estimate is its own block."""
+        n = self.n
+        gram_sq = blocks.gram_sq
+        if self.block_size > 1 or not math.isfinite(gram_sq):
+            gram_sq = fourth_sum + n * (n - 1) * blocks.cov_trace_sq
+        variance = trace_variance(trace, n, fourth_sum, gram_sq, blocks.cov_trace_sq)
+        low, high = scaled_chi2_interval(trace, variance)
+        return {"variance_trace_ci_low": low, "variance_trace_ci_high": high,
+                "interval_method": CHI2}
+
+    def _mse_interval(self, mse: float, bias: Tensor) -> dict[str, float]:
+        """The scaled chi-square interval of the mse from the spread of ||g_r - t||^2."""
+        n = self.n
+        spread = max(self.e2 - self.e1**2 / n, 0.0) / (n - 1)  # unbiased Var(||g - t||^2)
+        variance = spread / n
+        if self.truth_se is not None:
+            se2 = self.truth_se**2
+            variance += 4 * float((se2 * bias**2).sum()) + 2 * float((se2**2).sum())
+        low, high = scaled_chi2_interval(mse, variance)
+        return {"mse_ci_low": low, "mse_ci_high": high}
 
     def _stacked(self) -> tuple[Tensor, Tensor, Tensor]:
         """The block sums ``[N, D]``, their squared distances and counts ``[N]``."""
@@ -390,10 +435,11 @@ class Accumulator(Moments):
         r_mean = float(distance.sum()) / n
         spread = float(((distance - counts * r_mean) ** 2).sum()) * n_blocks_ / k
         return BlockMoments(
-            max(float((variance**2).sum()), unbiased), (projection**2).sum(0) / k, spread, n_blocks_
+            max(float((variance**2).sum()), unbiased), (projection**2).sum(0) / k, spread,
+            n_blocks_, cross,
         )
 
-    def _kurtosis(self, offset: Tensor, offset_var: float) -> float:
+    def _kurtosis(self, offset: Tensor, offset_var: float) -> tuple[float, float]:
         """mean ||g - m||^4 / (mean ||g - m||^2)^2 about the final mean m, from the sums
         about the shift: with c = g - shift, delta = m - shift, a = <c, delta>,
         ||g - m||^2 = ||c||^2 - 2 a + ||delta||^2; the sum of a^2, the one term the sums do
@@ -401,84 +447,45 @@ class Accumulator(Moments):
         n, q = self.n, float((offset**2).sum())
         second = self.r1 - n * q
         if second <= 0:
-            return math.nan
+            return math.nan, 0.0
         a_sq = (n - 1) * offset_var + n * q**2
         fourth = self.r2 + 4 * a_sq - 4 * float(self.rc @ offset) + 2 * q * self.r1 - 3 * n * q**2
-        return fourth * n / second**2
+        return fourth * n / second**2, fourth
 
     def _bias_sq_interval(
         self, bias: Tensor, variance: Tensor, bias_sq: float, blocks: BlockMoments, tol: float
     ) -> tuple[float, float]:
-        n = self.n
         se2 = torch.zeros_like(variance) if self.truth_se is None else self.truth_se**2
-        # tr(Omega^2), Omega = Cov / R + diag(se^2)
-        omega_sq = (
-            blocks.cov_trace_sq / n**2
-            + 2 * float((variance * se2).sum()) / n
-            + float((se2**2).sum())
+        low, high = bias_sq_interval(
+            bias_sq, self.n, bias, variance, se2, blocks.cov_trace_sq,
+            float(blocks.direction_var[-1]), blocks.spread_var, blocks.n_blocks,
         )
-        s0_sq = 2 * omega_sq + blocks.spread_var / n**4
-        norm_sq = float((bias**2).sum())
-        along = float(blocks.direction_var[-1]) / n + float((se2 * bias**2).sum())
-        rho = along / norm_sq if norm_sq > 0 else 0.0
-        # Student's t quantile: s0 is estimated from the blocks (n_blocks - 1 degrees of freedom)
-        z = float(stdtrit(max(blocks.n_blocks - 1, 1), 0.975))
-        low, high = _score_interval(bias_sq, s0_sq, 4 * rho, z)
-        widen = self.dim * tol**2
+        widen = self.dim * tol**2  # the floating-point resolution of ||b||^2
         return low - widen, high + widen
 
     def _intervals(self) -> dict[str, float]:
-        if not self.n_bootstrap:
+        """The percentile bootstrap interval of ``bias_l2`` (module docstring)."""
+        if not self.n_bootstrap or self.truth is None:
             return {}
-        sums, distance, counts = self._stacked()
+        sums, _, counts = self._stacked()
         n_boot, n_blocks_ = self.n_bootstrap, sums.shape[0]
         weights = poisson_weights(n_boot, n_blocks_, self.generator)  # [B, N]
         n = (weights @ counts).clamp_min(2)  # [B]
-        square_sum = weights @ distance  # [B] sum of squared distances to the data shift
-        mean_sq = torch.zeros(n_boot, dtype=torch.float64)
         bias_sq = torch.zeros(n_boot, dtype=torch.float64)
         step = max(1, SLICE_ELEMENTS // n_boot)
         for lo in range(0, self.dim, step):
             part = slice(lo, lo + step)
             centred_mean = weights @ sums[:, part] / n.unsqueeze(1)  # [B, slice]
-            mean_sq += (centred_mean**2).sum(1)
-            if self.truth is not None:
-                truth = self.truth[part].expand_as(centred_mean)
-                if self.truth_se is not None:
-                    noise = torch.randn(
-                        centred_mean.shape, generator=self.generator, dtype=torch.float64
-                    )
-                    truth = truth + self.truth_se[part] * noise
-                bias_sq += ((self.shift[part] + centred_mean - truth) ** 2).sum(1)
-        trace = ((square_sum - n * mean_sq) / (n - 1)).clamp_min(0)  # [B]
-        replicates = {"variance_trace": trace}
-        if self.truth is not None:
-            replicates["bias_l2"] = bias_sq.sqrt()
-            replicates["mse"] = bias_sq + (n - 1) / n * trace
-        out: dict[str, float] = {}
-        for name, values in replicates.items():
-            low, high = np.percentile(values.numpy(), [2.5, 97.5])
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
-        return out
+            truth = self.truth[part].expand_as(centred_mean)
+            if self.truth_se is not None:
+                noise = torch.randn(
+                    centred_mean.shape, generator=self.generator, dtype=torch.float64
+                )
+                truth = truth + self.truth_se[part] * noise
+            bias_sq += ((self.shift[part] + centred_mean - truth) ** 2).sum(1)
+        low, high = np.percentile(bias_sq.sqrt().numpy(), [2.5, 97.5])
+        return {"bias_l2_ci_low": float(low), "bias_l2_ci_high": float(high)}
 
 
 def _eps(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) if dtype.is_floating_point else 0.0
-
-
-def _score_interval(estimate: float, s0_sq: float, slope: float, z: float) -> tuple[float, float]:
-    """Convex hull of {theta : (estimate - theta)^2 <= z^2 (s0_sq + slope max(theta, 0))}."""
-    half = z * math.sqrt(s0_sq)
-    lows, highs = [], []
-    if estimate - half < 0:  # the piece theta < 0
-        lows.append(estimate - half)
-        highs.append(min(estimate + half, 0.0))
-    # theta >= 0: theta^2 - (2 e + z^2 slope) theta + e^2 - z^2 s0_sq <= 0
-    b = 2 * estimate + z**2 * slope
-    disc = b**2 - 4 * (estimate**2 - z**2 * s0_sq)
-    if disc >= 0:
-        root_low, root_high = (b - math.sqrt(disc)) / 2, (b + math.sqrt(disc)) / 2
-        if root_high >= 0:
-            lows.append(max(root_low, 0.0))
-            highs.append(root_high)
-    return min(lows), max(highs)

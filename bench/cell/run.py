@@ -23,6 +23,7 @@ import torch
 from bench import env as environment
 from bench.cell.estimate import TimedChunks, estimate_chunks, flatten, one_estimate, prepare
 from bench.cell.metrics import Accumulator
+from bench.cell.seeds import derive_seed
 from bench.cell.shared import shared_problem
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes, time_call
@@ -119,7 +120,7 @@ def _measure(
         truth=None if truth is None else flatten(truth.grad, repeated=False),
         truth_se=None if truth is None or truth.se is None else flatten(truth.se, repeated=False),
         n_bootstrap=spec.n_bootstrap,
-        seed=spec.cell_seed,
+        seed=derive_seed("bootstrap", spec.cell_seed),  # independent of the sampling stream
         n_repeats=spec.n_repeats,
     )
     # estimation and statistics are timed apart: estimates_per_s is the estimation alone

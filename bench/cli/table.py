@@ -48,10 +48,11 @@ def add_parser(subparsers) -> None:
     table = subparsers.add_parser(
         "table",
         help="a run's summary table (bias, variance, MSE with intervals) as LaTeX or Markdown",
+        # a description is printed as it is (argparse expands only %(prog)s there): one %
         description="Print the summary table of a run directory: per problem, each "
         "estimator's bias ||E g - grad L||, covariance trace and mean squared error with their "
-        "95%% bootstrap intervals, and the p-value of 'unbiased'. A number and its interval "
-        "share one power of ten and show --digits significant digits of the number.",
+        "95% intervals (docs/intervals.md), and the p-value of 'unbiased'. A number and its "
+        "interval share one power of ten and show --digits significant digits of the number.",
     )
     table.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     table.add_argument(

@@ -4,11 +4,15 @@
 JSON it comes from: ``tau``, ``decay``, ``theta``, ... (``option_columns``), so that rows
 that differ only in an option are told apart and can be filtered and grouped with pandas.
 
-``paper_table(cells, fmt)`` writes, per problem, each estimator's bias ``||E g - grad L||``,
-the trace of its covariance and its mean squared error, each with its 95% bootstrap
-interval, and the p-value of the test "unbiased", as LaTeX (booktabs) or Markdown. A number
-and its interval share one power of ten and are rounded to ``digits`` significant digits of
-the number, so the interval shows exactly the digits the number has.
+``paper_table(cells, fmt)`` writes, per problem, each estimator's bias ``||E g - grad L||``
+(``bias`` = sqrt(max(bias_sq, 0)), the root of the unbiased squared bias), the trace of its
+covariance and its mean squared error, each with its 95% interval for the same quantity
+(docs/intervals.md: the roots of the squared bias's score interval, and kurtosis-adjusted
+scaled chi-square intervals), and the p-value of the test "unbiased", as LaTeX (booktabs)
+or Markdown. A number and its interval share one power of ten and are rounded to ``digits``
+significant digits of the number, so the interval shows exactly the digits the number has.
+The table ends with ``NOTE``: the mse is unbiased, and mse - variance is the unbiased
+squared bias, so an unbiased estimator's mse is below its variance about half the time.
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ FORMATS = ("latex", "markdown")
 PLAIN_RANGE = (1e-3, 1e4)
 #: the measured columns of ``paper_table``: (column, heading, whether it has an interval)
 MEASURES = (
-    ("bias_l2", "bias", True),
+    ("bias", "bias", True),
     ("variance_trace", "variance", True),
     ("mse", "MSE", True),
     ("bias_p_value", "p(unbiased)", False),
+)
+#: the intervals, in the table's header
+INTERVALS = "95% intervals (docs/intervals.md)"
+#: why an mse can be below its variance
+NOTE = (
+    "mse = mean ||g - truth||^2 is unbiased, and mse - variance = bias_sq, the unbiased "
+    "squared bias: for an unbiased estimator it is below 0 (mse below variance) about half "
+    "the time; bias = sqrt(max(bias_sq, 0))."
 )
 
 
@@ -196,11 +208,12 @@ def paper_table(cells: pd.DataFrame, fmt: str = "markdown", digits: int = 3) -> 
 def _markdown(blocks: list, headings: list[str]) -> str:
     out = []
     for title, rows, truth in blocks:
-        out += [f"### {title}", "", f"truth: {truth}; intervals: 95% bootstrap", ""]
+        out += [f"### {title}", "", f"truth: {truth}; {INTERVALS}", ""]
         out.append("| " + " | ".join(headings) + " |")
         out.append("|" + "|".join(["---", "--:"] + ["--:"] * (len(headings) - 2)) + "|")
         out += ["| " + " | ".join(row) + " |" for row in rows]
         out.append("")
+    out += [NOTE, ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -217,7 +230,8 @@ def _tex(text: str) -> str:
 def _latex(blocks: list, headings: list[str]) -> str:
     width = len(headings)
     out = [
-        "% bench table: needs \\usepackage{booktabs}; intervals: 95% bootstrap",
+        f"% bench table: needs \\usepackage{{booktabs}}; {INTERVALS}",
+        f"% {NOTE}",
         "\\begin{tabular}{l" + "r" * (width - 1) + "}",
         "\\toprule",
         " & ".join(_tex(h) for h in headings) + " \\\\",
