@@ -256,11 +256,14 @@ def _paths(tmp: Path) -> dict[str, tuple[str, str]]:
         "dangling-symlink": (str(tmp / "dangling"), "is a symbolic link to a missing target"),
         "looping-symlink": (str(tmp / "loop_a" / "run"), "is a symbolic link loop"),
         "not-utf8": (str(tmp) + "/run-" + os.fsdecode(b"\xff"), "the name is not valid UTF-8"),
+        "past-path-max": (str(tmp / "/".join(["a" * 200] * 25)),
+                          "bytes the system allows (PATH_MAX)"),
+        "empty": ("", "--out '': empty path"),
     }
 
 
 PATH_CASES = ["under-a-file", "a-file", "not-writable", "too-long", "dangling-symlink",
-              "looping-symlink", "not-utf8"]
+              "looping-symlink", "not-utf8", "past-path-max", "empty"]
 
 
 @pytest.mark.parametrize("case", PATH_CASES)
