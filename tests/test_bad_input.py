@@ -330,6 +330,14 @@ def _data_file(tmp: Path, case: str) -> Path:
     elif case == "floats-above-one":
         path = tmp / "x.npz"
         np.savez(path, images=images / 255.0 * 1.5)
+    elif case.startswith("compressed-"):  # np.savez_compressed, then torn or flipped
+        path = tmp / "x.npz"
+        np.savez_compressed(path, images=images)
+        packed = bytearray(path.read_bytes())
+        if case == "compressed-flipped":
+            packed[len(packed) // 2] ^= 0xFF  # inside the deflate stream of images.npy
+        path.write_bytes(bytes(packed[: {"compressed-half": len(packed) // 2,
+                                          "compressed-last-byte": -1}.get(case)]))
     elif case == "huge":
         path = tmp / "x.idx"
         with open(path, "wb") as handle:  # sparse: no disk space, but too large to read
@@ -342,6 +350,9 @@ DATA_CASES = {
     "structured": "expected a numeric array of images, got dtype",
     "text": "not a readable .npz archive",
     "npy": "a single .npy array, not an .npz archive",
+    "compressed-half": "not a readable .npz archive (File is not a zip file)",
+    "compressed-last-byte": "not a readable .npz archive (File is not a zip file)",
+    "compressed-flipped": "not a readable .npz archive (",
     "floats-above-one": "values in 0..1.5 are neither intensities in [0, 1] nor whole grey levels",
     "huge": "GiB, more than half of the",
 }
