@@ -14,7 +14,7 @@ import torch
 from bench.cell.estimate import prepare
 from bench.cli import main
 from bench.verify import verify_one
-from bench.verify.checks import repeat_leak
+from bench.verify.checks import check_bias, repeat_leak
 from estimators import ESTIMATORS, Estimator, Surrogate
 from estimators.discrete import mean_of
 from estimators.optimal_baseline import ReinforceOptimalBaseline
@@ -250,3 +250,27 @@ def test_bad_input_is_one_line(capsys):
     assert "tau" in capsys.readouterr().err
     assert main(["verify", "reinforce", "--alpha", "2"]) == 2
     assert "invalid alpha 2.0: expected 0 < alpha < 1" in capsys.readouterr().err
+
+
+def _bias_tests(estimator, seeds, alpha):
+    """check_bias of ``estimator`` on bernoulli_toy (theta = 2.5, d = 1) at K = 1 over
+    ``seeds``, at a power target that ``max_repeats`` = 400 cannot reach (so R is raised past
+    it for a conclusive answer)."""
+    problem = PROBLEMS["bernoulli_toy"]({"theta": 2.5, "d": 1}, dtype=torch.float64)
+    point = problem.init_params()
+    truth = torch.cat([g.reshape(-1) for g in problem.truth(point, 1).grad.values()]).double()
+    state = prepare(problem, estimator, point, 1)[0]
+    return [check_bias(problem, estimator, state, point, truth, 1, seed, alpha, 0.02, 400)
+            for seed in seeds]
+
+
+def test_raising_r_for_a_conclusive_answer_keeps_the_tests_level():
+    # the false-alarm rate of a correct estimator stays at most alpha (binomial error at 3
+    # sigma over 150 seeds) where R is raised past max_repeats, and a broken one is rejected
+    alpha = 0.2
+    results = _bias_tests(ESTIMATORS["reinforce"](), range(150), alpha)
+    assert all(r.n_repeats > 400 for r in results)  # not vacuous: R was raised
+    rate = sum(r.p_value < alpha for r in results) / len(results)
+    assert rate <= alpha + 3 * (alpha * (1 - alpha) / len(results)) ** 0.5, rate
+    broken = _bias_tests(WrongSignControlVariate(), range(20), 1e-3)
+    assert all(r.p_value < 1e-3 for r in broken)
