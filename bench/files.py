@@ -68,12 +68,29 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+def _check_path_length(option: str, text: str) -> None:
+    """Refuse a path whose files (a name of up to NAME_MAX bytes in a subdirectory) would be
+    longer than PATH_MAX, as given or made absolute."""
+    try:
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_max = 4096
+    room = 255 + len("/coords/")  # the longest file name a run directory keeps inside
+    length = max(len(os.fsencode(text)), len(os.fsencode(os.path.abspath(text))))
+    if length + room > path_max:
+        raise ValueError(
+            f"{option} {text[:40]}...: the path is {length} bytes long; with the files inside "
+            f"it, it must stay under the {path_max} bytes the system allows (PATH_MAX)"
+        )
+
+
 def check_output_dir(path: str | Path, option: str = "--out") -> None:
     """Fail with one line, before anything is created, if ``path`` is not, and cannot be made,
     a writable directory.
 
-    Refused: a name that is not valid UTF-8 (it could not be recorded in the tables), a
-    component longer than the file system allows, a dangling or looping symbolic link on
+    Refused: an empty name, a name that is not valid UTF-8 (it could not be recorded in the
+    tables), a component longer than the file system allows, a path too long for the files
+    inside it (PATH_MAX), a dangling or looping symbolic link on
     the way, a regular file at ``path`` or above it, and a directory that is not writable.
 
     Raises:
@@ -88,6 +105,7 @@ def check_output_dir(path: str | Path, option: str = "--out") -> None:
     root = Path(text)
     if not text.strip():
         raise ValueError(f"{option} {text!r}: empty directory name")
+    _check_path_length(option, text)
     missing: list[Path] = []
     probe = root
     while True:

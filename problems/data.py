@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def read_npz(path: str | Path) -> np.ndarray:
     _check_file(path, "an .npz file")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path}: not a readable .npz archive ({first})") from None
     except MemoryError:
@@ -115,8 +116,8 @@ def read_npz(path: str | Path) -> np.ndarray:
             keys = list(archive.keys())
             name = "images" if "images" in keys else keys[0] if len(keys) == 1 else None
             if name is not None:
-                return archive[name]
-    except (OSError, ValueError, EOFError, zlib.error) as error:
+                return archive[name]  # reads the whole member: a torn one fails its CRC here
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path}: not a readable .npz archive ({first})") from None
     except MemoryError:

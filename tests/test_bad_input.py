@@ -256,11 +256,14 @@ def _paths(tmp: Path) -> dict[str, tuple[str, str]]:
         "dangling-symlink": (str(tmp / "dangling"), "is a symbolic link to a missing target"),
         "looping-symlink": (str(tmp / "loop_a" / "run"), "is a symbolic link loop"),
         "not-utf8": (str(tmp) + "/run-" + os.fsdecode(b"\xff"), "the name is not valid UTF-8"),
+        "past-path-max": (str(tmp / "/".join(["a" * 200] * 25)),
+                          "bytes the system allows (PATH_MAX)"),
+        "empty": ("", "--out '': empty path"),
     }
 
 
 PATH_CASES = ["under-a-file", "a-file", "not-writable", "too-long", "dangling-symlink",
-              "looping-symlink", "not-utf8"]
+              "looping-symlink", "not-utf8", "past-path-max", "empty"]
 
 
 @pytest.mark.parametrize("case", PATH_CASES)
@@ -327,6 +330,14 @@ def _data_file(tmp: Path, case: str) -> Path:
     elif case == "floats-above-one":
         path = tmp / "x.npz"
         np.savez(path, images=images / 255.0 * 1.5)
+    elif case.startswith("compressed-"):  # np.savez_compressed, then torn or flipped
+        path = tmp / "x.npz"
+        np.savez_compressed(path, images=images)
+        packed = bytearray(path.read_bytes())
+        if case == "compressed-flipped":
+            packed[len(packed) // 2] ^= 0xFF  # inside the deflate stream of images.npy
+        path.write_bytes(bytes(packed[: {"compressed-half": len(packed) // 2,
+                                          "compressed-last-byte": -1}.get(case)]))
     elif case == "huge":
         path = tmp / "x.idx"
         with open(path, "wb") as handle:  # sparse: no disk space, but too large to read
@@ -339,6 +350,9 @@ DATA_CASES = {
     "structured": "expected a numeric array of images, got dtype",
     "text": "not a readable .npz archive",
     "npy": "a single .npy array, not an .npz archive",
+    "compressed-half": "not a readable .npz archive (File is not a zip file)",
+    "compressed-last-byte": "not a readable .npz archive (File is not a zip file)",
+    "compressed-flipped": "not a readable .npz archive (",
     "floats-above-one": "values in 0..1.5 are neither intensities in [0, 1] nor whole grey levels",
     "huge": "GiB, more than half of the",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -77,6 +78,24 @@ def test_option_names_that_collide_get_a_prefix():
 def test_load_of_a_directory_without_cells_says_why(tmp_path):
     with pytest.raises(ValueError, match=r"no cells\.parquet"):
         bench.load(tmp_path)
+
+
+def test_a_damaged_cells_table_is_one_line_naming_it_and_the_remedy(run_dir, tmp_path, capsys):
+    damaged = tmp_path / "run"
+    shutil.copytree(run_dir, damaged)
+    table = damaged / "cells.parquet"
+    table.write_bytes(table.read_bytes()[:300])
+    with pytest.raises(ValueError) as error:
+        bench.load(damaged)
+    message = str(error.value)
+    assert message.startswith(f"{table}: cannot be read as a Parquet table, it is damaged (")
+    assert message.endswith(f"it rebuilds cells.parquet from {damaged / 'cells'}/")
+    assert "\n" not in message
+    assert main(["table", str(damaged)]) == 2
+    assert capsys.readouterr().err == f"bench table: error: {message}\n"
+    shutil.rmtree(damaged / "cells")
+    with pytest.raises(ValueError, match=r"it is damaged .*; restore it from a copy$"):
+        bench.load(damaged)
 
 
 @pytest.mark.parametrize(

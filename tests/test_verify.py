@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell.estimate import prepare
 from bench.cli import main
 from bench.verify import verify_one
+from bench.verify.checks import check_bias, repeat_leak
 from estimators import ESTIMATORS, Estimator, Surrogate
 from estimators.discrete import mean_of
+from estimators.optimal_baseline import ReinforceOptimalBaseline
+from problems import PROBLEMS
 from problems.base import Capability
 from tests.examples import ESTIMATOR_EXAMPLES
 
@@ -31,18 +35,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_estima
 BIASED_BEYOND_QUICK = {"zgr", "reinmax"}
 
 
-#: known false alarms of verify's repeat-leak check, each with its reason (strict xfail: the
-#: test fails once the cause is fixed, so the entry cannot outlive it)
-LEAK_CHECK_FALSE_ALARMS = {
-    "reinforce_optimal_baseline": "its pilot batch on a rejection-sampled Gamma latent draws a "
-    "parameter-dependent amount of randomness, which the check's guard (comparing only the "
-    "returned samples) does not see",
-}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=LEAK_CHECK_FALSE_ALARMS[n], strict=True))
-    if n in LEAK_CHECK_FALSE_ALARMS else n for n in ESTIMATORS])
+@pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_every_builtin_estimator_verifies(name):
     # at the test example's options: a learned control variate's warm-up shortened (its
     # default is checked at full power below)
@@ -170,6 +163,62 @@ def test_broken_estimators_are_caught_where_they_break(broken, finding):
         report.assert_ok()
 
 
+class PooledPilot(ReinforceOptimalBaseline):
+    """Broken: the pilot batch's baseline is averaged over the R repeats (on a problem with a
+    rejection-sampled latent, so the check meets parameter-dependent randomness)."""
+
+    name = "broken_pooled_pilot"
+
+    def baselines(self, problem, params):
+        return super().baselines(problem, params).mean(0, keepdim=True).expand(
+            next(iter(params.values())).shape[0], -1)
+
+
+def _gamma_cell(estimator):
+    problem = PROBLEMS["gamma_quadratic"](dict(alpha=0.5, beta=2.0, t=0.3, d=2),
+                                          dtype=torch.float64)
+    point = problem.init_params()
+    return problem, point, prepare(problem, estimator, point, 4)[0]
+
+
+def test_the_gamma_sampler_shifts_the_draws_of_later_repeats():
+    # the mechanism behind the leak check's old false alarm on reinforce_optimal_baseline:
+    # moving one repeat's shape changes the Gamma draws of the repeats drawn after it, and
+    # sometimes leaves the generator where it would have been (so later samples agree)
+    later, in_step = 0, 0
+    for seed in range(100):
+        draws = []
+        for shape in (0.5, 0.65):
+            torch.manual_seed(seed)
+            alpha = torch.tensor([0.5] * 100 + [shape] * 100 + [0.5] * 100, dtype=torch.float64)
+            draws.append((torch._standard_gamma(alpha), torch.get_rng_state()))
+        (a, state_a), (b, state_b) = draws
+        assert torch.equal(a[:100], b[:100])  # the repeats drawn before the moved one
+        later += not torch.equal(a[200:], b[200:])
+        in_step += not torch.equal(a[200:], b[200:]) and torch.equal(state_a, state_b)
+    assert later > 5 and in_step > 0
+
+
+def test_the_leak_check_has_no_false_alarm_on_a_pilot_batch_of_gamma_draws():
+    estimator = ReinforceOptimalBaseline()
+    problem, point, state = _gamma_cell(estimator)
+    assert estimator.source(problem) == "pilot"
+    torch.manual_seed(0)
+    leaks = [repeat_leak(problem, estimator, state, point, 4) for _ in range(100)]
+    assert max(leaks) == 0  # the check moving the middle repeat alarmed at 19 of 200 seeds
+
+
+def test_the_leak_check_still_catches_a_pooled_pilot_batch():
+    estimator = PooledPilot()
+    problem, point, state = _gamma_cell(estimator)
+    torch.manual_seed(0)
+    caught = sum(repeat_leak(problem, estimator, state, point, 4) > 0 for _ in range(20))
+    assert caught == 20  # at some seeds moving a repeat shifts the others: other seeds are tried
+    report = verify_one(PooledPilot, **FAST, problems=["gamma_quadratic"])
+    assert any("repeats are not independent on gamma_quadratic" in line
+               for line in report.failures), report.failures
+
+
 def test_the_tutorial_plugin_verifies_from_the_command_line(tmp_path, monkeypatch, capsys):
     shutil.copy(EXAMPLE, tmp_path / "my_estimator.py")
     monkeypatch.chdir(tmp_path)
@@ -201,3 +250,27 @@ def test_bad_input_is_one_line(capsys):
     assert "tau" in capsys.readouterr().err
     assert main(["verify", "reinforce", "--alpha", "2"]) == 2
     assert "invalid alpha 2.0: expected 0 < alpha < 1" in capsys.readouterr().err
+
+
+def _bias_tests(estimator, seeds, alpha):
+    """check_bias of ``estimator`` on bernoulli_toy (theta = 2.5, d = 1) at K = 1 over
+    ``seeds``, at a power target that ``max_repeats`` = 400 cannot reach (so R is raised past
+    it for a conclusive answer)."""
+    problem = PROBLEMS["bernoulli_toy"]({"theta": 2.5, "d": 1}, dtype=torch.float64)
+    point = problem.init_params()
+    truth = torch.cat([g.reshape(-1) for g in problem.truth(point, 1).grad.values()]).double()
+    state = prepare(problem, estimator, point, 1)[0]
+    return [check_bias(problem, estimator, state, point, truth, 1, seed, alpha, 0.02, 400)
+            for seed in seeds]
+
+
+def test_raising_r_for_a_conclusive_answer_keeps_the_tests_level():
+    # the false-alarm rate of a correct estimator stays at most alpha (binomial error at 3
+    # sigma over 150 seeds) where R is raised past max_repeats, and a broken one is rejected
+    alpha = 0.2
+    results = _bias_tests(ESTIMATORS["reinforce"](), range(150), alpha)
+    assert all(r.n_repeats > 400 for r in results)  # not vacuous: R was raised
+    rate = sum(r.p_value < alpha for r in results) / len(results)
+    assert rate <= alpha + 3 * (alpha * (1 - alpha) / len(results)) ** 0.5, rate
+    broken = _bias_tests(WrongSignControlVariate(), range(20), 1e-3)
+    assert all(r.p_value < 1e-3 for r in broken)

@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as stop:  # --help, or a usage error already printed in one line
             return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
         command = f"bench {args.command}"
+        if getattr(args, "out", None) is not None and not args.out.strip():
+            raise ValueError(f"--out {args.out!r}: empty path; name a directory or file, or "
+                             "leave --out out for the default")
         if args.plugin:
             from bench.sweep.plugins import load_plugins
 

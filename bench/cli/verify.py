@@ -84,7 +84,9 @@ def add_parser(subparsers) -> None:
                         help="bias, relative to each coordinate, that each test detects with "
                         "probability 0.975")
     verify.add_argument("--max-repeats", type=integer, default=200_000,
-                        help="largest R of one bias test")
+                        help="largest R of one bias test for its power target (up to 10x "
+                        "more, within 60 s of draws, where the pilot shows it would otherwise "
+                        "be inconclusive)")
     verify.add_argument("--budget", type=number, default=None, metavar="SECONDS",
                         help="seconds the draws of one bias test may take (R is capped by it; "
                         "R then depends on the machine's speed)")

@@ -6,11 +6,15 @@
   below, with s_c = max(|t_c|, ``FLOOR`` * max_j |t_j|) (small coordinates count on their own
   scale, down to a tenth of the largest): R = max_c (z_alpha + z_beta)^2 v_c /
   (power_bias s_c)^2, z_beta = 1.96, capped at ``max_repeats`` and at what the time budget
-  allows at the pilot's speed (the cell then says what it can detect). The test: per
-  coordinate z_c = (|mean_c - t_c| - e_c)_+ / sqrt(v_c / R) against Student's t with R - 1
-  degrees of freedom, Bonferroni over the D coordinates, with e_c the target's numerical error
-  (zero for exact truth); a coordinate within float64 rounding of the target is on target, and
-  one with zero variance misses it when it misses by more than that.
+  allows at the pilot's speed (the cell then says what it can detect). Where that cap would
+  leave the cell inconclusive (``INCONCLUSIVE``), R grows past ``max_repeats`` to the R at
+  which every coordinate detects ``CONCLUSIVE`` of its scale (and the pilot's tails allow a
+  reliable standard error), up to ``EXTEND`` times
+  ``max_repeats`` and ``EXTEND_S`` seconds of draws at the pilot's speed (``_conclusive``).
+  The test: per coordinate z_c = (|mean_c - t_c| - e_c)_+ / sqrt(v_c / R) against Student's
+  t with R - 1 degrees of freedom, Bonferroni over the D coordinates, with e_c the target's
+  numerical error (zero for exact truth); a coordinate within float64 rounding of the target
+  is on target, and one with zero variance misses it when it misses by more than that.
 * **Common random numbers and control variates.** Reference estimators are drawn from the
   same random stream as the estimator, sample for sample. A reference h of exactly known mean
   m (an unbiased built-in, mean t; or ``ScoreFunction``, the score, mean 0) gives the
@@ -61,6 +65,16 @@ LIGHT_TAILS = 10.0
 #: a reference is used as control variate when it cuts the statistic's variance below this
 #: share in the worst coordinate
 CONTROL_GAIN = 0.5
+#: where ``max_repeats`` would leave a cell inconclusive, R grows until every coordinate
+#: detects this share of its scale (below ``INCONCLUSIVE``, for the pilot's error in the
+#: variance), up to ``EXTEND`` times ``max_repeats`` and ``EXTEND_S`` seconds of draws at the
+#: pilot's speed
+CONCLUSIVE = 0.4
+EXTEND = 10
+EXTEND_S = 60.0
+#: seeds the repeat-leak check tries for a draw at which moving one repeat leaves the others'
+#: samples unchanged (a rejection sampler's shifted stream changes them at some seeds)
+LEAK_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -283,6 +297,13 @@ def check_bias(
         if float(scale.max()) > 0 else 0.0
     affordable = budget_s / per_estimate if per_estimate > 0 else math.inf
     n_repeats = int(min(max_repeats, max(PILOT, min(math.ceil(needed), affordable))))
+    statistic = own if control is None else own - control[1] * candidates[control[0]][0]
+    tails = float(_kurtosis(statistic).max()) if statistic.shape[0] > 1 else 0.0
+    conclusive = max(needed * (power_bias / CONCLUSIVE) ** 2,  # power, and light enough tails
+                     2 * max(tails - 1, 0) / TAIL_TOLERANCE**2)
+    n_repeats = _conclusive(n_repeats, conclusive, max_repeats,
+                            min(affordable, EXTEND_S / per_estimate if per_estimate > 0
+                                else math.inf))
     drawn = _draw(problem, prepared, point, target, means, n_samples, n_repeats, seed + 1,
                   control)
     stat, n = drawn["stat"], drawn["stat"].n
@@ -303,6 +324,18 @@ def check_bias(
     return BiasResult(n_repeats, p_value, max_z, detectable, float(drawn["own"].var().sum()),
                       drawn["bad"], mean, se, name, refs, paired,
                       float(stat.kurtosis(ZERO_VARIANCE_TOLERANCE * float(scale.max())).max()))
+
+
+def _conclusive(n_repeats: int, conclusive: float, max_repeats: int, affordable: float) -> int:
+    """R raised past ``max_repeats`` where the pilot shows that it would leave the cell
+    inconclusive: to the R at which every coordinate detects ``CONCLUSIVE`` of its scale and
+    the pilot's kurtosis k leaves a margin of 2 on sqrt((k - 1) / R) <= ``TAIL_TOLERANCE``
+    (``conclusive``), at most ``EXTEND`` times ``max_repeats`` and what ``affordable`` allows.
+    Cells that reach a conclusive power within ``max_repeats`` keep their R. The choice rests
+    on the pilot alone (independent of the test's draws), so the test keeps its level."""
+    if conclusive <= n_repeats:
+        return n_repeats
+    return int(max(n_repeats, min(math.ceil(conclusive), EXTEND * max_repeats, affordable)))
 
 
 def _kurtosis(x: torch.Tensor) -> torch.Tensor:
@@ -351,35 +384,57 @@ def repeat_leak(
 ) -> float:
     """How much three repeats of a prepared estimator leak into each other (must be 0): the
     largest |d loss[r] / d params[s]| over s != r, and the largest change of the estimates of
-    repeats 0 and 2 when params[1] moves at the same random draws (which also catches mixing
-    through detached quantities, such as a baseline averaged over repeats). The second part is
-    skipped when moving params[1] changes the other repeats' samples (rejection samplers draw
-    a parameter-dependent amount of randomness)."""
-    seed = int(torch.randint(2**62, ()))
-    results = []
-    for moved in (False, True):
-        params = repeat_params(point, 3)
-        if moved:
-            with torch.no_grad():
-                for value in params.values():
-                    value[1] += 0.1 * (value[1].abs() + 1)
-        torch.manual_seed(seed)
-        out = estimator.surrogate(problem, params, n_samples, expand_state(state, 3))
-        grads = [torch.autograd.grad(out.loss[r], list(params.values()), retain_graph=True,
-                                     allow_unused=True) for r in range(3)]
-        results.append((out.samples, grads))
+    repeats 0 and 1 when params[2] moves at the same random draws (which also catches mixing
+    through detached quantities, such as a baseline averaged over repeats).
+
+    The moved repeat is the last one because a sampler that draws a parameter-dependent
+    amount of randomness (torch's Gamma sampler is a rejection sampler: Marsaglia-Tsang, one
+    normal and one uniform per try) shifts the draws of the repeats after the moved one. A
+    pilot batch drawn repeat by repeat, whose samples are not returned, then changed the
+    baseline of a later repeat while the returned samples of the others could still agree
+    (the normal cached by Box-Muller can bring the generator back into step), a false alarm
+    on ``reinforce_optimal_baseline``. Drawn last, the moved repeat's draws come after the
+    others' in every batch that is drawn repeat by repeat; where a shift still reaches the
+    others (samples drawn sample by sample, or a later batch), their returned samples differ
+    and that seed is skipped: up to ``LEAK_TRIES`` seeds are tried."""
+    seeds = [int(torch.randint(2**62, ())) for _ in range(LEAK_TRIES)]
+    samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seeds[0], False)
     worst = 0.0
-    for r, per_param in enumerate(results[0][1]):
+    for r, per_param in enumerate(grads):
         for grad in per_param:
             if grad is not None:
                 worst = max(worst, float(grad[[s for s in range(3) if s != r]].abs().max()))
-    (samples, grads), (moved_samples, moved_grads) = results
-    if torch.equal(samples[:, [0, 2]], moved_samples[:, [0, 2]]):
-        for r in (0, 2):
-            for a, b in zip(grads[r], moved_grads[r], strict=True):
-                if a is not None and b is not None:
-                    worst = max(worst, float((a[r] - b[r]).abs().max()))
+    for i, seed in enumerate(seeds):
+        if i:
+            samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seed,
+                                           False)
+        moved_samples, moved_grads = _repeat_grads(problem, estimator, state, point,
+                                                   n_samples, seed, True)
+        if torch.equal(samples[:, :2], moved_samples[:, :2]):
+            for r in (0, 1):
+                for a, b in zip(grads[r], moved_grads[r], strict=True):
+                    if a is not None and b is not None:
+                        worst = max(worst, float((a[r] - b[r]).abs().max()))
+            break
     return worst
+
+
+def _repeat_grads(
+    problem: Problem, estimator: Estimator, state: State, point: Params, n_samples: int,
+    seed: int, moved: bool,
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
+    """The samples and d loss[r] / d params of three repeats from ``seed``, the last repeat's
+    parameters moved by 0.1 (|value| + 1) if ``moved``."""
+    params = repeat_params(point, 3)
+    if moved:
+        with torch.no_grad():
+            for value in params.values():
+                value[2] += 0.1 * (value[2].abs() + 1)
+    torch.manual_seed(seed)
+    out = estimator.surrogate(problem, params, n_samples, expand_state(state, 3))
+    grads = [torch.autograd.grad(out.loss[r], list(params.values()), retain_graph=True,
+                                 allow_unused=True) for r in range(3)]
+    return out.samples, grads
 
 
 def deterministic(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -82,6 +84,30 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Hold back what is written to file descriptor 2 in the block (Ray's C++ core logs a
+    line a second there while it retries a GCS that does not answer as one): dropped if the
+    block raises, so that the failure is one line, written out after it if it succeeds."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            raise
+        else:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class RayExecutor(Executor):
     """Every cell a Ray task with the resources it uses (see the module docstring)."""
 
@@ -113,7 +139,8 @@ class RayExecutor(Executor):
         address = self.config.ray_address or "local"
         check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, configure_logging=False)
+            with _quiet_stderr():
+                ray.init(address=address, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"--ray-address {address}: cannot start or join Ray ({first})") \
