@@ -238,11 +238,6 @@ class DiscreteVAE(Problem):
             return ()
         return tuple(int(part) for part in self.option_values["hidden"].split("-"))
 
-    def sample_elements(self) -> int:
-        """Per sample: each image's activations through encoder and decoder, with gradients."""
-        widths = self.data.n_pixels * 2 + self.n_units + 2 * sum(self.hidden)
-        return 4 * self.option_values["batch"] * widths
-
     def _init_network(self, generator: torch.Generator) -> Params:
         """Uniform(+-1/sqrt(n_in)) weights, zero biases; the decoder's output bias is the logit
         of the mean training pixel, so that training starts from the marginal model."""

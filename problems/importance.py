@@ -112,11 +112,6 @@ class BernoulliIWAE(Problem):
     def n_factors(self) -> int:
         return self.option_values["d"]
 
-    def sample_elements(self) -> int:
-        """Per sample about 7 d elements (bits, per-factor weights and gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 10 * self.option_values["d"])
-
     def init_params(self) -> Params:
         d = self.option_values["d"]
         return {

@@ -48,10 +48,6 @@ class Polynomial(Problem):
         "d": Option(8, "number of bits (the paper: 128)", minimum=1),
     }
 
-    def sample_elements(self) -> int:
-        """As ``bernoulli_toy``, whose cost has the same size: about 12 d elements a sample."""
-        return max(256, 12 * self.option_values["d"])
-
     def outcomes(self) -> tuple[float, float]:
         """The cost of one bit at 1 and at 0: ``(|1 - c|^p, |c|^p)``."""
         c, power = self.option_values["c"], self.option_values["p"]

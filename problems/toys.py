@@ -45,11 +45,6 @@ class GaussianQuadratic(Problem):
         "d": Option(1, "dimension", minimum=1),
     }
 
-    def sample_elements(self) -> int:
-        """Per sample about 6 d elements (sample, cost, score and their gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"])
-
     def init_params(self) -> Params:
         d = self.option_values["d"]
         return {
@@ -97,11 +92,6 @@ class BernoulliToy(Problem):
         "t": Option(0.45, "target of the quadratic cost"),
         "d": Option(1, "number of bits", minimum=1),
     }
-
-    def sample_elements(self) -> int:
-        """Per sample about 10 d elements (bits, relaxations, cost and their gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 12 * self.option_values["d"])
 
     def init_params(self) -> Params:
         d = self.option_values["d"]
@@ -158,11 +148,6 @@ class CategoricalToy(Problem):
     def class_values(self) -> Tensor:
         classes = self.option_values["classes"]
         return torch.arange(classes, dtype=self.dtype, device=self.device) / (classes - 1)
-
-    def sample_elements(self) -> int:
-        """Per sample about 7 d C elements (one-hot samples, relaxations and gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"] * self.option_values["classes"])
 
     def init_params(self) -> Params:
         logits = self.option_values["theta"] * (2 * self.class_values() - 1)
@@ -262,11 +247,6 @@ class GaussianElbo(Problem):
         return cls.provides | (
             {Capability.MULTI_SAMPLE} if values["objective"] == "iwae" else set()
         )
-
-    def sample_elements(self) -> int:
-        """Per sample about 6 d n_obs elements (the likelihood of every observation), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"] * (self.option_values["n_obs"] + 1))
 
     def init_params(self) -> Params:
         d = self.option_values["d"]
