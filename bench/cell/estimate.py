@@ -21,6 +21,9 @@ Chunks of repeats keep memory bounded for any R: each takes what fits a budget, 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +39,26 @@ from problems.base import Params, Problem, repeat_params
 CHUNK_BYTES = 2**28
 #: the repeats of the two probe chunks that measure a chunk's footprint (``measured_chunk_size``)
 PROBE_REPEATS = (2, 4)
+
+
+#: allocations of this many bytes or more get their own mapping (``map_large_allocations``)
+MMAP_THRESHOLD = 2**20
+
+
+@functools.cache
+def map_large_allocations() -> bool:
+    """Serve allocations of ``MMAP_THRESHOLD`` bytes or more from their own memory mappings,
+    returned to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``, which also
+    stops glibc from raising the threshold as large blocks are freed). Without it, a chunk's
+    freed tensors stay in the heap, fragmented, and peak RSS climbs chunk after chunk to
+    several budgets (measured: docs/sweeps.md, "Memory"). Once per process; returns whether
+    the C library took it (False elsewhere than glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
 
 
 def measured_chunk_size(
@@ -172,7 +195,9 @@ def estimate_chunks(
     chunk_size: int | None = None,
     memory: int = CHUNK_BYTES,
 ) -> Iterator[Tensor]:
-    """Yield ``n_repeats`` independent estimates at ``point`` as chunks ``[c, D]``.
+    """``n_repeats`` independent estimates at ``point`` as an iterator of chunks ``[c, D]``;
+    the chunk size is measured here, before the first chunk is drawn (so that a caller's
+    clock on the chunks, ``TimedChunks``, does not count the probes).
 
     Args:
         point: the evaluation point, no repeat dimension.
@@ -180,10 +205,18 @@ def estimate_chunks(
         chunk_size: repeats per chunk; default: as many as fit ``memory`` bytes
             (``measured_chunk_size``).
     """
+    map_large_allocations()
     if chunk_size is None:
         chunk_size = measured_chunk_size(
             problem, estimator, point, n_samples, n_repeats, state, memory
         )
+    return _chunks(problem, estimator, point, n_samples, n_repeats, state, chunk_size)
+
+
+def _chunks(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, n_repeats: int,
+    state: State, chunk_size: int,
+) -> Iterator[Tensor]:
     for start in range(0, n_repeats, chunk_size):
         size = min(chunk_size, n_repeats - start)
         grads, _ = one_estimate(
