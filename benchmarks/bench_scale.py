@@ -119,12 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="harness overhead table")
     parser.add_argument("--runs", type=int, default=7, help="ratios per pair (median)")
     parser.add_argument("--repeats", type=int, default=OVERHEAD_R, help="R per measurement")
+    parser.add_argument("--problems", default=",".join(OVERHEAD_PROBLEMS), help="problems")
+    parser.add_argument("--no-header", action="store_true", help="rows only (to append)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| problem | estimator | batched ms / estimate | cell ms / estimate | ratio "
-          "median [quartiles] |")
-    print("|---|---|---:|---:|---|")
-    for problem in OVERHEAD_PROBLEMS:
+    if not args.no_header:
+        print("| problem | estimator | batched ms / estimate | cell ms / estimate | ratio "
+              "median [quartiles] |")
+        print("|---|---|---:|---:|---|")
+    for problem in args.problems.split(","):
         for name in ESTIMATOR_NAMES:
             try:
                 pair = make_pair(name, problem, device())

@@ -80,6 +80,7 @@ PROBLEM_OPTIONS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"batch": 8},
     "sbn": {"layers": "4-4", "batch": 8},
     "poisson_quadratic": {"d": 4},
+    "categorical_vae": {"groups": 4, "categories": 4, "batch": 8},
 }
 
 #: environment variable that selects smoke mode (see the module docstring)
