@@ -15,10 +15,11 @@ import bench
 from bench.cell import metrics
 from bench.cell.estimate import estimate_chunks, measured_chunk_size, prepare
 from bench.cell.metrics import Accumulator, poisson_weights
-from estimators import get_estimator
+from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, Surrogate
 from problems import get_problem
 from problems.base import Capability
+from tests.examples import ESTIMATOR_EXAMPLES
 from tests.stats import draw_estimates, flat_truth, z_threshold
 
 NOMINAL = 0.95
@@ -298,3 +299,38 @@ def test_the_harness_does_not_import_scipy_stats():
     root = Path(bench.__file__).parent
     for path in [*(root / "cell").rglob("*.py"), *(root / "sweep").rglob("*.py")]:
         assert "scipy.stats" not in path.read_text(), f"{path} imports scipy.stats"
+
+
+#: a problem of each latent kind, the first that an estimator applies to is its setting
+PROBE_PROBLEMS = (("bernoulli_toy", {"d": 3}), ("categorical_toy", {"d": 2, "classes": 3}),
+                  ("gaussian_quadratic", {"d": 2}), ("gamma_quadratic", {"d": 2}),
+                  ("poisson_quadratic", {"d": 2}), ("k_subset", {}), ("policy", {}),
+                  ("bernoulli_iwae", {"d": 3}), ("gaussian_elbo", {"d": 2}))
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_no_estimator_is_changed_by_the_probes(name):
+    """Every estimator draws the same estimates whether its chunk size is measured (probe
+    chunks run first) or given: the probes leave its state and the random stream alone."""
+    cls = ESTIMATORS[name]
+    setting = next(((p, o) for p, o in PROBE_PROBLEMS
+                    if cls.incompatibility(get_problem(p), o) is None), None)
+    if setting is None:
+        pytest.skip(f"{name} applies to none of the probe problems")
+    k = ESTIMATOR_EXAMPLES[name]["n_samples"]
+    prob = get_problem(setting[0])(setting[1])
+    point = prob.init_params()
+    options = dict(ESTIMATOR_EXAMPLES[name].get("options", {}))
+
+    def prepared():
+        est = cls(options)
+        torch.manual_seed(11)
+        return est, prepare(prob, est, point, k)[0]
+
+    est, state = prepared()
+    given = measured_chunk_size(prob, est, point, k, 40, state)
+    draws = []
+    for size in (None, given):  # probes first, then none at all
+        est, state = prepared()
+        draws.append(torch.cat(list(estimate_chunks(prob, est, point, k, 40, state, size))))
+    assert torch.equal(draws[0], draws[1])
