@@ -20,6 +20,13 @@ INT64_MAX = 2**63 - 1
 #: steps is days of work for the cheapest cell; a larger count is a typo, refused before the
 #: work starts
 MAX_COUNT = 2**40
+#: the default --memory: the bytes one chunk of repeats may allocate (256 MiB)
+DEFAULT_MEMORY = 2**28
+#: --memory units, binary (KiB) and decimal (KB); a bare number is bytes
+MEMORY_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+                "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+#: the smallest --memory: below 1 MiB the probes of ``bench.cell.estimate`` dominate
+MIN_MEMORY = 2**20
 
 
 def check_range(option: str, value: int, low: int, high: int = INT64_MAX) -> int:
@@ -129,3 +136,25 @@ def check_sample_rules(estimators: Iterable[type], samples: Sequence[int]) -> No
             rule = cls.sample_rule(k)
             if rule is not None:
                 raise ValueError(f"invalid --samples {list(samples)}: {rule}")
+
+
+def parse_memory(text: str) -> int:
+    """``'512MiB'``, ``'2GB'`` or ``'268435456'`` (bytes) -> bytes, from ``MIN_MEMORY`` to
+    ``2**50``: the budget of one chunk of repeats (``bench.cell.estimate.measured_chunk_size``)."""
+    stripped = text.strip()
+    number = stripped.rstrip("".join({c for unit in MEMORY_UNITS for c in unit}))
+    unit = stripped[len(number):] or "B"
+    try:
+        value = float(number) * MEMORY_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"invalid --memory {text!r}: expected a size such as 512MiB or 2GB "
+                         f"(units: {', '.join(MEMORY_UNITS)})") from None
+    return check_memory(int(value), text)
+
+
+def check_memory(value: int, text: str | None = None) -> int:
+    """A chunk budget in bytes from ``MIN_MEMORY`` to ``2**50``."""
+    if not MIN_MEMORY <= value <= 2**50:
+        raise ValueError(f"invalid --memory {text or value!r}: expected a size from 1MiB to "
+                         "1024TiB")
+    return value

@@ -320,13 +320,6 @@ class Problem(ABC):
         """Per-factor features ``[F, C]`` of the current minibatch (``Capability.CONTEXT``)."""
         return None
 
-    def sample_elements(self) -> int:
-        """Roughly how many tensor elements evaluating one latent sample of one repeat
-        allocates (the sample, the cost's intermediates and their gradients); the harness
-        sizes its chunks of repeats from it (``bench.cell.estimate.default_chunk_size``).
-        Problems with large costs (networks, minibatches) override it."""
-        return 256
-
     def diagnostics(self, params: Params) -> dict[str, float]:
         """Problem-specific measurements at ``params`` (no repeat dimension) that the harness
         writes as extra columns of the cell; keys must be among ``diagnostic_columns``."""

@@ -42,12 +42,6 @@ class OutcomeBits(IndependentBits):
         Capability.EXACT_OBJECTIVE,
     })
 
-    def sample_elements(self) -> int:
-        """Per sample about 10 d elements (bits, relaxations, cost and their gradients),
-        measured at d = 10^3 and 10^4 over every estimator; with a margin, and at least the
-        base's 256."""
-        return max(256, 12 * self.option_values["d"])
-
     def outcomes(self) -> tuple[float, float]:
         """The cost of one bit at 1 and at 0: ``(a_1, a_0)``."""
         raise NotImplementedError

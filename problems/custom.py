@@ -230,12 +230,6 @@ class CallableProblem(Problem):
         return {k: v.to(device=self.device, dtype=self.dtype).clone()
                 for k, v in self.point.items()}
 
-    def sample_elements(self) -> int:
-        """The latent and, per sample, a copy of the parameters (a decoder's work): a guess
-        that sizes chunks, since the cost is opaque."""
-        n_params = sum(v.numel() for v in self.point.values())
-        return max(256, 8 * (self.event_size + n_params))
-
     def distribution(self, params: Params) -> Distribution:
         return build_distribution(self.name, type(self).factory, params)
 

@@ -230,10 +230,6 @@ class DiscreteVAE(Problem):
     def enumerable(self) -> bool:
         return self.support <= self.option_values["max_configs"]
 
-    def sample_elements(self) -> int:
-        """Per sample: each image's activations through encoder and decoder, with gradients."""
-        widths = self.data.n_pixels * 2 + self.n_units + 2 * sum(self.hidden)
-        return 4 * self.option_values["batch"] * widths
 
     def _init_network(self, generator: torch.Generator) -> Params:
         """Uniform(+-1/sqrt(n_in)) weights, zero biases; the decoder's output bias is the logit

@@ -97,11 +97,6 @@ class GanCritic(Problem):
         self.pack: int = self.option_values["pack"]
         self._critic: Critic | None = None
 
-    def sample_elements(self) -> int:
-        """Per sample: the critic's activations on one pack, with gradients."""
-        width, depth = self.option_values["critic_width"], self.option_values["critic_depth"]
-        return 4 * (self.pack * self.features + width * depth)
-
     @property
     @abstractmethod
     def features(self) -> int:

@@ -119,10 +119,6 @@ class BernoulliIWAE(IndependentBits):
     def n_factors(self) -> int:
         return self.option_values["d"]
 
-    def sample_elements(self) -> int:
-        """Per sample about 7 d elements (bits, per-factor weights and gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 10 * self.option_values["d"])
 
     def cost_terms(self, z: Tensor, params: Params, *, detach_q: bool = False) -> Tensor:
         """-log w(b) = log q(b) - log p(x, b) per factor, ``[K, R, d]``; linear in b, so it

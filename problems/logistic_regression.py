@@ -103,10 +103,6 @@ class LogisticRegression(Problem):
         ]
         self.batch = self.fixed_batch
 
-    def sample_elements(self) -> int:
-        """Per sample the batch's activations and their gradients, and the weights."""
-        return max(256, 8 * self.option_values["batch"] * (N_FEATURES + 1))
-
     def init_params(self) -> Params:
         d = N_FEATURES + 1
         return {

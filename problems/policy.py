@@ -204,9 +204,6 @@ class Policy(Problem):
     def n_factors(self) -> int:
         return self.n_prompts
 
-    def sample_elements(self) -> int:
-        return max(256, 8 * self.n_prompts * self.length * (self.vocab + 1))
-
     def targets(self) -> Tensor:
         """The target token a_p = p mod V of every prompt ``[P]``."""
         return torch.arange(self.n_prompts, device=self.device) % self.vocab

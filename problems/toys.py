@@ -51,11 +51,6 @@ class GaussianQuadratic(Problem):
         "d": Option(1, "dimension", minimum=1),
     }
 
-    def sample_elements(self) -> int:
-        """Per sample about 6 d elements (sample, cost, score and their gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"])
-
     def init_params(self) -> Params:
         d = self.option_values["d"]
         return {
@@ -158,11 +153,6 @@ class CategoricalToy(Problem):
     def class_values(self) -> Tensor:
         classes = self.option_values["classes"]
         return torch.arange(classes, dtype=self.dtype, device=self.device) / (classes - 1)
-
-    def sample_elements(self) -> int:
-        """Per sample about 7 d C elements (one-hot samples, relaxations and gradients), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"] * self.option_values["classes"])
 
     def init_params(self) -> Params:
         logits = self.option_values["theta"] * (2 * self.class_values() - 1)
@@ -291,12 +281,6 @@ class GaussianElbo(Problem):
         if quadrature_points(values, n_samples) is None:
             return TruthSource.none()
         return TruthSource.quadrature()
-
-    def sample_elements(self) -> int:
-        """Per sample about 6 d n_obs elements (the likelihood of every observation), measured at
-        d = 10^3 and 10^4 over every estimator; with a margin, and at least the base's 256."""
-        return max(256, 8 * self.option_values["d"] * (self.option_values["n_obs"] + 1))
-
     def init_params(self) -> Params:
         d = self.option_values["d"]
         return {

@@ -388,6 +388,9 @@ NUMBERS = [
      "comma-separated list"),
     (["--estimator", "reinforce"], "--estimator is given more than once"),
     (["--device", "cpu:1"], "unsupported device 'cpu:1': the CPUs are one device"),
+    (["--memory", "1KiB"], "argument --memory: '1KiB': expected a size from 1MiB to 1024TiB"),
+    (["--memory", "12 parsecs"], "argument --memory: '12 parsecs': expected a size such as "
+     "512MiB or 2GB (units: B, KiB"),
 ]
 
 
@@ -408,6 +411,7 @@ TRAIN_NUMBERS = [
     (["--seed", str(10**30)], "invalid --seed 1000000000000000000000000000000"),
     (["--threads", str(10**6)], "invalid --threads 1000000"),
     (["--samples", "٢"], "argument --samples: invalid integer '٢'"),
+    (["--memory", "0"], "argument --memory: '0': expected a size from 1MiB"),
 ]
 
 

@@ -10,11 +10,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from asv_runner.discovery import disc_benchmarks
 
-from benchmarks import bench_quality, bench_speed, common
+from bench.cell import estimate
+from benchmarks import bench_quality, bench_scale, bench_speed, common
 from estimators import ESTIMATORS
 from problems import PROBLEMS
+from problems.base import repeat_params
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
@@ -43,6 +46,8 @@ def test_asv_discovers_the_suites():
         "bench_quality.Quality.track_variance_trace",
         "bench_quality.Quality.track_bias_l2",
         "bench_quality.Training.track_final_test_nelbo",
+        "bench_scale.CellMemory.peakmem_cell_d200_r1e6",
+        "bench_scale.HarnessOverhead.track_overhead_ratio",
     ):
         assert expected in names
     assert {name.split(".")[0] for name in names} == set(SUITES)
@@ -132,3 +137,22 @@ def test_ci_script_runs_in_smoke_mode_and_quality_caches_have_long_timeouts():
     assert "export GRADBENCH_ASV_SMOKE=1" in (ROOT / "benchmarks" / "ci.sh").read_text()
     for suite in (bench_quality.Quality, bench_quality.Training):
         assert suite.setup_cache.timeout >= 1800 and suite.timeout >= 1800
+
+
+def test_the_overhead_suite_times_the_same_estimates_both_ways():
+    """The batched step of the overhead suite is the cell's computation, not a cheaper one:
+    from the same seed it draws the same estimates, bit for bit, at R in one chunk; and the
+    ratio it tracks is a positive ratio of times."""
+    pair = common.make_pair("reinforce_loo", "bernoulli_vae")
+    r = bench_scale.OVERHEAD_R
+    torch.manual_seed(5)
+    grads, _ = estimate.one_estimate(pair.problem, pair.estimator,
+                                     repeat_params(pair.point, r), common.N_SAMPLES,
+                                     estimate.expand_state(pair.state, r))
+    torch.manual_seed(5)
+    chunks = list(estimate.estimate_chunks(pair.problem, pair.estimator, pair.point,
+                                           common.N_SAMPLES, r, pair.state))
+    assert len(chunks) == 1 and torch.equal(estimate.flatten(grads), chunks[0])
+    suite = bench_scale.HarnessOverhead()
+    suite.setup("reinforce_loo", "bernoulli_vae")
+    assert 0 < suite.track_overhead_ratio("reinforce_loo", "bernoulli_vae") < 10

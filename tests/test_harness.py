@@ -1,6 +1,7 @@
 """The harness: metrics against direct computation, determinism, skips and failures, and
 the CLI end to end."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -121,17 +122,33 @@ def test_same_seed_gives_identical_numbers():
 
 
 def test_chunks_bound_memory_for_large_problems():
-    from bench.cell.estimate import CHUNK_BYTES, default_chunk_size
+    from bench.cell.estimate import CHUNK_BYTES, measured_chunk_size, prepare
+    from estimators import get_estimator
     from problems import get_problem
 
-    toy = get_problem("bernoulli_toy")()
-    assert default_chunk_size(toy, toy.init_params(), 10, 1000) == 1000
+    toy, est = get_problem("bernoulli_toy")(), get_estimator("reinforce")()
+    state, _ = prepare(toy, est, toy.init_params(), 10)
+    assert measured_chunk_size(toy, est, toy.init_params(), 10, 1000, state) == 1000
     big = get_problem("bernoulli_vae")({"latents": 200, "arch": "mlp", "hidden": "200-200",
                                         "batch": 100, "truth": "none"})
     point = big.init_params()
-    per_repeat = 4 * sum(v.numel() for v in point.values()) + 10 * big.sample_elements()
-    chunk = default_chunk_size(big, point, 10, 1000)
-    assert 1 <= chunk < 1000 and chunk * 4 * per_repeat <= CHUNK_BYTES
+    state, _ = prepare(big, est, point, 10)
+    chunk = measured_chunk_size(big, est, point, 10, 1000, state)
+    assert 1 <= chunk < 1000
+    assert measured_chunk_size(big, est, point, 10, 1000, state, 4 * CHUNK_BYTES) > chunk
+
+
+def test_a_budget_that_keeps_the_chunks_keeps_the_numbers():
+    """--memory enters the key where it is not the default, not the seed: a cell whose chunks
+    it leaves alone is bit-identical; one it splits into more chunks draws other numbers."""
+    base = dataclasses.replace(spec(settings=(("d", ("200",)),)), n_repeats=2000)
+    wide = dataclasses.replace(base, memory=2**30)
+    narrow = dataclasses.replace(base, memory=2**20)
+    assert len({base.key, wide.key, narrow.key}) == 3
+    assert base.cell_seed == wide.cell_seed == narrow.cell_seed
+    rows = [run_cell(s)[0] for s in (base, wide, narrow)]
+    assert rows[0]["variance_trace"] == rows[1]["variance_trace"]
+    assert rows[0]["variance_trace"] != rows[2]["variance_trace"]
 
 
 def test_cell_keys_are_stable_and_complete():

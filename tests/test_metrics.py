@@ -13,12 +13,13 @@ import torch
 
 import bench
 from bench.cell import metrics
-from bench.cell.estimate import CHUNK_BYTES, default_chunk_size, estimate_chunks
+from bench.cell.estimate import estimate_chunks, measured_chunk_size, prepare
 from bench.cell.metrics import Accumulator, poisson_weights
-from estimators import get_estimator
+from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, Surrogate
 from problems import get_problem
 from problems.base import Capability
+from tests.examples import ESTIMATOR_EXAMPLES
 from tests.stats import draw_estimates, flat_truth, z_threshold
 
 NOMINAL = 0.95
@@ -199,13 +200,66 @@ def test_replicates_are_never_cut_and_block_memory_is_bounded(monkeypatch):
     assert s["variance_trace_ci_low"] < 100 < s["variance_trace_ci_high"]
 
 
-def test_chunks_count_the_toys_footprint_growing_with_d():
-    for d in (10, 10**4, 10**5):
-        prob = get_problem("bernoulli_toy")({"d": d})
-        point = prob.init_params()
-        chunk = default_chunk_size(prob, point, 4, 10**6)
-        assert prob.sample_elements() >= 9 * d  # measured: about 10 d per sample
-        assert chunk * 4 * (4 * d + 4 * prob.sample_elements()) <= CHUNK_BYTES
+def _chunk_peak(prob, est, point, k, state, size):
+    """The peak live tensor bytes of one chunk of ``size`` repeats, as the harness draws it."""
+    from bench.cell.estimate import expand_state, flatten, one_estimate
+    from bench.cell.timing import live_bytes
+    from problems.base import repeat_params
+
+    def step():
+        grads, _ = one_estimate(prob, est, repeat_params(point, size), k, expand_state(state, size))
+        flatten(grads)
+
+    with torch.random.fork_rng():
+        return max(live_bytes(step, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("problem, options, estimator, k", [
+    ("bernoulli_toy", {"d": 200}, "reinforce_loo", 2),
+    ("bernoulli_toy", {"d": 10**4}, "gumbel_softmax", 4),
+    ("categorical_vae", {}, "indecater", 10),
+    ("categorical_vae", {}, "arsm", 10),
+])
+def test_chunks_fit_their_measured_footprint_to_the_budget(problem, options, estimator, k):
+    """A chunk's measured peak (autograd's temporaries included) fits the budget, and not
+    vacuously: twice the chunk would not. The old count (a parameter copy and its gradient
+    per repeat, and per sample the network's activations) is its broken twin: on the
+    categorical VAE at K = 10 with ARSM or IndeCateR its chunk overshoots the budget."""
+    memory = 2**24  # 16 MiB: small chunks, a cheap test
+    prob = get_problem(problem)(options)
+    point = prob.init_params()
+    est = get_estimator(estimator)()
+    torch.manual_seed(0)
+    state, _ = prepare(prob, est, point, k)
+    chunk = measured_chunk_size(prob, est, point, k, 10**6, state, memory)
+    held = 4 * sum(v.numel() for v in point.values())  # the previous chunk's row
+    assert 2 <= chunk < 10**6
+    assert _chunk_peak(prob, est, point, k, state, chunk) + held * chunk <= memory
+    assert _chunk_peak(prob, est, point, k, state, 2 * chunk) > memory
+    if problem == "categorical_vae":  # the old count: per sample, the network's activations
+        widths = prob.data.n_pixels * 2 + prob.n_units + 2 * sum(prob.hidden)
+        per_sample = 4 * prob.option_values["batch"] * widths
+        counted = memory // (4 * (held // 4 * 4 + k * per_sample))
+        assert counted > chunk
+        assert _chunk_peak(prob, est, point, k, state, counted) > memory
+
+
+def test_the_probes_leave_the_random_stream_alone():
+    """Chunks sized by the probes equal chunks of that size given outright: the probes draw
+    under a forked random state."""
+    prob = get_problem("bernoulli_toy")({"d": 50})
+    point = prob.init_params()
+    draws = []
+    for size in (None, "measured"):
+        est = get_estimator("reinforce_loo")()
+        torch.manual_seed(3)
+        state, _ = prepare(prob, est, point, 2)
+        if size == "measured":
+            size = measured_chunk_size(prob, est, point, 2, 5000, state, 2**20)
+            assert size < 5000  # more than one chunk
+        draws.append(torch.cat(list(estimate_chunks(prob, est, point, 2, 5000, state, size,
+                                                     memory=2**20))))
+    assert torch.equal(draws[0], draws[1])
 
 
 class ExactObjective(Estimator):
@@ -249,3 +303,38 @@ def test_the_harness_does_not_import_scipy_stats():
     root = Path(bench.__file__).parent
     for path in [*(root / "cell").rglob("*.py"), *(root / "sweep").rglob("*.py")]:
         assert "scipy.stats" not in path.read_text(), f"{path} imports scipy.stats"
+
+
+#: a problem of each latent kind, the first that an estimator applies to is its setting
+PROBE_PROBLEMS = (("bernoulli_toy", {"d": 3}), ("categorical_toy", {"d": 2, "classes": 3}),
+                  ("gaussian_quadratic", {"d": 2}), ("gamma_quadratic", {"d": 2}),
+                  ("poisson_quadratic", {"d": 2}), ("k_subset", {}), ("policy", {}),
+                  ("bernoulli_iwae", {"d": 3}), ("gaussian_elbo", {"d": 2}))
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_no_estimator_is_changed_by_the_probes(name):
+    """Every estimator draws the same estimates whether its chunk size is measured (probe
+    chunks run first) or given: the probes leave its state and the random stream alone."""
+    cls = ESTIMATORS[name]
+    setting = next(((p, o) for p, o in PROBE_PROBLEMS
+                    if cls.incompatibility(get_problem(p), o) is None), None)
+    if setting is None:
+        pytest.skip(f"{name} applies to none of the probe problems")
+    k = ESTIMATOR_EXAMPLES[name]["n_samples"]
+    prob = get_problem(setting[0])(setting[1])
+    point = prob.init_params()
+    options = dict(ESTIMATOR_EXAMPLES[name].get("options", {}))
+
+    def prepared():
+        est = cls(options)
+        torch.manual_seed(11)
+        return est, prepare(prob, est, point, k)[0]
+
+    est, state = prepared()
+    given = measured_chunk_size(prob, est, point, k, 40, state)
+    draws = []
+    for size in (None, given):  # probes first, then none at all
+        est, state = prepared()
+        draws.append(torch.cat(list(estimate_chunks(prob, est, point, k, 40, state, size))))
+    assert torch.equal(draws[0], draws[1])

@@ -15,11 +15,15 @@ Cells (``bench.cell.run``), ``bench train`` and the reproductions (``bench.train
   trained tensor and one optimizer step (the estimator's own parameters take theirs too);
 * ``flatten`` / ``unflatten``: a params dict to one vector of coordinates and back.
 
-Chunks of repeats keep memory bounded for any R (``default_chunk_size``).
+Chunks of repeats keep memory bounded for any R: each takes what fits a budget, measured
+(``measured_chunk_size``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -27,25 +31,92 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from bench.cell.timing import synchronize
+from bench.cell.timing import live_bytes, synchronize
 from estimators.base import Estimator, State
 from problems.base import Params, Problem, repeat_params
 
-#: bytes one chunk of repeats may allocate (256 MiB)
+#: the default memory budget of one chunk of repeats, 256 MiB (``--memory``)
 CHUNK_BYTES = 2**28
+#: the repeats of the two probe chunks that measure a chunk's footprint (``measured_chunk_size``)
+PROBE_REPEATS = (2, 4)
 
 
-def default_chunk_size(problem: Problem, point: Params, n_samples: int, n_repeats: int) -> int:
-    """Repeats per chunk: as many as fit ``CHUNK_BYTES``, counting per repeat a parameter
-    copy with its gradient, the chunk's row of estimates and slack (4 elements per
-    parameter) plus ``n_samples`` samples of ``problem.sample_elements()`` each (which grows
-    with the problem's size), in elements of the parameters' dtype. The statistics take
-    their own bounded memory (``bench.cell.metrics``), whatever the chunk. Depends only on
-    the configuration, so chunking, and with it the random stream, is the same in every run."""
-    n_params = sum(v.numel() for v in point.values())
-    itemsize = max((v.element_size() for v in point.values()), default=4)
-    per_repeat = itemsize * (4 * n_params + n_samples * problem.sample_elements())
-    return max(1, min(n_repeats, CHUNK_BYTES // per_repeat))
+#: allocations of this many bytes or more get their own mapping (``map_large_allocations``)
+MMAP_THRESHOLD = 2**20
+
+
+@functools.cache
+def map_large_allocations() -> bool:
+    """Serve allocations of ``MMAP_THRESHOLD`` bytes or more from their own memory mappings,
+    returned to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``, which also
+    stops glibc from raising the threshold as large blocks are freed). Without it, a chunk's
+    freed tensors stay in the heap, fragmented, and peak RSS climbs chunk after chunk to
+    several budgets (measured: docs/sweeps.md, "Memory"). Once per process; returns whether
+    the C library took it (False elsewhere than glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+
+
+def measured_chunk_size(
+    problem: Problem,
+    estimator: Estimator,
+    point: Params,
+    n_samples: int,
+    n_repeats: int,
+    state: State,
+    memory: int = CHUNK_BYTES,
+) -> int:
+    """Repeats per chunk: the most (up to ``n_repeats``) whose measured footprint fits
+    ``memory`` bytes, at least one.
+
+    The footprint is measured, autograd's temporaries included: two probe chunks of
+    c1 < c2 repeats (``PROBE_REPEATS``) record the live tensor bytes after every allocation
+    and free (``bench.cell.timing.live_bytes``). The same operations run on tensors whose
+    sizes are affine in c, so the k-th event leaves a_k + b_k c bytes live in both; the
+    footprint of c repeats is max_k (a_k + b_k c) exactly, plus the previous chunk of
+    estimates ``[c, D]``, which its consumer still holds while the next is drawn. Where the
+    probes differ in their events (an estimator whose allocations depend on its draws), the
+    footprint is bounded by c times the larger of the second probe's peak per repeat and the
+    slope between the two peaks. The probes draw under a forked random state, so that the
+    stream of the estimates is untouched; the chunking, and with it that stream, is a
+    function of the configuration and the torch version alone: the same in every run.
+    """
+    c1, c2 = PROBE_REPEATS
+    first, second = (_probe(problem, estimator, point, n_samples, state, c) for c in (c1, c2))
+    held = sum(v.numel() * v.element_size() for v in point.values())  # a row of estimates
+    if len(first) == len(second) and first:
+        slopes = [(b - a) / (c2 - c1) for a, b in zip(first, second, strict=True)]
+        lines = [(b - slope * c2, slope + held) for b, slope in zip(second, slopes, strict=True)]
+    else:
+        peak1, peak2 = max(first, default=0), max(second, default=0)
+        lines = [(0.0, max(peak2 / c2, (peak2 - peak1) / (c2 - c1), 0.0) + held)]
+    fits = [(memory - a) / b for a, b in lines if b > 0]
+    if any(a > memory for a, b in lines if b <= 0):
+        return 1
+    return max(1, min(n_repeats, math.floor(min(fits, default=n_repeats))))
+
+
+def _probe(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, state: State,
+    size: int,
+) -> list[int]:
+    """Live bytes after each allocation event of one chunk of ``size`` repeats, drawn under
+    a forked random state."""
+    device = next(iter(point.values())).device
+    devices = [device] if device.type == "cuda" else []
+
+    def step() -> None:
+        grads, _ = one_estimate(
+            problem, estimator, repeat_params(point, size), n_samples, expand_state(state, size)
+        )
+        flatten(grads).detach()
+
+    with torch.random.fork_rng(devices=devices):
+        return live_bytes(step, device)
 
 
 def flatten(tensors: Params, repeated: bool = True) -> Tensor:
@@ -122,15 +193,30 @@ def estimate_chunks(
     n_repeats: int,
     state: State,
     chunk_size: int | None = None,
+    memory: int = CHUNK_BYTES,
 ) -> Iterator[Tensor]:
-    """Yield ``n_repeats`` independent estimates at ``point`` as chunks ``[c, D]``.
+    """``n_repeats`` independent estimates at ``point`` as an iterator of chunks ``[c, D]``;
+    the chunk size is measured here, before the first chunk is drawn (so that a caller's
+    clock on the chunks, ``TimedChunks``, does not count the probes).
 
     Args:
         point: the evaluation point, no repeat dimension.
         state: the estimator's state for one repeat (``[1, ...]``), copied to every repeat.
-        chunk_size: repeats per chunk; default ``default_chunk_size``.
+        chunk_size: repeats per chunk; default: as many as fit ``memory`` bytes
+            (``measured_chunk_size``).
     """
-    chunk_size = chunk_size or default_chunk_size(problem, point, n_samples, n_repeats)
+    map_large_allocations()
+    if chunk_size is None:
+        chunk_size = measured_chunk_size(
+            problem, estimator, point, n_samples, n_repeats, state, memory
+        )
+    return _chunks(problem, estimator, point, n_samples, n_repeats, state, chunk_size)
+
+
+def _chunks(
+    problem: Problem, estimator: Estimator, point: Params, n_samples: int, n_repeats: int,
+    state: State, chunk_size: int,
+) -> Iterator[Tensor]:
     for start in range(0, n_repeats, chunk_size):
         size = min(chunk_size, n_repeats - start)
         grads, _ = one_estimate(
@@ -146,12 +232,15 @@ def gradient_variance(
     n_samples: int,
     n_repeats: int,
     state: State,
+    memory: int = CHUNK_BYTES,
 ) -> float:
     """``variance_trace``: the trace of the covariance of the estimator at ``point``, the sum
-    of the unbiased per-coordinate variances of ``n_repeats`` estimates."""
+    of the unbiased per-coordinate variances of ``n_repeats`` estimates (drawn in chunks that
+    fit ``memory`` bytes)."""
     if n_repeats < 2:
         raise ValueError(f"n_repeats must be >= 2 to measure a variance, got {n_repeats}")
-    total = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats, state)))
+    chunks = estimate_chunks(problem, estimator, point, n_samples, n_repeats, state, memory=memory)
+    total = torch.cat(list(chunks))
     variance = total.double().var(0, unbiased=True).sum().item()
     return variance if math.isfinite(variance) else math.nan
 

@@ -125,7 +125,9 @@ def _measure(
     )
     # estimation and statistics are timed apart: estimates_per_s is the estimation alone
     chunks = TimedChunks(
-        estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state), device
+        estimate_chunks(problem, estimator, point, spec.n_samples, spec.n_repeats, state,
+                        memory=spec.memory),
+        device,
     )
     stats_s = accumulate(accumulator, chunks)
     result: dict[str, Any] = {

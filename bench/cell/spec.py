@@ -5,10 +5,13 @@ same cell gets the same key in every run. Its random seed is a hash of what defi
 measurement, the configuration less ``n_bootstrap``: the estimates depend on the problem,
 the estimator, their options, K, R, device, dtype and base seed, never on how many bootstrap
 replicates summarise them, so a cell of ``bench paper`` draws the same estimates as the
-same cell of ``bench run``. The problem itself (instance, evaluation point, truth) is a
-function of ``problem_config`` alone and is shared by every cell of a sweep
-(``bench.cell.shared``). Sweeps make cells (``bench.sweep.spec.expand``);
-``bench.cell.run.run_cell`` measures one.
+same cell of ``bench run``. The memory budget of a chunk of repeats (``--memory``) sets
+the chunking and with it the random stream (``bench.cell.estimate.measured_chunk_size``),
+so it is part of the configuration, and of the key, where it is not the default (so that
+cells measured before the option existed keep their keys), not of the seed. The problem
+itself (instance, evaluation point, truth) is a function of ``problem_config`` alone and is
+shared by every cell of a sweep (``bench.cell.shared``). Sweeps make cells
+(``bench.sweep.spec.expand``); ``bench.cell.run.run_cell`` measures one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cell.seeds import canonical, config_seed
+from bench.config import DEFAULT_MEMORY
 from problems.options import OptionValue
 
 
@@ -35,10 +39,12 @@ class CellSpec:
     device: str = "cpu"
     dtype: str = "float32"
     n_bootstrap: int = 1000
+    memory: int = DEFAULT_MEMORY
 
     def config(self) -> dict[str, Any]:
-        """The canonical, JSON-serialisable configuration."""
-        return {
+        """The canonical, JSON-serialisable configuration (``memory`` where not the
+        default)."""
+        config = {
             "problem": self.problem,
             "problem_options": dict(self.problem_options),
             "estimator": self.estimator,
@@ -50,6 +56,9 @@ class CellSpec:
             "dtype": self.dtype,
             "n_bootstrap": self.n_bootstrap,
         }
+        if self.memory != DEFAULT_MEMORY:
+            config["memory"] = self.memory
+        return config
 
     def config_text(self) -> str:
         """``config()`` as canonical JSON: the text the key hashes, stored with the cell."""
@@ -65,8 +74,9 @@ class CellSpec:
         return self.digest[:16]
 
     def measurement_config(self) -> dict[str, Any]:
-        """What defines the estimates: ``config()`` less ``n_bootstrap``."""
-        return {k: v for k, v in self.config().items() if k != "n_bootstrap"}
+        """What seeds the estimates: ``config()`` less ``n_bootstrap`` and ``memory`` (a
+        budget that leaves the chunking as it is leaves the estimates bit-identical)."""
+        return {k: v for k, v in self.config().items() if k not in ("n_bootstrap", "memory")}
 
     def problem_config(self) -> dict[str, Any]:
         """What defines the problem's instance, evaluation point and truth."""

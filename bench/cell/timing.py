@@ -89,7 +89,9 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def _cpu_peak(prof: profile) -> int:
+def allocation_events(prof: profile) -> list[int]:
+    """The bytes of every tensor allocation (positive) and free (negative) that ``prof``
+    recorded, in the order they happened."""
     allocations: list[tuple[int, int]] = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
@@ -98,8 +100,27 @@ def _cpu_peak(prof: profile) -> int:
         if typed is not None and typed[0].name == "Allocation":
             allocations.append((node.start_time_ns, typed[1].alloc_size))
         stack.extend(node.children)
+    return [size for _, size in sorted(allocations)]
+
+
+def live_bytes(step: Callable[[], object], device: torch.device) -> list[int]:
+    """The live tensor bytes after each allocation or free during one call of ``step``,
+    above what was live before it (``torch.profiler`` with ``profile_memory``)."""
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with _quiet_stderr(), profile(activities=activities, profile_memory=True) as prof:
+        step()
+    live, out = 0, []
+    for size in allocation_events(prof):
+        live += size
+        out.append(live)
+    return out
+
+
+def _cpu_peak(prof: profile) -> int:
     live = peak = 0
-    for _, size in sorted(allocations):
+    for size in allocation_events(prof):
         live += size
         peak = max(peak, live)
     return int(peak)

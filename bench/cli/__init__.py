@@ -91,6 +91,16 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
 
 
+def memory_size(text: str) -> int:
+    """An argparse type for ``--memory``: a size in bytes (``bench.config.parse_memory``)."""
+    from bench.config import parse_memory  # imports torch: not at module level (--help)
+
+    try:
+        return parse_memory(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("invalid --memory ")) from None
+
+
 def threads_count(text: str) -> int:
     """An argparse type for ``--threads``: an integer (its range: ``bench.threads``)."""
     return integer(text)
@@ -105,6 +115,10 @@ SHARED: dict[str, dict] = {
     "--threads": {"type": threads_count, "default": None,
                   "help": "torch CPU threads (default: the thread policy's, bench.threads)"},
     "--no-progress": {"action": "store_true", "help": "no progress bar"},
+    "--memory": {"type": memory_size, "default": None, "metavar": "SIZE",
+                 "help": "memory budget of one chunk of repeats, e.g. 512MiB or 2GB "
+                 "(default 256MiB); a chunk takes as many repeats as its measured footprint "
+                 "fits, so peak memory stays near the base plus this"},
 }
 
 

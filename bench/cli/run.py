@@ -41,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
         cell_timeout=args.cell_timeout,
         plugins=args.plugin,
         allow_code_change=args.allow_code_change,
+        memory=args.memory,
     )
     print(summary_table(cells))
     print(f"\nwrote {out}/cells.parquet ({len(cells)} cells) and {out}/coords.parquet")
@@ -83,5 +84,5 @@ def add_parser(subparsers) -> None:
                      "start a local Ray instance")
     run.add_argument("--cell-timeout", type=number, default=None, metavar="SECONDS",
                      help="stop a cell after this long; it becomes a failed row")
-    add_shared(run, "--no-progress")
+    add_shared(run, "--memory", "--no-progress")
     run.set_defaults(handler=main)

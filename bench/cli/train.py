@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     add_shared(train, "--threads",
                threads="torch CPU threads (default: the thread policy's); recorded in the table")
     train.add_argument("--out", default=None, help="run directory (default results/train-<time>)")
-    add_shared(train, "--no-progress")
+    add_shared(train, "--memory", "--no-progress")
     train.set_defaults(handler=main)
 
 
@@ -68,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         device=args.device,
         dtype=args.dtype,
+        memory=args.memory,
     )
     out = Path(args.out) if args.out else default_out("train")
     check_output_dir(out)

@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
                    power_bias=args.power_bias, max_repeats=args.max_repeats,
                    budget_s=args.budget, cell_timeout=args.cell_timeout,
                    against=args.against, problems=_problems(args.problem),
-                   progress=not args.no_progress and not args.json)
+                   progress=not args.no_progress and not args.json, memory=args.memory)
         for name in names
     ]
     if args.json:
@@ -98,5 +98,5 @@ def add_parser(subparsers) -> None:
     verify.add_argument("--problem", metavar="PROBLEM[,...]", default=None,
                         help="check only the settings of these problems")
     verify.add_argument("--json", action="store_true", help="print the reports as JSON")
-    add_shared(verify, "--no-progress")
+    add_shared(verify, "--memory", "--no-progress")
     verify.set_defaults(handler=main)

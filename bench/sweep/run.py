@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bench import env as environment
 from bench.cell.spec import CellSpec
-from bench.config import DTYPES, names, parse_setting
+from bench.config import DEFAULT_MEMORY, DTYPES, names, parse_setting
 from bench.sweep.executors import Executor, ExecutorConfig, isolated_executor, make_executor
 from bench.sweep.plugins import load_plugins, register
 from bench.sweep.spec import SweepSpec, expand
@@ -222,6 +222,7 @@ def run_sweep(
     cell_timeout: float | None = None,
     plugins: Sequence[str] = (),
     allow_code_change: bool = False,
+    memory: int | None = None,
 ) -> pd.DataFrame:
     """Run a sweep and return its cells as a DataFrame (the rows of ``cells.parquet``).
 
@@ -242,6 +243,8 @@ def run_sweep(
             (``bench.sweep.executors.ExecutorConfig``).
         plugins: modules with extra problems and estimators (``bench.sweep.plugins``).
         allow_code_change: resume a run directory whose cells other code made.
+        memory: the bytes one chunk of repeats may allocate (default 256 MiB,
+            ``bench.cell.estimate.measured_chunk_size``).
 
     Raises:
         ValueError: for any invalid name or value, before any work starts.
@@ -252,9 +255,16 @@ def run_sweep(
     chosen = _names(estimators, "estimator", classes), _names(problems, "problem", classes)
     pairs = _pairs(settings)
     sweep = SweepSpec(
-        estimators=chosen[0], problems=chosen[1], samples=tuple(int(k) for k in samples),
-        repeats=int(repeats), seed=int(seed), device=device, dtype=dtype,
-        n_bootstrap=int(bootstrap), settings=pairs,
+        estimators=chosen[0],
+        problems=chosen[1],
+        samples=tuple(int(k) for k in samples),
+        repeats=int(repeats),
+        seed=int(seed),
+        device=device,
+        dtype=dtype,
+        n_bootstrap=int(bootstrap),
+        memory=DEFAULT_MEMORY if memory is None else int(memory),
+        settings=pairs,
     )
     config = ExecutorConfig(
         kind=executor, workers=workers, threads=threads, ray_address=ray_address,

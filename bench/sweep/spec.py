@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 from bench.cell.spec import CellSpec
 from bench.config import (
+    DEFAULT_MEMORY,
     check_count,
     check_dtype,
     check_known_options,
+    check_memory,
     check_sample_rules,
     check_samples,
     check_seed,
@@ -40,6 +42,7 @@ class SweepSpec:
     device: str = "cpu"
     dtype: str = "float32"
     n_bootstrap: int = 1000
+    memory: int = DEFAULT_MEMORY
     settings: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
 
 
@@ -92,6 +95,7 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
     check_dtype(sweep.dtype)
     check_count("--bootstrap", sweep.n_bootstrap, 0, "must be >= 0")
     check_seed(sweep.seed)
+    check_memory(sweep.memory)
     names = [name for name, _ in sweep.settings]
     twice = [name for i, name in enumerate(names) if name in names[:i]]
     if twice:
@@ -127,6 +131,7 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
                         device=sweep.device,
                         dtype=sweep.dtype,
                         n_bootstrap=sweep.n_bootstrap,
+                        memory=sweep.memory,
                     )
                 )
     return list(dict.fromkeys(cells))  # a repeated K would otherwise run its cells twice

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from bench.cell.estimate import gradient_variance, prepare, train_step
+from bench.cell.estimate import CHUNK_BYTES, gradient_variance, prepare, train_step
 from bench.cell.timing import synchronize
 from estimators.base import Estimator, State
 from problems.base import Params, Problem
@@ -107,17 +107,19 @@ class TrainRun:
         """The trained tensors now, without the repeat dimension (detached)."""
         return {k: v[0].detach() for k, v in self.train.items()}
 
-    def variance_trace(self, point: Params, n_repeats: int) -> float:
+    def variance_trace(self, point: Params, n_repeats: int, memory: int = CHUNK_BYTES) -> float:
         """``variance_trace`` at ``point`` on the current minibatch, from a copy of the
-        estimator warmed up from its training state (module docstring)."""
+        estimator warmed up from its training state (module docstring), in chunks that fit
+        ``memory`` bytes."""
         evaluator = copy.deepcopy(self.estimator)
         warmed, _ = prepare(self.problem, evaluator, point, self.n_samples, self.state,
                             setup=False)
         return gradient_variance(self.problem, evaluator, point, self.n_samples, n_repeats,
-                                 warmed)
+                                 warmed, memory)
 
     def measure(
-        self, variance_repeats: int, objective: bool = False, metrics: bool = True
+        self, variance_repeats: int, objective: bool = False, metrics: bool = True,
+        memory: int = CHUNK_BYTES,
     ) -> dict[str, float]:
         """The shared evaluation at the current parameters on the evaluation minibatch:
         ``loss`` (the exact objective, with ``objective`` and where the problem has one),
@@ -136,7 +138,7 @@ class TrainRun:
                 if exact is not None:
                     values["loss"] = exact.sum().item()
             if variance_repeats:
-                values["variance_trace"] = self.variance_trace(point, variance_repeats)
+                values["variance_trace"] = self.variance_trace(point, variance_repeats, memory)
             if metrics:
                 values.update(self.problem.train_metrics(current))
         return values

@@ -63,10 +63,12 @@ import pyarrow as pa
 
 from bench import env
 from bench.config import (
+    DEFAULT_MEMORY,
     DTYPES,
     check_count,
     check_dtype,
     check_known_options,
+    check_memory,
     check_range,
     check_seed,
     select,
@@ -103,6 +105,7 @@ class TrainSpec:
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
     dtype: str = "float32"
+    memory: int = DEFAULT_MEMORY
     skipped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     @property
@@ -131,9 +134,13 @@ def make_spec(
     seeds: int | Sequence[int] = 1,
     device: str = "cpu",
     dtype: str = "float32",
+    memory: int | None = None,
 ) -> TrainSpec:
     """Validate names, ``NAME=VALUE`` settings and numbers into a ``TrainSpec`` (the checks
     of ``bench.config``, shared with ``bench run`` and ``bench verify``).
+
+    ``memory``: the bytes one chunk of the variance's repeats may allocate (default 256 MiB,
+    ``bench.cell.estimate.measured_chunk_size``).
 
     ``seeds``: a number of seeds (``seed``, ``seed + 1``, ...) or the list of seeds; each
     estimator is trained once per seed.
@@ -150,6 +157,7 @@ def make_spec(
     chosen = select(names, ESTIMATORS, "estimator")
     _check_numbers(steps, eval_every, lr, n_samples, variance_repeats, dtype)
     chosen_seeds = _seed_list(seed, seeds)
+    memory = DEFAULT_MEMORY if memory is None else check_memory(memory)
     env.check_device(device)
     given = single_settings(settings, "bench train")
     check_known_options(given, [problem_cls], [ESTIMATORS[e] for e in chosen])
@@ -165,7 +173,7 @@ def make_spec(
         problem=problem, problem_options=problem_options, estimators=tuple(runs),
         steps=steps, eval_every=eval_every, lr=lr, n_samples=n_samples,
         variance_repeats=variance_repeats, seeds=chosen_seeds, device=device, dtype=dtype,
-        skipped=tuple(skipped),
+        memory=memory, skipped=tuple(skipped),
     )
 
 
@@ -250,7 +258,7 @@ def train_one(
     estimator = get_estimator(name)(dict(options))
     run = TrainRun.start(problem, estimator, spec.n_samples, spec.lr, seed)
     records = train_loop(run, spec.steps, spec.eval_every,
-                         lambda r: r.measure(spec.variance_repeats),
+                         lambda r: r.measure(spec.variance_repeats, memory=spec.memory),
                          f"{name} seed {seed}", progress)
     return [
         {"estimator": name, "seed": seed, "step": step, "wall_s": wall_s, "metric": m,

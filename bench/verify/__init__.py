@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from bench.cell.estimate import flatten, prepare
 from bench.cell.seeds import derive_seed
-from bench.config import check_seed
+from bench.config import DEFAULT_MEMORY, check_memory, check_seed
 from bench.verify.checks import (
     INCONCLUSIVE,
     BiasResult,
@@ -149,6 +149,7 @@ def verify_one(
     against: str | None = None,
     problems: Sequence[str] | None = None,
     progress: bool = False,
+    memory: int | None = None,
 ) -> Report:
     """Verify one estimator (a registry name or a class); see the module docstring.
 
@@ -167,19 +168,21 @@ def verify_one(
         against: a registered estimator drawn from the same random numbers in every cell
             (its paired difference is reported).
         problems: check only the settings of these problems.
+        memory: the bytes one chunk of repeats may allocate (default 256 MiB).
     """
     _check_arguments(alpha, power_bias, max_repeats, budget_s, cell_timeout, against)
     for name in problems or ():
         if name not in PROBLEMS:
             raise ValueError(f"unknown problem {name!r}; valid problems: {', '.join(PROBLEMS)}")
     check_seed(seed)
+    memory = DEFAULT_MEMORY if memory is None else check_memory(memory)
     cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     declared = cls.declared_target()
     report = Report(cls.name, cls.unbiased, declared.describe(make().option_values), against)
     cells = plan(cls, quick, problems, options)
     run = _CellRunner(cls, make, seed, alpha / max(len(cells), 1), power_bias, max_repeats,
-                      budget_s, 1 if quick else 2, against)
+                      budget_s, 1 if quick else 2, against, memory)
     for setting, k in tqdm(cells, disable=not progress, unit="cell", desc=cls.name):
         try:
             with time_limit(cell_timeout):
@@ -202,10 +205,10 @@ class _CellRunner:
 
     def __init__(self, cls: type[Estimator], make: Callable[[], Estimator], seed: int,
                  alpha: float, power_bias: float, max_repeats: int, budget_s: float | None,
-                 n_references: int, against: str | None) -> None:
+                 n_references: int, against: str | None, memory: int) -> None:
         self.cls, self.make, self.seed, self.alpha = cls, make, seed, alpha
         self.power_bias, self.max_repeats, self.budget_s = power_bias, max_repeats, budget_s
-        self.n_references, self.against = n_references, against
+        self.n_references, self.against, self.memory = n_references, against, memory
         self.built: dict[Setting, tuple[Problem, dict]] = {}
         self.leak_checked: set[Setting] = set()
         self.determinism_checked = False
@@ -249,7 +252,7 @@ class _CellRunner:
                           target=target.value if checked else None,
                           error=target.error if checked else None,
                           budget_s=math.inf if self.budget_s is None else self.budget_s,
-                          references=references)
+                          references=references, memory=self.memory)
         if self.against not in names:  # the paired difference is reported for --against only
             bias = dataclasses.replace(bias, paired=None)
         return self._cell(setting, k, bias, truth, target)

@@ -41,7 +41,13 @@ from dataclasses import dataclass
 import torch
 from scipy.special import ndtri, stdtr
 
-from bench.cell.estimate import estimate_chunks, expand_state, prepare
+from bench.cell.estimate import (
+    CHUNK_BYTES,
+    estimate_chunks,
+    expand_state,
+    measured_chunk_size,
+    prepare,
+)
 from estimators.base import Estimator, State, Surrogate
 from problems.base import Params, Problem, repeat_params
 
@@ -121,14 +127,17 @@ class BiasResult:
 
 def paired_chunks(
     problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
-    n_samples: int, n_repeats: int, seed: int,
+    n_samples: int, n_repeats: int, seed: int, memory: int = CHUNK_BYTES,
 ) -> Iterator[list[torch.Tensor]]:
     """Chunks ``[c, D]`` of ``n_repeats`` estimates of each prepared estimator, every one drawn
     from its own copy of the random stream seeded with ``seed`` (common random numbers: the
-    same draws where they consume randomness alike)."""
+    same draws where they consume randomness alike, so all take the same chunks: the
+    smallest that fits ``memory`` bytes for one of them)."""
     torch.manual_seed(seed)
+    size = min(measured_chunk_size(problem, est, point, n_samples, n_repeats, state, memory)
+               for est, state in prepared)
     rng = [torch.get_rng_state() for _ in prepared]
-    streams = [estimate_chunks(problem, est, point, n_samples, n_repeats, state)
+    streams = [estimate_chunks(problem, est, point, n_samples, n_repeats, state, size)
                for est, state in prepared]
     while True:
         chunks = []
@@ -179,7 +188,7 @@ class _Sums:
 def _draw(
     problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
     target: torch.Tensor, means: Sequence[torch.Tensor], n_samples: int, n_repeats: int,
-    seed: int, control: tuple[int, torch.Tensor] | None,
+    seed: int, control: tuple[int, torch.Tensor] | None, memory: int = CHUNK_BYTES,
 ) -> dict[str, object]:
     """Moments of the estimator (centred on the target), of each reference (centred on its
     mean), their cross moments with the estimator, of the statistic g - beta (h_i - mean_i)
@@ -188,7 +197,7 @@ def _draw(
     refs = [_Sums() for _ in prepared[1:]]
     cross = [0.0 for _ in prepared[1:]]
     bad, worst = 0, 0.0
-    for chunks in paired_chunks(problem, prepared, point, n_samples, n_repeats, seed):
+    for chunks in paired_chunks(problem, prepared, point, n_samples, n_repeats, seed, memory):
         finite = torch.isfinite(torch.stack([c.sum(1) for c in chunks])).all(0)
         bad += int((~finite).sum())
         g = chunks[0][finite] - target
@@ -264,6 +273,7 @@ def check_bias(
     error: torch.Tensor | None = None,
     budget_s: float = math.inf,
     references: Sequence[tuple[str, Estimator, State, torch.Tensor | None]] = (),
+    memory: int = CHUNK_BYTES,
 ) -> BiasResult:
     """The test of "mean = target" of one cell at a power-chosen R (module docstring), for an
     estimator already set up and warmed up (``prepare``): the pilot and the test draw their own
@@ -276,6 +286,7 @@ def check_bias(
         budget_s: seconds the test's draws may take, at the pilot's speed.
         references: prepared estimators drawn with common random numbers, each with its exact
             mean where it may serve as control variate (else None).
+        memory: the bytes one chunk of repeats may allocate.
     """
     target = truth if target is None else target
     error = torch.zeros_like(target) if error is None else error
@@ -285,7 +296,8 @@ def check_bias(
     means = [truth if mean is None else mean for *_, mean in references]
     start = time.perf_counter()
     pilot = [torch.cat(chunks) for chunks in
-             zip(*paired_chunks(problem, prepared, point, n_samples, PILOT, seed), strict=True)]
+             zip(*paired_chunks(problem, prepared, point, n_samples, PILOT, seed, memory),
+                 strict=True)]
     per_estimate = (time.perf_counter() - start) / PILOT
     finite = torch.isfinite(torch.stack([c.sum(1) for c in pilot])).all(0)
     own = pilot[0][finite]
@@ -305,7 +317,7 @@ def check_bias(
                             min(affordable, EXTEND_S / per_estimate if per_estimate > 0
                                 else math.inf))
     drawn = _draw(problem, prepared, point, target, means, n_samples, n_repeats, seed + 1,
-                  control)
+                  control, memory)
     stat, n = drawn["stat"], drawn["stat"].n
     se = (stat.var() / max(n, 1)).sqrt()
     mean = stat.mean() + target
