@@ -13,25 +13,8 @@ def run_sweep(*args, **kwargs):
 
 
 def load(run_dir):
-    """See ``bench.report.tables.load``: the cells of ``run_dir`` with one column per option.
-
-    Raises:
-        ValueError: no ``cells.parquet``, or one that cannot be read (damaged), in one line
-            naming the file and what to do.
-    """
-    from pathlib import Path
-
-    import pyarrow as pa
-
+    """See ``bench.report.tables.load``: the cells of ``run_dir`` with one column per option
+    (imported lazily, as ``run_sweep``)."""
     from bench.report.tables import load as read
 
-    try:
-        return read(run_dir)
-    except (OSError, pa.ArrowException) as err:
-        path = Path(run_dir) / "cells.parquet"
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        remedy = ("re-run the bench run command that wrote it: it rebuilds cells.parquet from "
-                  f"{Path(run_dir) / 'cells'}/" if (Path(run_dir) / "cells").is_dir()
-                  else "restore it from a copy")
-        raise ValueError(f"{path}: cannot be read as a Parquet table, it is damaged ({first}); "
-                         f"{remedy}") from None
+    return read(run_dir)

@@ -116,7 +116,8 @@ def test_analytic_and_sampled_kl_have_the_same_gradient(name: str) -> None:
 
 UNBIASED = {"reinforce": (400, 4000), "reinforce_loo": (10, 4000), "reinforce_ema": (10, 4000),
             "indecater": (4, 4000), "unordered_set": (4, 4000)}
-BIASED = ("gumbel_softmax", "st_gumbel_softmax", "straight_through", "gumbel_rao", "gst")
+BIASED = ("gumbel_softmax", "st_gumbel_softmax", "straight_through", "gumbel_rao", "gst", "igr",
+          "decoupled_st")
 #: biased, but within a few percent on these nearly quadratic (linear-decoder) VAEs: ZGR is
 #: exact for quadratic costs, and ReinMax at its default tau = 1 is ZGR (tests/test_verify.py
 #: shows their bias on the mlp VAE)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import load
 from bench.cli import EXIT_OK, integer
 from bench.files import check_output_dir
-from bench.report.tables import FORMATS, paper_table
+from bench.report.tables import FORMATS, load, paper_table
 
 
 def main(args: argparse.Namespace) -> int:

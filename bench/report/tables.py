@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 #: the formats of ``paper_table``
 FORMATS = ("latex", "markdown")
@@ -83,7 +84,8 @@ def load(run_dir: str | Path) -> pd.DataFrame:
 
     Raises:
         ValueError: the directory has no ``cells.parquet`` (not a run directory, or a run
-            that was interrupted before it consolidated its cells).
+            that was interrupted before it consolidated its cells), or one that cannot be
+            read (damaged), in one line naming the file and what to do.
     """
     root = Path(run_dir)
     path = root / "cells.parquet"
@@ -94,7 +96,15 @@ def load(run_dir: str | Path) -> pd.DataFrame:
             else "is it a run directory?"
         )
         raise ValueError(f"{root}: no cells.parquet ({hint})")
-    return option_columns(pd.read_parquet(path))
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        remedy = ("re-run the bench run command that wrote it: it rebuilds cells.parquet from "
+                  f"{root / 'cells'}/" if (root / "cells").is_dir() else "restore it from a copy")
+        raise ValueError(f"{path}: cannot be read as a Parquet table, it is damaged ({first}); "
+                         f"{remedy}") from None
+    return option_columns(table)
 
 
 def number(value: float, digits: int, exponent: int | None = None) -> tuple[str, int | None]:
