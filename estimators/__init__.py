@@ -9,6 +9,7 @@ from estimators.delta_method import DeltaCV
 from estimators.double_control import DoubleCV
 from estimators.exact_sum import IndeCateR
 from estimators.gamma_reparam import RSVI, GeneralizedReparam, ImplicitReparam
+from estimators.gengs import GenGS
 from estimators.group import GRPO, DrGRPO
 from estimators.igr import IGR
 from estimators.lax import Lax
@@ -83,6 +84,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rodeo": Rodeo,
     "igr": IGR,
     "decoupled_st": DecoupledSTGumbelSoftmax,
+    "gengs": GenGS,
 }
 
 

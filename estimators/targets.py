@@ -18,6 +18,11 @@ unbiased for *something else*, and says what in its class attribute ``target``:
   options ``tau_forward`` and ``tau_backward``, E_u[J_b(u)^T grad f(onehot(argmax(l / tau_f +
   G(u))), theta)] with J_b the Jacobian of y_b = softmax(l / tau_b + G(u)) (for bits
   L(u) = log u - log(1 - u) in place of the Gumbels' difference).
+* ``RelaxedCountGradient()``: the gradient of the generalized Gumbel-Softmax relaxed objective
+  of a count latent at the options ``tau`` and ``truncation`` n,
+  d/dtheta E_u[f(sum_i i softmax((log pi(theta) + G(u)) / tau)_i, theta)] over the truncated
+  support {0, ..., n - 1}, pi_i = P(x = i) for i < n - 1 and pi_{n-1} = P(x >= n - 1)
+  (``estimators.gengs``).
 * ``StraightThroughMean()``: the exact mean of the straight-through gradient,
   sum_z q(z) (dp/dtheta)^T grad_z f(z, theta) (plus the cost's direct dependence on theta),
   p = E_q[z], a finite sum on enumerable problems.
@@ -92,6 +97,16 @@ class DecoupledStraightThrough(Target):
 
 
 @dataclass(frozen=True)
+class RelaxedCountGradient(Target):
+    """The generalized Gumbel-Softmax relaxed objective's gradient of a count latent at the
+    options ``tau`` and ``truncation``."""
+
+    def describe(self, options: dict) -> str:
+        return (f"the relaxed count objective's gradient at tau={options['tau']:g}, "
+                f"truncation={options['truncation']}")
+
+
+@dataclass(frozen=True)
 class StraightThroughMean(Target):
     """The exact mean of the straight-through gradient, by enumeration."""
 
@@ -110,4 +125,4 @@ class NoTarget(Target):
 
 
 __all__ = ["DecoupledStraightThrough", "ExactGradient", "IGRGradient", "NoTarget",
-           "RelaxedGradient", "StraightThroughMean", "Target"]
+           "RelaxedCountGradient", "RelaxedGradient", "StraightThroughMean", "Target"]

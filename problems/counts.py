@@ -1,8 +1,10 @@
 """Problems with count latents: x ~ Poisson(rate) per coordinate.
 
-A count latent is discrete but unbounded and ordered, with neither logits nor a relaxation
-(``LatentKind.COUNT``, no ``Capability.DISCRETE``): the score function applies, and so do
-estimators that perturb a count to its neighbour (stochastic triples).
+A count latent is discrete but unbounded and ordered, without logits (``LatentKind.COUNT``, no
+``Capability.DISCRETE``): the score function applies, and so do estimators that perturb a
+count to its neighbour (stochastic triples, measure-valued derivatives). Its cost is defined
+and differentiable at real-valued counts (``Capability.DIFFERENTIABLE_COST``), so a relaxed
+count (the generalized Gumbel-Softmax, ``estimators.gengs``) can be evaluated too.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class PoissonQuadratic(Problem):
     )
     description = "x ~ Poisson(rate), f(x) = sum_j (x_j - k)^2; a count latent, closed form"
     latent = LatentKind.COUNT
-    provides = frozenset({Capability.EXACT_OBJECTIVE})
+    provides = frozenset({Capability.EXACT_OBJECTIVE, Capability.DIFFERENTIABLE_COST})
     truth_source = TruthSource.closed_form()
     options: ClassVar[dict[str, Option]] = {
         "rate": Option(2.0, "rate of every coordinate", minimum=0, exclusive=True),
