@@ -105,11 +105,16 @@ class GenGS(Estimator):
             return f"{cls.name} needs count latents; {problem.name} has {problem.latent} ones"
         return reason
 
-    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
-        rate = poisson_of(problem, problem.distribution(params)).rate  # [R, D]
+    def relaxed(self, rate: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
+        """The relaxed counts ``[K, R, D]`` (on rate's graph) and the hard ones at rates
+        ``[R, D]``."""
         log_pi = truncated_log_probs(rate, int(self.option_values["truncation"]))  # [R, D, n]
         u = clamp_probs(torch.rand((n_samples, *log_pi.shape), dtype=rate.dtype,
                                    device=rate.device))  # [K, R, D, n]
-        z, hard = relaxed_counts(log_pi, u, self.option_values["tau"])  # [K, R, D]
+        return relaxed_counts(log_pi, u, self.option_values["tau"])
+
+    def surrogate(self, problem: Problem, params: Params, n_samples: int, state: State):
+        rate = poisson_of(problem, problem.distribution(params)).rate  # [R, D]
+        z, hard = self.relaxed(rate, n_samples)  # [K, R, D]
         return Surrogate(loss=problem.cost(z, params).mean(0), samples=hard,
                          relaxed=z.detach())
