@@ -22,6 +22,7 @@ from scipy.stats import poisson
 from torch.distributions import Poisson
 from torch.distributions.utils import clamp_probs
 
+from bench.verify import verify_one
 from bench.verify.targets import compute
 from estimators import get_estimator
 from estimators.gengs import GenGS, relaxed_counts, truncated_log_probs
@@ -35,6 +36,8 @@ R = 40_000
 
 class ShiftedSupport(GenGS):
     """Broken: the relaxed count maps category i to c_i = i + 1 (z + 1)."""
+
+    name = "test_gengs_shifted"
 
     def relaxed(self, rate, n_samples):
         z, hard = super().relaxed(rate, n_samples)
@@ -118,7 +121,7 @@ def test_one_draw_by_hand(broken):
 @pytest.mark.parametrize(("d", "n"), [(1, 3), (1, 12), (2, 12)])
 def test_target_matches_a_large_monte_carlo_of_the_pathwise_gradient(d, n):
     """verify's target (tensor-product quadrature at D n <= 4, randomized QMC beyond) against
-    10^6 pathwise gradients of the relaxed objective by the hand formula, within the Monte
+    5 10^5 pathwise gradients of the relaxed objective by the hand formula, within the Monte
     Carlo tolerance plus the target's stated error."""
     problem = problem_of({"rate": 2.0, "k": 3.0, "d": d})
     point = problem.init_params()
@@ -126,7 +129,7 @@ def test_target_matches_a_large_monte_carlo_of_the_pathwise_gradient(d, n):
     target = compute(RelaxedCountGradient(), problem, point, torch.zeros(d, dtype=F64), options)
     assert target.kind == ("quadrature" if d * n <= 4 else "randomized quasi-Monte Carlo")
     rng = np.random.default_rng(0)
-    gumbels = rng.gumbel(size=(10**6, d, n))
+    gumbels = rng.gumbel(size=(5 * 10**5, d, n))
     mc = pathwise_by_hand(np.full(d, 2.0), 3.0, 1.0, n, gumbels)
     check = compare(mc, target.value.numpy())
     check.guard(rel=0.05)
@@ -183,6 +186,19 @@ def test_mean_approaches_the_exact_gradient_as_tau_goes_to_zero():
     short = compare(draw_estimates(problem, GenGS({"tau": 0.02, "truncation": 4}), 1,
                                    10**6, chunk=100_000), truth)
     assert not short.consistent
+
+
+def test_bench_verify_passes_at_the_default_options_and_fails_the_shifted_twin():
+    """``bench verify --quick`` at the default tau = 1, truncation = 12 (d = 2: 24 noise
+    dimensions, the randomized QMC target): on target; the c_i = i + 1 twin off it."""
+    fast = {"quick": True, "max_repeats": 20_000, "problems": ["poisson_quadratic"]}
+    report = verify_one("gengs", **fast)
+    assert report.verified and report.verdict().startswith("VERIFIED"), report.verdict()
+    cell = report.cells[0]
+    assert cell.verdict == "ok" and cell.target == "randomized quasi-Monte Carlo"
+    assert cell.truth_p < 1e-6  # on target, and biased for the exact gradient
+    twin = verify_one(ShiftedSupport, **fast)
+    assert twin.verdict().startswith("FAILED: test_gengs_shifted: OFF TARGET"), twin.verdict()
 
 
 def test_options_are_validated_and_the_pairing_is_declared():
