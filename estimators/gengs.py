@@ -6,16 +6,16 @@ count x ~ Poisson(rate) per coordinate, with the truncation level n (``truncatio
 1. Truncation. The count is replaced by the finite variable x_n = min(x, n - 1) on the
    support c = (0, 1, ..., n - 1): pi_i = P(x = i) for i < n - 1, and the last category
    absorbs the tail, pi_{n-1} = P(x >= n - 1) = P(Gamma(n - 1, 1) <= rate) (the regularized
-   incomplete gamma function; d/drate P(x >= m) = P(x = m - 1)). The paper truncates to a
-   finite range on which the distribution is proper and takes n large enough that the mass
-   beyond it is negligible. We give the remainder to the last category rather than
+   incomplete gamma function; d/drate P(x >= m) = P(x = m - 1)), with n large enough that
+   the mass beyond is negligible. We give the remainder to the last category rather than
    renormalize over {0, ..., n - 1}, because x_n is then a function of x itself: E f(x_n)
    and E f(x) differ only on the event {x >= n - 1}, so the truncation's bias (in the
    objective and, by d/drate P(x >= m) = P(x = m - 1), in its gradient) is of the order of
-   that tail, where renormalizing would scale every category by 1 / P(x < n) as well (both
+   that tail, where renormalizing would also scale every category by 1 / P(x <= n - 1) (both
    vanish as n grows; a renormalized twin is rejected in tests/test_gengs.py). Source: the
-   paper's abstract (truncation, the Gumbel-Softmax trick and a linear transformation); its
-   method section could not be read here, so this choice is ours.
+   paper's abstract (truncation, the Gumbel-Softmax trick and a special linear
+   transformation); its method section could not be read here, so how the tail is treated
+   is our choice, not a quotation.
 2. Gumbel-Softmax over the n categories at temperature tau:
    w = softmax((log pi + G) / tau), G_i = -log(-log u_i), u_i ~ U(0, 1) (Jang et al. 2017).
 3. The linear transformation to a relaxed count: z = sum_i w_i c_i with c_i = i, so that as
