@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -73,22 +74,29 @@ class CellMemory:
         accumulator.summary()
 
 
-def overhead_times(pair, n_repeats: int, runs: int) -> tuple[list[float], list[float]]:
+def overhead_times(
+    pair, n_repeats: int, runs: int, clock: Callable[[], float] | None = None
+) -> tuple[list[float], list[float]]:
     """Seconds per estimate of the batched step and of the cell's estimation, ``runs`` each,
-    alternating (so that a change of load hits both alike)."""
+    alternating (so that a change of load hits both alike), on ``clock`` (default: the wall
+    clock; ``time.process_time`` for CPU seconds, which other jobs on a shared machine do
+    not inflate)."""
     problem, estimator, point, state = pair.problem, pair.estimator, pair.point, pair.state
     dev = problem.device
+    timer = clock or time.perf_counter
     batched, cell = [], []
     for _ in range(runs):
         params = repeat_params(point, n_repeats)
         states = estimate.expand_state(state, n_repeats)
         synchronize(dev)
-        start = time.perf_counter()
+        start = timer()
         estimate.one_estimate(problem, estimator, params, N_SAMPLES, states)
         synchronize(dev)
-        batched.append((time.perf_counter() - start) / n_repeats)
-        chunks = estimate.TimedChunks(estimate.estimate_chunks(
-            problem, estimator, point, N_SAMPLES, n_repeats, state), dev)
+        batched.append((timer() - start) / n_repeats)
+        drawn = estimate.estimate_chunks(problem, estimator, point, N_SAMPLES, n_repeats, state)
+        # a commit before TimedChunks took a clock is timed on the wall clock alone
+        chunks = (estimate.TimedChunks(drawn, dev) if clock is None
+                  else estimate.TimedChunks(drawn, dev, clock=clock))
         for _ in chunks:
             pass
         cell.append(chunks.seconds / n_repeats)
@@ -121,7 +129,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=OVERHEAD_R, help="R per measurement")
     parser.add_argument("--problems", default=",".join(OVERHEAD_PROBLEMS), help="problems")
     parser.add_argument("--no-header", action="store_true", help="rows only (to append)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: process CPU seconds (steady on a shared machine); wall")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else None
     torch.set_num_threads(1)
     if not args.no_header:
         print("| problem | estimator | batched ms / estimate | cell ms / estimate | ratio "
@@ -133,8 +144,8 @@ def main() -> None:
                 pair = make_pair(name, problem, device())
             except NotImplementedError:
                 continue
-            overhead_times(pair, args.repeats, 1)  # warm-up
-            batched, cell = overhead_times(pair, args.repeats, args.runs)
+            overhead_times(pair, args.repeats, 1, clock)  # warm-up
+            batched, cell = overhead_times(pair, args.repeats, args.runs, clock)
             ratios = [b / c for b, c in zip(batched, cell, strict=True)]
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             print(f"| {problem} | {name} | {1e3 * statistics.median(batched):.3f} | "

@@ -26,7 +26,7 @@ import ctypes.util
 import functools
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -105,7 +105,10 @@ def _probe(
     size: int,
 ) -> list[int]:
     """Live bytes after each allocation event of one chunk of ``size`` repeats, drawn under
-    a forked random state."""
+    a forked random state; then the chunk once more, unprofiled, so that the caches hold the
+    step rather than the profiler's records when a caller's clock starts (on
+    ``gan_continuous`` the first chunk after a probe took 10 to 15 % longer;
+    docs/sweeps.md, "Harness overhead")."""
     device = next(iter(point.values())).device
     devices = [device] if device.type == "cuda" else []
 
@@ -116,7 +119,9 @@ def _probe(
         flatten(grads).detach()
 
     with torch.random.fork_rng(devices=devices):
-        return live_bytes(step, device)
+        events = live_bytes(step, device)
+        step()
+    return events
 
 
 def flatten(tensors: Params, repeated: bool = True) -> Tensor:
@@ -248,18 +253,23 @@ def gradient_variance(
 class TimedChunks:
     """Iterate over chunks of estimates, clocking only the drawing of each (``seconds``):
     the device is synchronised before and after each draw, so that what the caller does
-    with a chunk (statistics) is not counted."""
+    with a chunk (statistics) is not counted. ``clock`` is the wall clock unless a caller
+    asks for another (``time.process_time``: CPU seconds, which a shared machine's other
+    jobs do not inflate; ``benchmarks.bench_scale``)."""
 
-    def __init__(self, chunks: Iterable[Tensor], device: torch.device) -> None:
-        self.chunks, self.device, self.seconds = iter(chunks), device, 0.0
+    def __init__(
+        self, chunks: Iterable[Tensor], device: torch.device,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.chunks, self.device, self.clock, self.seconds = iter(chunks), device, clock, 0.0
 
     def __iter__(self) -> Iterator[Tensor]:
         while True:
             synchronize(self.device)
-            start = time.perf_counter()
+            start = self.clock()
             chunk = next(self.chunks, None)
             synchronize(self.device)
-            self.seconds += time.perf_counter() - start
+            self.seconds += self.clock() - start
             if chunk is None:
                 return
             yield chunk
