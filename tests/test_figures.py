@@ -335,6 +335,52 @@ def test_tau_figure_does_not_join_unresolved_bias(tables):
     assert "not resolved" in plot.labels.caption
 
 
+def _tau_points(plot, quantity: str) -> pd.DataFrame:
+    """The points of every point layer of a tau figure, for ``quantity``."""
+    points = pd.concat(d for layer in plot.layers if type(layer.geom).__name__ == "geom_point"
+                       for d in [layer._data if isinstance(layer._data, pd.DataFrame)
+                                 else plot.data])
+    return points[points["quantity"] == quantity]
+
+
+def test_tau_bias_is_resolved_by_the_squared_bias_interval_not_the_norms(tables):
+    """The norm's bootstrap interval lies above the noise floor for an unbiased estimator
+    whose norm is the floor plus noise (reinmax at tau = 1 on categorical_vae: 0.038, its
+    interval from 0.0384, floor 0.034, p = 1); only an interval of the squared bias that
+    excludes 0 resolves a bias."""
+    cells = tables["cells"].copy()
+    swept = cells["estimator"] == "gumbel_softmax"
+    cells.loc[swept, ["bias_l2_ci_low", "bias_l2_noise_floor"]] = [0.5, 0.01]
+    bias = "bias ||E[g] − ∇L||"
+    # the broken twin: a table without the squared bias's interval falls back to the norm's
+    # rule, which calls every point resolved
+    fallback, _, _ = draw("tau_tradeoff", cells)
+    assert _tau_points(fallback, bias)["resolved"].astype(bool).all()
+    cells.loc[swept, "bias_sq_ci_low"] = -1e-4
+    cells.loc[swept & cells["estimator_options"].str.contains('"tau": 2.0'),
+              "bias_sq_ci_low"] = 1e-4
+    plot, _, _ = draw("tau_tradeoff", cells)
+    points = _tau_points(plot, bias)
+    assert sorted(points.loc[points["resolved"].astype(bool), "tau"]) == [2.0]
+    assert sorted(points.loc[~points["resolved"].astype(bool), "tau"]) == [0.1, 0.5, 1.0]
+    assert "contains 0" in plot.labels.caption
+
+
+def test_tau_figure_draws_each_estimator_at_its_default_other_options(tables):
+    """gst swept over tau at gap 1 (its default) and gap p: one curve, at gap 1, not a
+    zigzag through both (they share a colour and marker)."""
+    cells = tables["cells"]
+    sweep = cells[(cells["estimator"] == "gumbel_softmax") & (cells["n_samples"] == 4)]
+    variants = [sweep.assign(estimator="gst", estimator_options=[
+        json.dumps({"gap": gap, "tau": json.loads(o)["tau"]}) for o in sweep["estimator_options"]],
+        bias_l2=sweep["bias_l2"] * factor) for gap, factor in (("1", 1.0), ("p", 3.0))]
+    plot, _, _ = draw("tau_tradeoff", pd.concat([cells, *variants], ignore_index=True))
+    gst = plot.data[plot.data["estimator"] == "gst"]
+    assert not gst.empty
+    assert set(gst["others"]) == {json.dumps({"gap": "1"})}
+    assert gst.groupby(["quantity", "tau"], observed=True).size().max() == 1
+
+
 def test_efficiency_plots_mse_against_time(tables):
     plot, _, _ = draw("efficiency", tables["cells"])
     assert plot.mapping["y"] == "shown"

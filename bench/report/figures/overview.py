@@ -82,10 +82,10 @@ def overview(cells: pd.DataFrame, size: Size) -> Drawn:
     plot = (
         ggplot(table, aes("within", "shown", color="estimator"))
         + floor_line(lines)
-        + geom_point(aes(shape="estimator"), data=table[~table["biased"]], size=1.6)
-        + geom_point(aes(shape="estimator"), data=table[table["biased"]], size=1.6,
+        + geom_point(aes(shape="estimator"), data=table[~table["biased"]], size=2.0)
+        + geom_point(aes(shape="estimator"), data=table[table["biased"]], size=2.0,
                      fill="white")
-        + geom_errorbar(aes(ymin="low", ymax="high"), data=real, width=0.6, size=0.5)
+        + geom_errorbar(aes(ymin="low", ymax="high"), data=real, width=0.35, size=0.4)
         + scale_x_discrete(labels=lambda keys: [k.split(_WITHIN, 1)[1] for k in keys])
         + log10(y=True)
         + coord_flip()

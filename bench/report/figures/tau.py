@@ -1,8 +1,13 @@
 """``tau_tradeoff``: bias ||E[g] - grad L|| and variance against the temperature tau of the
 relaxed estimators, the bias-variance trade-off of Jang et al. (2017) and Maddison et al.
-(2017). Dashed: the bias noise floor sqrt(variance / R). A bias whose 95% interval reaches
-down to the floor is not resolved (the measured norm is mostly the noise of the mean): drawn
-hollow and never joined into a curve.
+(2017). Dashed: the bias noise floor sqrt(variance / R). A bias is resolved when the 95%
+interval of the unbiased squared bias ||mean - grad L||^2 - variance / R excludes 0
+(``bias_sq_ci_low`` > 0; in a table without it, when the norm's interval lies above the
+floor); an unresolved one (the measured norm is mostly the noise of the mean) is drawn
+hollow and never joined into a curve. The norm's bootstrap interval alone is no test: it
+need not contain its own point, and lies above the floor for an unbiased estimator whose
+norm is the floor plus noise. Options other than tau are at their defaults where the table
+has those rows, so that each estimator is one curve.
 
 References: Jang, Gu, Poole (2017), "Categorical Reparameterization with Gumbel-Softmax",
 ICLR; Maddison, Mnih, Teh (2017), "The Concrete Distribution", ICLR.
@@ -10,6 +15,7 @@ ICLR; Maddison, Mnih, Teh (2017), "The Concrete Distribution", ICLR.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +35,7 @@ from bench.report.figures.common import (
     with_panels,
 )
 from bench.report.theme import Size
+from estimators import ESTIMATORS
 
 BIAS = "bias ||E[g] − ∇L||"
 
@@ -44,24 +51,50 @@ def _runs(flags: Sequence[bool]) -> list[int]:
     return labels
 
 
+def _others(estimator: str, text: object) -> tuple[str, bool]:
+    """The options other than tau (as text) and whether they are the estimator's defaults."""
+    options = {n: v for n, v in parse_options(text).items() if n != "tau"}
+    cls = ESTIMATORS.get(estimator)
+    defaults = None if cls is None else {n: o.default for n, o in cls.options.items()
+                                         if n != "tau"}
+    return json.dumps(options, sort_keys=True), options == defaults
+
+
+def _default_others(table: pd.DataFrame) -> pd.DataFrame:
+    """Each estimator's rows whose options other than tau are its defaults, where it has
+    such rows (e.g. gst at gap 1 of gap 1 and p), else all its rows; adds ``others``."""
+    pairs = [_others(e, o) for e, o in zip(table["estimator"], table["estimator_options"],
+                                           strict=True)]
+    table = table.assign(others=[o for o, _ in pairs], default=[d for _, d in pairs])
+    has_default = table.groupby("estimator")["default"].transform("any").astype(bool)
+    return table[table["default"] | ~has_default].drop(columns="default")
+
+
+def _resolved(table: pd.DataFrame) -> np.ndarray:
+    """Whether each row's bias is resolved: the unbiased squared bias's 95% interval
+    excludes 0; without that interval, the norm's lies above the noise floor."""
+    low = pd.to_numeric(table.get("bias_sq_ci_low", pd.Series(np.nan, index=table.index)),
+                        errors="coerce")
+    by_norm = table["bias_l2_ci_low"] > table["bias_l2_noise_floor"]
+    return low.gt(0).where(low.notna(), by_norm).to_numpy(dtype=bool)
+
+
 def _swept(cells: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The rows of estimators measured at several tau, at the K most of them share."""
     table = ok_rows(cells).copy()
     table["tau"] = [parse_options(o).get("tau", np.nan) for o in table["estimator_options"]]
-    table = positive(table, ["tau"])
-    sweeps = table.groupby(["problem", "problem_options", "estimator", "n_samples"])["tau"]
+    table = _default_others(positive(table, ["tau"]))
+    sweeps = table.groupby(["problem", "problem_options", "estimator", "others",
+                            "n_samples"])["tau"]
     table = table[sweeps.transform("nunique") > 1]
     if table.empty:
         raise NotApplicable("no relaxed estimator was measured at more than one tau")
     counts = table.groupby("n_samples").size()
     k = int(counts[counts == counts.max()].index.max())
     table = order_estimators(with_panels(table[table["n_samples"] == k])).sort_values("tau")
-    # a bias whose 95% interval reaches down to the noise floor is not resolved: the
-    # measured norm is then mostly the noise of the mean, not bias
-    table = table.assign(resolved=(table["bias_l2_ci_low"]
-                                   > table["bias_l2_noise_floor"]).to_numpy())
+    table = table.assign(resolved=_resolved(table))
     table["run"] = 0
-    for _, rows in table.groupby(["panel", "estimator"], observed=True):
+    for _, rows in table.groupby(["panel", "estimator", "others"], observed=True):
         table.loc[rows.index, "run"] = _runs(rows["resolved"].tolist())
     return table, k
 
@@ -78,8 +111,9 @@ def _long(table: pd.DataFrame) -> pd.DataFrame:
     long["quantity"] = pd.Categorical(long["quantity"], categories=list(
         dict.fromkeys(long["quantity"])))
     long = positive(long, ["value"])
-    return long.assign(series=long["estimator"].astype(str) + "/"
-                       + long["quantity"].astype(str) + "/" + long["run"].astype(str))
+    curve = long["estimator"].astype(str) + "/" + long["others"]
+    return long.assign(curve=curve, series=curve + "/" + long["quantity"].astype(str) + "/"
+                       + long["run"].astype(str))
 
 
 def _facet(n: int, size: Size) -> tuple[object, int]:
@@ -100,12 +134,12 @@ def tau_tradeoff(cells: pd.DataFrame, size: Size) -> Drawn:
     caption = (f"K = {k} samples per estimate; bands: 95% intervals\n"
                "dashed: bias noise floor sqrt(variance / R)")
     if not hidden.empty:
-        caption += "\nhollow: not resolved (bias interval reaches the noise floor)"
+        caption += "\nhollow: bias not resolved (its 95% interval contains 0)"
     plot = (
         ggplot(shown, aes("tau", "value", color="estimator"))
         + geom_ribbon(aes(ymin="low", ymax="high", fill="estimator", group="series"),
                       data=positive(shown, ["low", "high"]), alpha=0.2, color="none")
-        + geom_line(aes(y="floor", group="estimator"), data=positive(long, ["floor"]),
+        + geom_line(aes(y="floor", group="curve"), data=positive(long, ["floor"]),
                     linetype="dashed", size=0.4, alpha=0.8)
         + geom_line(aes(group="series"), size=0.5)
         + geom_point(aes(shape="estimator"), size=1.4)
