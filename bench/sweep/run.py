@@ -317,7 +317,7 @@ def execute(run: SweepRun) -> pd.DataFrame:
     store = RunStore(run.out if run.out is not None else default_out())
     store.check_writable()
     store.check_readable()
-    stored, damaged = store.stored()
+    stored, damaged, stamps = store.stored()
     env = environment.environment(device if config.kind != "ray" else "cpu")
     check_resume(store.root, cells, stored, env, run.allow_code_change)
     todo = by_problem([
@@ -350,7 +350,10 @@ def execute(run: SweepRun) -> pd.DataFrame:
                 "notes": notes,
                 "environment": env,
             })
-        computed = _run_cells(store, invocation, runner, config, device, todo, run.progress)
+        # each cell file as planned: another file there later was written by another invocation
+        before = {c.key: stamps.get(c.key) for c in todo}
+        computed = _run_cells(store, invocation, runner, config, device, todo, before,
+                              run.progress)
         store.update_invocation(invocation.id, {"finished_utc": environment.utc_now(),
                                                 "computed": computed})
     return _consolidated(store, cells, damaged)
@@ -377,12 +380,13 @@ def _run_cells(
     config: ExecutorConfig,
     device: str,
     todo: Sequence[CellSpec],
+    before: dict[str, tuple[int, int] | None],
     progress: bool,
 ) -> int:
     """Run ``todo`` in turns, sharing the directory with other invocations (the module
-    docstring); return how many cells this invocation computed."""
+    docstring); return how many cells this invocation computed. ``before`` holds each cell
+    file's stamp when ``todo`` was planned (None: absent)."""
     by_key = {c.key: c for c in todo}
-    before = {c.key: store.stamp(c.key) for c in todo}
     written: set[str] = set()
     bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="cell",
                dynamic_ncols=True)

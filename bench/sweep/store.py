@@ -75,7 +75,6 @@ class StoredCell:
         problem, estimator: registry names.
         config: the canonical configuration JSON, None in files written before it was stored.
         code: ``(column, value)`` pairs of ``CODE_COLUMNS`` (None where a file lacks one).
-        stamp: inode and modification time of the cell file, to notice a rewrite.
     """
 
     status: str
@@ -232,19 +231,23 @@ class RunStore:
             raise DamagedCell(f"coords/{key}.parquet holds rows of cell {sorted(keys - {key})[0]}")
         return cell, coords
 
-    def stored(self) -> tuple[dict[str, StoredCell], dict[str, str]]:
-        """Every finished cell on disk by key, and every damaged one with the reason.
+    def stored(
+        self,
+    ) -> tuple[dict[str, StoredCell], dict[str, str], dict[str, tuple[int, int] | None]]:
+        """Every finished cell on disk by key, every damaged one with the reason, and the
+        inode and modification time of each file as it was read.
 
         A damaged cell (``read_cell``) counts as not finished: a sweep that has it recomputes
-        it, and ``consolidate`` leaves it out.
+        it, and ``consolidate`` leaves it out. The stamps are taken before the reads, so a
+        file another invocation replaces after this snapshot is seen as ``finished``.
         """
         folder = self.root / "cells"
         if not folder.is_dir():
-            return {}, {}
-        cells, damaged = {}, {}
+            return {}, {}, {}
+        cells, damaged, stamps = {}, {}, {}
         for path in sorted(folder.glob("*.parquet")):
             key = path.stem
-            stamp = _stamp(path)
+            stamps[key] = _stamp(path)
             try:
                 cell, _ = self.read_cell(key, full=False)
             except DamagedCell as reason:
@@ -257,13 +260,8 @@ class RunStore:
                 estimator=cell["estimator"][0].as_py(),
                 config=None if config is None else config.decode(),
                 code=tuple((name, cell[name][0].as_py()) for name in CODE_COLUMNS),
-                stamp=stamp or (0, 0),
             )
-        return cells, damaged
-
-    def stamp(self, key: str) -> tuple[int, int] | None:
-        """Inode and modification time of ``cells/<key>.parquet``; None if it is absent."""
-        return _stamp(self.cell_path(key))
+        return cells, damaged, stamps
 
     def finished(self, key: str, before: tuple[int, int] | None) -> bool:
         """Whether ``cells/<key>.parquet`` exists and is not the file seen as ``before``."""
