@@ -6,10 +6,7 @@ reached; the median and interquartile range are reported.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one call, above what was
 allocated before it. On CPU, the peak of live tensor bytes allocated during one call,
-from the allocation events of the Kineto profiler (``profile_memory=True``), taken through
-``torch.autograd.profiler.profile``: ``torch.profiler.profile`` records the same events but
-imports ``torch._inductor`` on its first use (about 4 s of CPU, once per process; measured,
-docs/sweeps.md).
+from the allocation events of ``torch.profiler`` (``profile_memory=True``).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.autograd.profiler import profile
+from torch.profiler import ProfilerActivity, profile
 
 
 @dataclass(frozen=True)
@@ -76,15 +73,9 @@ def peak_memory_bytes(step: Callable[[], object], device: torch.device) -> int:
         step()
         synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - before)
-    with _quiet_stderr(), _memory_profile(device) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     return _cpu_peak(prof)
-
-
-def _memory_profile(device: torch.device) -> profile:
-    """A Kineto profile of the CPU (and of ``device`` if it is CUDA) with its allocations."""
-    return profile(use_device="cuda" if device.type == "cuda" else None, profile_memory=True,
-                   use_kineto=True)
 
 
 @contextlib.contextmanager
@@ -106,7 +97,7 @@ def allocation_events(prof: profile) -> list[int]:
     """The bytes of every tensor allocation (positive) and free (negative) that ``prof``
     recorded, in the order they happened."""
     allocations: list[tuple[int, int]] = []
-    stack = list(prof.kineto_results.experimental_event_tree())
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
         typed = getattr(node, "typed", None)
@@ -118,8 +109,11 @@ def allocation_events(prof: profile) -> list[int]:
 
 def live_bytes(step: Callable[[], object], device: torch.device) -> list[int]:
     """The live tensor bytes after each allocation or free during one call of ``step``,
-    above what was live before it (the Kineto profiler with ``profile_memory``)."""
-    with _quiet_stderr(), _memory_profile(device) as prof:
+    above what was live before it (``torch.profiler`` with ``profile_memory``)."""
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with _quiet_stderr(), profile(activities=activities, profile_memory=True) as prof:
         step()
     live, out = 0, []
     for size in allocation_events(prof):

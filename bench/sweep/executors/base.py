@@ -170,8 +170,9 @@ class Executor(ABC):
 def prepare_process(device: str) -> None:
     """Pay a fresh process's one-off costs before any cell's clock starts.
 
-    The first memory profile starts the Kineto profiler and the first CUDA tensor creates
-    the context; neither belongs to the first cell's time, nor to its ``--cell-timeout``.
+    The first memory profile imports half of torch (``torch._inductor``, over a second) and
+    the first CUDA tensor creates the context; neither belongs to the first cell's time,
+    nor to its ``--cell-timeout``.
     """
     torch.zeros(1, device=device)
     peak_memory_bytes(lambda: torch.zeros(1), torch.device("cpu"))
