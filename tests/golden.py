@@ -10,14 +10,17 @@ Two records, in ``tests/golden/``:
   chunking, statistics.
 
 Regenerate with ``python -m tests.golden`` only when a change of numbers is intended, and say
-so in the commit message. The floats are stored exactly (``float.hex``); on a CPU whose
-vector instruction set differs from the one that wrote them (torch's ``get_cpu_capability``),
-reduction orders may differ, so the test then allows a few ulps instead of exact equality.
+so in the commit message. The floats are stored exactly (``float.hex``) with the machine
+that wrote them (``machine``): torch's vector instruction set, the CPU's model and torch's
+version. Elsewhere float32 kernels may round differently (the same AVX-512 label on an AMD
+and an Intel CPU gave statistics ~1e-10 apart), so the test then allows 1e-5 relative
+instead of exact equality.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import tempfile
 from pathlib import Path
 
@@ -95,10 +98,25 @@ def sweep() -> dict[str, list[float]]:
     }
 
 
+def machine() -> dict[str, str]:
+    """What decides the last bits of float32 kernels: instruction set, CPU model, torch."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_model": _cpu_model(), "torch": torch.__version__}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def save(name: str, values: dict[str, list[float]]) -> None:
     record = {
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
+        **machine(),
         "values": {k: [float(v).hex() for v in vs] for k, vs in values.items()},
     }
     FOLDER.mkdir(exist_ok=True)
@@ -108,8 +126,7 @@ def save(name: str, values: dict[str, list[float]]) -> None:
 def load(name: str) -> tuple[dict[str, list[float]], bool]:
     """The stored values, and whether this machine must reproduce them bit for bit."""
     record = json.loads((FOLDER / name).read_text())
-    exact = (record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-             and record["torch"] == torch.__version__)
+    exact = all(record.get(key) == value for key, value in machine().items())
     return {k: [float.fromhex(v) for v in vs] for k, vs in record["values"].items()}, exact
 
 

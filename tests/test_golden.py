@@ -16,9 +16,10 @@ def assert_same(name: str, got: dict[str, list[float]]) -> None:
             if exact:
                 assert a == b or (math.isnan(a) and math.isnan(b)), f"{name}: {key}: {a} != {b}"
             else:
-                # float32 reductions vectorize differently on other CPUs (AVX2 vs AVX-512):
-                # statistics move by ~1e-9 relative across machines, real changes far more
-                assert a == pytest.approx(b, rel=1e-6, abs=1e-12, nan_ok=True), f"{key}"
+                # float32 kernels round differently on other CPUs (AVX2 vs AVX-512, AMD vs
+                # Intel): statistics move by ~1e-8 relative across machines, a far-tail
+                # p-value by 2e-6 (8.1178e-10 on two AVX-512 CPUs); real changes far more
+                assert a == pytest.approx(b, rel=1e-5, abs=1e-12, nan_ok=True), f"{key}"
 
 
 def test_estimates_match_the_golden_record():

@@ -82,7 +82,6 @@ class StoredCell:
     estimator: str
     config: str | None
     code: tuple[tuple[str, str | None], ...]
-    stamp: tuple[int, int]
 
 
 @dataclass(frozen=True)
