@@ -8,7 +8,7 @@ resumes where it stopped.
 
 Several invocations may work in one run directory at once: each claims a cell just before
 it starts it and skips cells that another live invocation has claimed, then waits for
-those at the end (``bench.sweep.store.Invocation``). A cell left claimed by an invocation
+those at the end (``bench.sweep.invocation.Invocation``). A cell left claimed by an invocation
 that died while running it in its own process (a segfault or the out-of-memory killer
 ending ``--executor local``) runs next time in a child process of its own, so that if it
 kills that one too it becomes a failed row instead of ending every later invocation.
@@ -32,9 +32,10 @@ from bench import env as environment
 from bench.cell.spec import CellSpec
 from bench.config import DEFAULT_MEMORY, DTYPES, names, parse_setting
 from bench.sweep.executors import Executor, ExecutorConfig, isolated_executor, make_executor
+from bench.sweep.invocation import Invocation
 from bench.sweep.plugins import load_plugins, register
 from bench.sweep.spec import SweepSpec, expand
-from bench.sweep.store import CODE_COLUMNS, Invocation, RunStore, StoredCell, default_out
+from bench.sweep.store import CODE_COLUMNS, RunStore, StoredCell, default_out
 from estimators import ESTIMATORS
 from problems import PROBLEMS, get_problem
 
