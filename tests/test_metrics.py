@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import bench
-from bench.cell import metrics
+from bench.cell import blocks
+from bench.cell.blocks import poisson_weights
 from bench.cell.estimate import estimate_chunks, measured_chunk_size, prepare
-from bench.cell.metrics import Accumulator, poisson_weights
+from bench.cell.metrics import Accumulator
 from estimators import ESTIMATORS, get_estimator
 from estimators.base import Estimator, Surrogate
 from problems import get_problem
@@ -154,7 +155,7 @@ def test_block_sums_keep_the_variance_trace_interval_nominal():
     estimates, truth = bernoulli_cells("reinforce_loo", cells, 3000, theta=1.0)
     exact = float(estimates.var(0, ddof=1).sum())
     rows = summaries(estimates, truth, cells, n_bootstrap=300)
-    assert rows[0]["bootstrap_blocks"] == metrics.BLOCKS
+    assert rows[0]["bootstrap_blocks"] == blocks.BLOCKS
     assert_nominal(covered(rows, "variance_trace", exact), cells)
 
 
@@ -191,11 +192,11 @@ def test_poisson_weights_have_the_poisson_1_law():
 
 
 def test_replicates_are_never_cut_and_block_memory_is_bounded(monkeypatch):
-    monkeypatch.setattr(metrics, "BLOCK_BYTES", 2**16)  # 81 blocks of 100 coordinates
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2**16)  # 81 blocks of 100 coordinates
     acc = Accumulator(100, torch.zeros(100), None, 1000, seed=0, n_repeats=5000)
     acc.add(torch.randn(5000, 100))
     s = acc.summary().scalars
-    assert s["bootstrap_blocks"] == metrics.MIN_BLOCKS
+    assert s["bootstrap_blocks"] == blocks.MIN_BLOCKS
     assert acc.n_bootstrap == 1000
     assert s["variance_trace_ci_low"] < 100 < s["variance_trace_ci_high"]
 

@@ -16,7 +16,7 @@ and T = sum_{r, s} <g_r - m, g_s - m>^2, expanding the sums over distinct indice
 
     R (R-1) (R-2) (R-3) U(v^2) = (R-1)^2 (R^2 - 3R + 1) v_hat^2 - R (R-1) Q + 2 T.
 
-T is exact when every estimate is its own block (R <= ``metrics.BLOCKS``); beyond, it is
+T is exact when every estimate is its own block (R <= ``blocks.BLOCKS``); beyond, it is
 Q + R (R - 1) tr(Sigma^2)_hat, tr(Sigma^2)_hat the blocks' unbiased estimate. The variance
 estimate is kept at least at its Gaussian floor 2 tr(Sigma^2)_hat / (R (R - 1)). Then
 v_hat ~ v chi2_nu / nu with nu = 2 v_hat^2 / Var_hat(v_hat), and the interval is

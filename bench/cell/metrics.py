@@ -34,12 +34,6 @@ For estimates g_1..g_R in R^D and a true gradient t:
   The sums behind it are centred on the mean of the first estimates; the one term of the
   fourth moment about the final mean that they do not hold comes from the blocks.
 
-**Blocks.** The estimates are grouped, in the order they are drawn, into at most
-``BLOCKS`` consecutive blocks of m = ceil(R / blocks) estimates (m = 1, the estimates
-themselves, when R is at most that), and only the blocks' sums are kept: ``[blocks, D]``
-in float64, a few megabytes whatever R is. The estimates are independent and identically
-distributed, so the block sums are too; everything below resamples or averages them.
-
 **The intervals of ``variance_trace`` and ``mse``** are kurtosis-adjusted scaled chi-square
 intervals (``bench.cell.intervals``; ``interval_method`` = ``scaled_chi2``): the unbiased
 Var(variance_trace) needs sum_r ||g_r - m||^4 (the kurtosis' numerator) and
@@ -48,19 +42,9 @@ its square, accumulated about the first estimates' mean of it. Their coverage, m
 on closed-form cells, is in docs/intervals.md. ``bias_sq``'s interval is analytic too
 (``bench.cell.intervals``).
 
-**The bootstrap interval of ``bias_l2``** (95%) is a percentile interval of the statistic
-||m - t|| (its sampling spread, not an interval for ||E g - t||) from the Poisson
-bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012) over
-the blocks: each replicate weights every block by an independent Poisson(1) count, drawn
-by inverting the Poisson(1) distribution function at a uniform (exact, and several times
-faster than ``torch.poisson``). Resampling blocks of iid draws instead of the draws is the
-block bootstrap (Kunsch 1989) with no dependence to preserve; with hundreds of blocks it is
-as valid as resampling the draws, at a cost of B x blocks x D instead of B x R x D. The
-replicates' statistics are computed at the end, in slices of coordinates, from the blocks'
-sums centred on the mean of the first estimates, in float64 (so that the same cell gives
-the same interval on any CPU to many digits). For a reference truth with standard error
-se(t), each replicate also draws t_b ~ N(t, se(t)^2). Its generator is seeded apart from
-the sampling (``bench.cell.run``: ``derive_seed("bootstrap", cell seed)``).
+**Blocks.** The estimates are kept as the sums of at most ``BLOCKS`` blocks of consecutive
+estimates, from which the covariance moments below and the Poisson bootstrap interval of
+``bias_l2`` (95%, a percentile interval of ||m - t||) come: ``bench.cell.blocks``.
 """
 
 from __future__ import annotations
@@ -72,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.cell.blocks import BlockMoments, Blocks, block_moments, bootstrap_bias_l2, n_blocks
 from bench.cell.intervals import (
     CHI2,
     bias_sq_interval,
@@ -81,40 +66,13 @@ from bench.cell.intervals import (
 )
 from bench.cell.moments import Moments
 
-#: the most blocks the bootstrap resamples (fewer when R is smaller)
-BLOCKS = 500
-#: the fewest blocks kept when D is so large that ``BLOCKS`` would exceed ``BLOCK_BYTES``
-MIN_BLOCKS = 200
-#: memory budget of the stored block sums (float64), above MIN_BLOCKS x D x 8 bytes
-BLOCK_BYTES = 2**27
 #: float64 elements of a chunk processed at once: bounds the temporaries of ``add``
 ADD_ELEMENTS = 2**18
-#: float64 elements of one slice of bootstrap replicates ([B, slice]) at the end
-SLICE_ELEMENTS = 2**21
 #: floating-point tolerance of the bias test, in units of the dtype's epsilon x |gradient|
 FP_ULPS = 64
 #: relative standard error of variance_trace, sqrt((kurtosis - 1) / R), above which
 #: ``heavy_tails`` is set
 HEAVY_TAIL_REL_SE = 0.15
-#: the Poisson(1) distribution function at 0, 1, ..., 20, in float32
-POISSON_CDF = torch.tensor(
-    np.cumsum([math.exp(-1) / math.factorial(k) for k in range(21)]), dtype=torch.float32
-)
-
-
-def poisson_weights(n_rows: int, n_cols: int, generator: torch.Generator) -> Tensor:
-    """``[n_rows, n_cols]`` independent Poisson(1) counts (float64) by inverse CDF: each
-    probability to 2^-24 (float32 uniforms), P(count > 10) < 1e-8 is cut off."""
-    uniform = torch.rand(n_rows, n_cols, generator=generator)
-    return torch.bucketize(uniform, POISSON_CDF, right=True).to(torch.float64)
-
-
-def n_blocks(dim: int, n_repeats: int | None) -> int:
-    """How many blocks R estimates of D coordinates are grouped into (see module docstring)."""
-    cap = min(BLOCKS, max(MIN_BLOCKS, BLOCK_BYTES // (8 * max(dim, 1))))
-    return cap if n_repeats is None else max(1, min(cap, n_repeats))
-
-
 @dataclass
 class Summary:
     """Per-coordinate and scalar statistics of a cell."""
@@ -123,26 +81,6 @@ class Summary:
     variance: np.ndarray
     bias_z: np.ndarray | None
     scalars: dict[str, float]
-
-
-@dataclass
-class BlockMoments:
-    """What the block sums tell of the covariance Cov of one estimate.
-
-    Attributes:
-        cov_trace_sq: tr(Cov^2).
-        direction_var: ``[k]`` v' Cov v for each of the k given directions v.
-        spread_var: Var(sum_r ||g_r - mean||^2), the spread of the variance's numerator.
-        n_blocks: how many blocks they come from.
-        gram_sq: sum_{j, k} <y_j, y_k>^2 of the blocks' centred sums y_j (scaled by the
-            root of their counts): T of ``bench.cell.intervals`` when blocks are estimates.
-    """
-
-    cov_trace_sq: float
-    direction_var: Tensor
-    spread_var: float
-    n_blocks: int
-    gram_sq: float = math.nan
 
 
 class Accumulator(Moments):
@@ -175,8 +113,7 @@ class Accumulator(Moments):
         self.truth = None if truth is None else truth.detach().double().reshape(-1).cpu()
         self.truth_se = None if truth_se is None else truth_se.detach().double().reshape(-1).cpu()
         self.n_bootstrap = n_bootstrap
-        blocks = n_blocks(dim, n_repeats)
-        self.block_size = 1 if n_repeats is None else math.ceil(n_repeats / blocks)
+        size = 1 if n_repeats is None else math.ceil(n_repeats / n_blocks(dim, n_repeats))
         self.generator = torch.Generator().manual_seed(seed)
         self.shift_products = (0.0, 0.0, 0.0)
         self.error_shift = 0.0  # mean ||g - t||^2 of the first estimates, the centre of e1, e2
@@ -187,12 +124,7 @@ class Accumulator(Moments):
         self.r1 = 0.0  # sum of squared distances to the data shift
         self.r2 = 0.0  # sum of their squares
         self.rc = torch.zeros(dim, dtype=torch.float64)  # sum of distance x centred estimate
-        self.blocks: list[Tensor] = []  # [b, D] sums of data-centred estimates
-        self.block_r: list[Tensor] = []  # [b] float64 sums of squared distances
-        self.block_n: list[Tensor] = []  # [b] float64 counts
-        self.pending_n = 0
-        self.pending_s1 = torch.zeros(dim, dtype=torch.float64)
-        self.pending_r = 0.0
+        self.blocks = Blocks(dim, size)  # of the data-centred estimates
         self.rows = max(1, ADD_ELEMENTS // max(dim, 1))  # estimates processed at once
         self.buffer: list[Tensor] = []  # the first estimates, until there are ``rows``
         # reused work space of ``add`` (fresh megabyte-sized tensors cost page faults)
@@ -249,7 +181,7 @@ class Accumulator(Moments):
             if not centred.shape[0]:
                 return
         self.n += centred.shape[0]
-        self.s1 += self._block_sums(centred, distance)
+        self.s1 += self.blocks.add(centred, distance)
         self.s2 += torch.linalg.vector_norm(centred, dim=0).square_()
         self.r1 += float(distance.sum())
         self.r2 += float(distance @ distance)
@@ -269,42 +201,6 @@ class Accumulator(Moments):
             self.e1 += float(error.sum())
             self.e2 += float(error @ error)
 
-    def _block_sums(self, centred: Tensor, distance: Tensor) -> Tensor:
-        """Add centred estimates ``[c, D]`` to the blocks, in the order drawn; returns their
-        sum ``[D]`` (from the blocks' sums, which read every row once)."""
-        m, start, count = self.block_size, 0, centred.shape[0]
-        total = torch.zeros(self.dim, dtype=torch.float64)
-        if self.pending_n:
-            start = min(m - self.pending_n, count)
-            head = centred[:start].sum(0)
-            total += head
-            self.pending_s1 += head
-            self.pending_r += float(distance[:start].sum())
-            self.pending_n += start
-            if self.pending_n == m:
-                self._flush()
-        full = (count - start) // m * m
-        if full:
-            block = slice(start, start + full)
-            sums = centred[block].reshape(-1, m, self.dim).sum(1)
-            total += sums.sum(0)
-            self.blocks.append(sums)
-            self.block_r.append(distance[block].reshape(-1, m).sum(1))
-            self.block_n.append(torch.full((full // m,), float(m), dtype=torch.float64))
-        if start + full < count:
-            self.pending_s1 = centred[start + full :].sum(0)
-            total += self.pending_s1
-            self.pending_r = float(distance[start + full :].sum())
-            self.pending_n = count - start - full
-        return total
-
-    def _flush(self) -> None:
-        self.blocks.append(self.pending_s1.clone().unsqueeze(0))
-        self.block_r.append(torch.tensor([self.pending_r], dtype=torch.float64))
-        self.block_n.append(torch.tensor([float(self.pending_n)], dtype=torch.float64))
-        self.pending_n, self.pending_r = 0, 0.0
-        self.pending_s1 = torch.zeros(self.dim, dtype=torch.float64)
-
     @property
     def tolerance(self) -> float:
         """Floating-point resolution of one gradient coordinate (see module docstring)."""
@@ -319,8 +215,8 @@ class Accumulator(Moments):
         self.close()
         if self.n < 2:
             raise ValueError(f"need at least 2 finite estimates, got {self.n}")
-        if self.pending_n:
-            self._flush()
+        if self.blocks.pending_n:
+            self.blocks.flush()
         n = self.n
         mean, variance = self.mean, self.variance
         trace = float(variance.sum())
@@ -329,7 +225,7 @@ class Accumulator(Moments):
         bias = None if self.truth is None else mean - self.truth
         offset = self.s1 / n  # mean - shift
         directions = torch.stack([offset] + ([] if bias is None else [bias]), 1)  # [D, 1 or 2]
-        blocks = self._block_moments(directions, variance)
+        blocks = block_moments(self.blocks, n, directions, variance)
         kurtosis, fourth_sum = self._kurtosis(offset, float(blocks.direction_var[0]))
         scalars: dict[str, float] = {
             "variance_trace": trace,
@@ -337,7 +233,7 @@ class Accumulator(Moments):
             "bias_l2_noise_floor": math.sqrt(trace / n + truth_var + self.dim * tol**2),
             "kurtosis": kurtosis,
             "heavy_tails": bool(math.sqrt(max(kurtosis - 1, 0) / n) > HEAVY_TAIL_REL_SE),
-            "bootstrap_blocks": sum(len(b) for b in self.block_n),
+            "bootstrap_blocks": len(self.blocks),
         }
         scalars |= self._trace_interval(trace, fourth_sum, blocks)
         bias_z = None
@@ -361,7 +257,9 @@ class Accumulator(Moments):
             scalars |= {"bias_sq_ci_low": low, "bias_sq_ci_high": high}
             scalars["bias_ci_low"], scalars["bias_ci_high"] = norm_interval(low, high)
             scalars |= self._mse_interval(scalars["mse"], bias)
-        scalars |= self._intervals()
+        if self.n_bootstrap and self.truth is not None:
+            scalars |= bootstrap_bias_l2(self.blocks, self.shift, self.truth, self.truth_se,
+                                         self.n_bootstrap, self.generator)
         return Summary(
             mean=mean.numpy(),
             variance=variance.numpy(),
@@ -374,7 +272,7 @@ class Accumulator(Moments):
         T exact where every estimate is its own block."""
         n = self.n
         gram_sq = blocks.gram_sq
-        if self.block_size > 1 or not math.isfinite(gram_sq):
+        if self.blocks.size > 1 or not math.isfinite(gram_sq):
             gram_sq = fourth_sum + n * (n - 1) * blocks.cov_trace_sq
         variance = trace_variance(trace, n, fourth_sum, gram_sq, blocks.cov_trace_sq)
         low, high = scaled_chi2_interval(trace, variance)
@@ -391,53 +289,6 @@ class Accumulator(Moments):
             variance += 4 * float((se2 * bias**2).sum()) + 2 * float((se2**2).sum())
         low, high = scaled_chi2_interval(mse, variance)
         return {"mse_ci_low": low, "mse_ci_high": high}
-
-    def _stacked(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The block sums ``[N, D]``, their squared distances and counts ``[N]``."""
-        return torch.cat(self.blocks), torch.cat(self.block_r), torch.cat(self.block_n)
-
-    def _block_moments(self, directions: Tensor, variance: Tensor) -> BlockMoments:
-        """Covariance moments from the block sums (see ``BlockMoments``); ``directions``
-        ``[D, k]``, the first the offset mean - shift. Diagonal approximations where there
-        are fewer than 4 blocks."""
-        sums, distance, counts = self._stacked()
-        n, n_blocks_ = self.n, sums.shape[0]
-        if n_blocks_ < 4:
-            diagonal = (variance.unsqueeze(1) * directions**2).sum(0)
-            return BlockMoments(float((variance**2).sum()), diagonal, 0.0, n_blocks_)
-        centre = sums.sum(0) / n  # [D] mean of the centred estimates
-        scale = counts.sqrt().unsqueeze(1)
-        frobenius = 0.0
-        projection = torch.zeros(n_blocks_, directions.shape[1], dtype=torch.float64)
-        gram = torch.zeros(n_blocks_, n_blocks_, dtype=torch.float64)
-        pieces = []  # the whole [N, D] when D <= N: tr(A^2) from the smaller [D, D]
-        step = max(1, SLICE_ELEMENTS // n_blocks_)
-        for lo in range(0, self.dim, step):
-            part = slice(lo, lo + step)
-            y = (sums[:, part] - counts.unsqueeze(1) * centre[part]) / scale  # [N, slice]
-            frobenius += float((y**2).sum())
-            projection += y @ directions[part]
-            if self.dim <= n_blocks_:
-                pieces.append(y)
-            else:
-                gram += y @ y.T
-        if pieces:
-            y = torch.cat(pieces, 1)
-            gram = y.T @ y
-        cross = float((gram**2).sum())  # tr(A^2), A = sum_j y_j y_j'
-        k = n_blocks_ - 1  # degrees of freedom of the block covariance
-        # unbiased tr(Cov^2) from A ~ Wishart(Cov, k) (Bai & Saranadasa 1996), and at least
-        # the sum of the squared variances, which it can only exceed
-        unbiased = (cross - frobenius**2 / k) / ((k + 2) * (k - 1))
-        # the blocks' sums of ||g - m||^2 about the final mean m = shift + offset
-        offset = directions[:, 0]
-        distance = distance - 2 * (sums @ offset) + counts * float((offset**2).sum())
-        r_mean = float(distance.sum()) / n
-        spread = float(((distance - counts * r_mean) ** 2).sum()) * n_blocks_ / k
-        return BlockMoments(
-            max(float((variance**2).sum()), unbiased), (projection**2).sum(0) / k, spread,
-            n_blocks_, cross,
-        )
 
     def _kurtosis(self, offset: Tensor, offset_var: float) -> tuple[float, float]:
         """mean ||g - m||^4 / (mean ||g - m||^2)^2 about the final mean m, from the sums
@@ -462,30 +313,6 @@ class Accumulator(Moments):
         )
         widen = self.dim * tol**2  # the floating-point resolution of ||b||^2
         return low - widen, high + widen
-
-    def _intervals(self) -> dict[str, float]:
-        """The percentile bootstrap interval of ``bias_l2`` (module docstring)."""
-        if not self.n_bootstrap or self.truth is None:
-            return {}
-        sums, _, counts = self._stacked()
-        n_boot, n_blocks_ = self.n_bootstrap, sums.shape[0]
-        weights = poisson_weights(n_boot, n_blocks_, self.generator)  # [B, N]
-        n = (weights @ counts).clamp_min(2)  # [B]
-        bias_sq = torch.zeros(n_boot, dtype=torch.float64)
-        step = max(1, SLICE_ELEMENTS // n_boot)
-        for lo in range(0, self.dim, step):
-            part = slice(lo, lo + step)
-            centred_mean = weights @ sums[:, part] / n.unsqueeze(1)  # [B, slice]
-            truth = self.truth[part].expand_as(centred_mean)
-            if self.truth_se is not None:
-                noise = torch.randn(
-                    centred_mean.shape, generator=self.generator, dtype=torch.float64
-                )
-                truth = truth + self.truth_se[part] * noise
-            bias_sq += ((self.shift[part] + centred_mean - truth) ** 2).sum(1)
-        low, high = np.percentile(bias_sq.sqrt().numpy(), [2.5, 97.5])
-        return {"bias_l2_ci_low": float(low), "bias_l2_ci_high": float(high)}
-
 
 def _eps(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) if dtype.is_floating_point else 0.0
