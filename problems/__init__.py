@@ -4,7 +4,8 @@ from problems.base import Capability, LatentKind, Params, Problem, Truth
 from problems.counts import PoissonQuadratic
 from problems.custom import from_callable
 from problems.discrete_vae import BernoulliVAE, CategoricalVAE
-from problems.gan_critic import GanContinuous, GanDiscrete
+from problems.gan_critic import GanContinuous
+from problems.gan_discrete import GanDiscrete
 from problems.importance import BernoulliIWAE
 from problems.logistic_regression import LogisticRegression
 from problems.options import Option

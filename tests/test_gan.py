@@ -15,7 +15,8 @@ from bench.training.train import make_spec, train_one
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 from problems.base import repeat_params
-from problems.gan_critic import GanContinuous, GanDiscrete
+from problems.gan_critic import GanContinuous
+from problems.gan_discrete import GanDiscrete
 from problems.gan_parts import NoisyGenerator
 from problems.gan_quadrature import SPACING, grid_quadrature_gradient
 from tests.stats import compare, draw_estimates, flat_truth
