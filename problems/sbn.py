@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from problems.base import Params, StressSetting, batched_linear
-from problems.discrete_vae import COMMON_OPTIONS, BernoulliVAE
+from problems.discrete_vae import BernoulliVAE
 from problems.options import Option, resolve_options
+from problems.vae_options import COMMON_OPTIONS
 from problems.vae_parts import uniform_layers
 
 #: the most units in all stochastic layers together
