@@ -14,7 +14,8 @@ import torch
 from bench.cell.estimate import prepare
 from bench.cli import main
 from bench.verify import verify_one
-from bench.verify.checks import check_bias, repeat_leak
+from bench.verify.checks import check_bias
+from bench.verify.repeats import repeat_leak
 from estimators import ESTIMATORS, Estimator, Surrogate
 from estimators.discrete import mean_of
 from estimators.optimal_baseline import ReinforceOptimalBaseline

@@ -42,10 +42,9 @@ from bench.verify.checks import (
     BiasResult,
     ScoreFunction,
     check_bias,
-    deterministic,
-    repeat_leak,
     z_test,
 )
+from bench.verify.repeats import deterministic, repeat_leak
 from bench.verify.report import Cell, Report
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
 from bench.verify.targets import TargetValue, compute

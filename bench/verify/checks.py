@@ -26,16 +26,14 @@
   samples as the reference does); else the test uses the estimator alone.
 * **Variance** against a standard estimator of the same problem at the same K (pathwise where
   it applies, else the leave-one-out score function, else plain REINFORCE).
-* **Independence of repeats**: the harness reads estimate r off d loss[r] / d params[r], so the
-  gradient of loss[r] w.r.t. every other repeat's parameters must be exactly zero.
-* **Determinism**: the same seed gives the same estimates, bit for bit.
+* **Independence of repeats** and **determinism**: ``bench.verify.repeats``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,12 +42,10 @@ from scipy.special import ndtri, stdtr
 from bench.cell.estimate import (
     CHUNK_BYTES,
     estimate_chunks,
-    expand_state,
     measured_chunk_size,
-    prepare,
 )
 from estimators.base import Estimator, State, Surrogate
-from problems.base import Params, Problem, repeat_params
+from problems.base import Params, Problem
 
 #: estimates of the pilot run that sets R
 PILOT = 400
@@ -78,9 +74,6 @@ CONTROL_GAIN = 0.5
 CONCLUSIVE = 0.4
 EXTEND = 10
 EXTEND_S = 60.0
-#: seeds the repeat-leak check tries for a draw at which moving one repeat leaves the others'
-#: samples unchanged (a rejection sampler's shifted stream changes them at some seeds)
-LEAK_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -294,37 +287,71 @@ def check_bias(
     scale = coordinate_scale(target)
     prepared = [(estimator, state)] + [(est, st) for _, est, st, _ in references]
     means = [truth if mean is None else mean for *_, mean in references]
+    own, candidates, per_estimate = _pilot(problem, prepared, point, means, n_samples, seed,
+                                           memory)
+    control, variance = _control(own, candidates, scale)
+    statistic = own if control is None else own - control[1] * candidates[control[0]][0]
+    n_repeats = _test_repeats(variance, statistic, scale, z_alpha, power_bias, max_repeats,
+                              budget_s, per_estimate)
+    drawn = _draw(problem, prepared, point, target, means, n_samples, n_repeats, seed + 1,
+                  control, memory)
+    name = None if control is None else references[control[0]][0]
+    return _result(drawn, [ref[0] for ref in references], name, n_repeats, target, error,
+                   scale, z_alpha)
+
+
+def _pilot(
+    problem: Problem, prepared: Sequence[tuple[Estimator, State]], point: Params,
+    means: Sequence[torch.Tensor], n_samples: int, seed: int, memory: int,
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, bool]], float]:
+    """The pilot's ``PILOT`` paired draws from ``seed``: the estimator's finite estimates
+    ``[n, D]``, each reference's centred on its mean (with whether it may serve as control
+    variate), and the seconds per estimate."""
     start = time.perf_counter()
     pilot = [torch.cat(chunks) for chunks in
              zip(*paired_chunks(problem, prepared, point, n_samples, PILOT, seed, memory),
                  strict=True)]
     per_estimate = (time.perf_counter() - start) / PILOT
     finite = torch.isfinite(torch.stack([c.sum(1) for c in pilot])).all(0)
-    own = pilot[0][finite]
     candidates = [(c[finite] - mean, mean is not None) for c, mean in
                   zip(pilot[1:], means, strict=True)]
-    control, variance = _control(own, candidates, scale)
+    return pilot[0][finite], candidates, per_estimate
+
+
+def _test_repeats(
+    variance: torch.Tensor, statistic: torch.Tensor, scale: torch.Tensor, z_alpha: float,
+    power_bias: float, max_repeats: int, budget_s: float, per_estimate: float,
+) -> int:
+    """R of the test from the pilot's per-coordinate ``variance`` of the test's statistic
+    and its draws ``statistic`` ``[n, D]``: the power-chosen R (module docstring), capped
+    at ``max_repeats`` and the budget, raised where that leaves the cell inconclusive
+    (``_conclusive``)."""
     target_bias = power_bias * scale
     needed = float(((z_alpha + Z_POWER) ** 2 * variance / target_bias**2).max()) \
         if float(scale.max()) > 0 else 0.0
     affordable = budget_s / per_estimate if per_estimate > 0 else math.inf
     n_repeats = int(min(max_repeats, max(PILOT, min(math.ceil(needed), affordable))))
-    statistic = own if control is None else own - control[1] * candidates[control[0]][0]
     tails = float(_kurtosis(statistic).max()) if statistic.shape[0] > 1 else 0.0
     conclusive = max(needed * (power_bias / CONCLUSIVE) ** 2,  # power, and light enough tails
                      2 * max(tails - 1, 0) / TAIL_TOLERANCE**2)
-    n_repeats = _conclusive(n_repeats, conclusive, max_repeats,
-                            min(affordable, EXTEND_S / per_estimate if per_estimate > 0
-                                else math.inf))
-    drawn = _draw(problem, prepared, point, target, means, n_samples, n_repeats, seed + 1,
-                  control, memory)
+    return _conclusive(n_repeats, conclusive, max_repeats,
+                       min(affordable, EXTEND_S / per_estimate if per_estimate > 0
+                           else math.inf))
+
+
+def _result(
+    drawn: dict[str, object], references: Sequence[str], control: str | None, n_repeats: int,
+    target: torch.Tensor, error: torch.Tensor, scale: torch.Tensor, z_alpha: float,
+) -> BiasResult:
+    """The ``BiasResult`` of the test's draws (``_draw``) against ``target``; ``references``
+    the names of the references drawn, ``control`` the one used as control variate."""
     stat, n = drawn["stat"], drawn["stat"].n
     se = (stat.var() / max(n, 1)).sqrt()
     mean = stat.mean() + target
     p_value, max_z = z_test(mean, se, n, target, error)
     detectable = (z_alpha + Z_POWER) * float((se / scale).max()) if float(scale.max()) > 0 \
         else math.inf
-    refs = {name: float(sums.var().sum()) for (name, *_), sums in
+    refs = {name: float(sums.var().sum()) for name, sums in
             zip(references, drawn["refs"], strict=True)}
     paired = None
     if references:
@@ -332,9 +359,8 @@ def check_bias(
         _, paired_z = z_test(d.mean(), (d.var() / max(d.n, 1)).sqrt(), d.n,
                              torch.zeros_like(target), torch.zeros_like(target))
         paired = (paired_z, drawn["worst"])
-    name = None if control is None else references[control[0]][0]
     return BiasResult(n_repeats, p_value, max_z, detectable, float(drawn["own"].var().sum()),
-                      drawn["bad"], mean, se, name, refs, paired,
+                      drawn["bad"], mean, se, control, refs, paired,
                       float(stat.kurtosis(ZERO_VARIANCE_TOLERANCE * float(scale.max())).max()))
 
 
@@ -389,76 +415,3 @@ def _control(
         if reduced_worst <= best_worst and float(_kurtosis(statistic).max()) <= tails:
             best, best_worst, best_variance = (i, beta), reduced_worst, reduced
     return best, best_variance
-
-
-def repeat_leak(
-    problem: Problem, estimator: Estimator, state: State, point: Params, n_samples: int
-) -> float:
-    """How much three repeats of a prepared estimator leak into each other (must be 0): the
-    largest |d loss[r] / d params[s]| over s != r, and the largest change of the estimates of
-    repeats 0 and 1 when params[2] moves at the same random draws (which also catches mixing
-    through detached quantities, such as a baseline averaged over repeats).
-
-    The moved repeat is the last one because a sampler that draws a parameter-dependent
-    amount of randomness (torch's Gamma sampler is a rejection sampler: Marsaglia-Tsang, one
-    normal and one uniform per try) shifts the draws of the repeats after the moved one. A
-    pilot batch drawn repeat by repeat, whose samples are not returned, then changed the
-    baseline of a later repeat while the returned samples of the others could still agree
-    (the normal cached by Box-Muller can bring the generator back into step), a false alarm
-    on ``reinforce_optimal_baseline``. Drawn last, the moved repeat's draws come after the
-    others' in every batch that is drawn repeat by repeat; where a shift still reaches the
-    others (samples drawn sample by sample, or a later batch), their returned samples differ
-    and that seed is skipped: up to ``LEAK_TRIES`` seeds are tried."""
-    seeds = [int(torch.randint(2**62, ())) for _ in range(LEAK_TRIES)]
-    samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seeds[0], False)
-    worst = 0.0
-    for r, per_param in enumerate(grads):
-        for grad in per_param:
-            if grad is not None:
-                worst = max(worst, float(grad[[s for s in range(3) if s != r]].abs().max()))
-    for i, seed in enumerate(seeds):
-        if i:
-            samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seed,
-                                           False)
-        moved_samples, moved_grads = _repeat_grads(problem, estimator, state, point,
-                                                   n_samples, seed, True)
-        if torch.equal(samples[:, :2], moved_samples[:, :2]):
-            for r in (0, 1):
-                for a, b in zip(grads[r], moved_grads[r], strict=True):
-                    if a is not None and b is not None:
-                        worst = max(worst, float((a[r] - b[r]).abs().max()))
-            break
-    return worst
-
-
-def _repeat_grads(
-    problem: Problem, estimator: Estimator, state: State, point: Params, n_samples: int,
-    seed: int, moved: bool,
-) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
-    """The samples and d loss[r] / d params of three repeats from ``seed``, the last repeat's
-    parameters moved by 0.1 (|value| + 1) if ``moved``."""
-    params = repeat_params(point, 3)
-    if moved:
-        with torch.no_grad():
-            for value in params.values():
-                value[2] += 0.1 * (value[2].abs() + 1)
-    torch.manual_seed(seed)
-    out = estimator.surrogate(problem, params, n_samples, expand_state(state, 3))
-    grads = [torch.autograd.grad(out.loss[r], list(params.values()), retain_graph=True,
-                                 allow_unused=True) for r in range(3)]
-    return out.samples, grads
-
-
-def deterministic(
-    problem: Problem, make: Callable[[], Estimator], point: Params, n_samples: int, seed: int
-) -> bool:
-    """Whether two runs from the same seed (set-up and warm-up included) give identical
-    estimates."""
-    draws = []
-    for _ in range(2):
-        torch.manual_seed(seed)
-        estimator = make()
-        state, _ = prepare(problem, estimator, point, n_samples)
-        draws.append(torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, 64,
-                                                    state))))
-    return bool(torch.equal(draws[0], draws[1]))
