@@ -106,6 +106,24 @@ def check_output_dir(path: str | Path, option: str = "--out") -> None:
     if not text.strip():
         raise ValueError(f"{option} {text!r}: empty directory name")
     _check_path_length(option, text)
+    probe, missing = _existing_ancestor(option, root)
+    if probe.exists() and not probe.is_dir():
+        where = "" if probe == root else f"{probe} "
+        raise ValueError(f"{option} {root}: {where}exists and is not a directory")
+    longest = _name_max(probe)
+    for part in missing:
+        if len(os.fsencode(part.name)) > longest:
+            raise ValueError(
+                f"{option} {root}: the name {part.name[:20]}... is longer than the "
+                f"{longest} bytes the file system allows"
+            )
+    _check_writable(option, root, probe)
+
+
+def _existing_ancestor(option: str, root: Path) -> tuple[Path, list[Path]]:
+    """The nearest of ``root`` and its parents that exists (or the file system's root), and
+    the missing paths on the way to it, nearest first; a dangling or looping symbolic link
+    on the way raises."""
     missing: list[Path] = []
     probe = root
     while True:
@@ -119,25 +137,20 @@ def check_output_dir(path: str | Path, option: str = "--out") -> None:
                     f"({os.readlink(probe)})"
                 ) from None
         except NotADirectoryError:
-            pass  # a file on the way: the loop reaches it and says so below
+            pass  # a file on the way: the loop reaches it and the caller says so
         except OSError as err:
-            if err.errno != errno.ENAMETOOLONG:  # too long: said below, naming the part
+            if err.errno != errno.ENAMETOOLONG:  # too long: the caller says so, naming the part
                 reason = "a symbolic link loop" if err.errno == errno.ELOOP else err.strerror
                 raise ValueError(f"{option} {root}: {probe} is {reason}") from None
         missing.append(probe)
         if probe.parent == probe:
             break
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        where = "" if probe == root else f"{probe} "
-        raise ValueError(f"{option} {root}: {where}exists and is not a directory")
-    longest = _name_max(probe)
-    for part in missing:
-        if len(os.fsencode(part.name)) > longest:
-            raise ValueError(
-                f"{option} {root}: the name {part.name[:20]}... is longer than the "
-                f"{longest} bytes the file system allows"
-            )
+    return probe, missing
+
+
+def _check_writable(option: str, root: Path, probe: Path) -> None:
+    """Fail if a directory can not be made in the existing directory ``probe``."""
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {root}: directory {probe} is not writable")
     try:  # os.access says yes to root, and on file systems such as /proc or /sys
