@@ -303,14 +303,7 @@ def from_callable(
         ValueError: one line, for a bad name or parameters, a distribution without batch
             dimension R or of an unsupported discrete family, or a cost of the wrong shape.
     """
-    if not isinstance(name, str) or not NAME.fullmatch(name) or name == "all":
-        raise ValueError(f"invalid problem name {name!r}: expected letters, digits, '_', '.' "
-                         "or '-', and not 'all'")
-    if not params:
-        raise ValueError(f"problem {name!r} has no parameters: give params={{name: tensor}}")
-    if not 1 <= max_configs <= MAX_ENUMERATED:
-        raise ValueError(f"invalid max_configs={max_configs} for problem {name!r}: expected "
-                         f"an int in [1, {MAX_ENUMERATED}]")
+    _check_arguments(name, params, max_configs)
     point = {k: torch.as_tensor(v, dtype=torch.float64).detach().clone()
              for k, v in params.items()}
     found = probe(name, distribution, point, cost, differentiable, max_configs)
@@ -323,16 +316,34 @@ def from_callable(
         "cost_function": staticmethod(cost),
         "point": point,
         "max_configs": max_configs,
-        "options": {
-            "truth": Option(default_truth, "auto (enumeration or quadrature), reference or none",
-                            choices=("auto", "reference", "none")),
-            "reference_samples": Option(100, "samples per estimate of the truth=reference "
-                                        "gradient", minimum=1),
-            "reference_repeats": Option(1000, "estimates averaged for the truth=reference "
-                                        "gradient", minimum=2),
-        },
+        "options": _options(default_truth),
         "__module__": sys._getframe(1).f_globals.get("__name__", __name__),
         "__doc__": f"{description or name} (``problems.custom.from_callable``).\n\n"
                    "References: user-defined.",
     }
     return type(re.sub(r"\W", "_", name), (CallableProblem,), attrs)
+
+
+def _check_arguments(name: str, params: Mapping[str, Any], max_configs: int) -> None:
+    """Fail with one line for a bad registry name, no parameters or a bad ``max_configs``."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name == "all":
+        raise ValueError(f"invalid problem name {name!r}: expected letters, digits, '_', '.' "
+                         "or '-', and not 'all'")
+    if not params:
+        raise ValueError(f"problem {name!r} has no parameters: give params={{name: tensor}}")
+    if not 1 <= max_configs <= MAX_ENUMERATED:
+        raise ValueError(f"invalid max_configs={max_configs} for problem {name!r}: expected "
+                         f"an int in [1, {MAX_ENUMERATED}]")
+
+
+def _options(default_truth: str) -> dict[str, Option]:
+    """The options of a user's problem: ``truth`` (default ``default_truth``) and the size
+    of a reference truth."""
+    return {
+        "truth": Option(default_truth, "auto (enumeration or quadrature), reference or none",
+                        choices=("auto", "reference", "none")),
+        "reference_samples": Option(100, "samples per estimate of the truth=reference "
+                                    "gradient", minimum=1),
+        "reference_repeats": Option(1000, "estimates averaged for the truth=reference "
+                                    "gradient", minimum=2),
+    }
