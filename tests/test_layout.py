@@ -123,3 +123,35 @@ def test_module_table_names_only_modules_that_exist():
             if not found:
                 stale.append(f"{row}{name}")
     assert not stale, f"docs/architecture.md's module table names what does not exist: {stale}"
+
+
+#: the most lines of a module of ``problems/``, ``estimators/`` or ``bench/``
+MAX_MODULE_LINES = 450
+#: the most lines of a function there, its signature included and its docstring not
+MAX_FUNCTION_LINES = 60
+
+
+def function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The lines of a function less those of its docstring."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for _, path in modules():
+        text = path.read_text()
+        relative = path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{relative} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) \
+                    and function_lines(node) > MAX_FUNCTION_LINES:
+                too_long.append(f"{relative}:{node.lineno} {node.name} "
+                                f"({function_lines(node)} lines)")
+    assert not too_long, (f"longer than {MAX_MODULE_LINES} lines a module or "
+                          f"{MAX_FUNCTION_LINES} a function (docstring aside): {too_long}")
