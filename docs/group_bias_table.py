@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from estimators import get_estimator
+from estimators.base import flatten
 from estimators.enumerate import exact_moments
 from problems import get_problem
 
@@ -47,7 +48,7 @@ SERIES = (
 
 def row(problem, name: str, options: dict) -> list[str]:
     point = problem.init_params()
-    truth = torch.cat([g.reshape(-1) for g in problem.truth(point).grad.values()]).double()
+    truth = flatten(problem.truth(point).grad, repeated=False).double()
     mean, variance = exact_moments(problem, get_estimator(name)(options), point, K)
     scale = float(mean @ truth / (truth @ truth))
     cosine = float(mean @ truth / (mean.norm() * truth.norm()))

@@ -32,6 +32,10 @@ model, one own step per model step.
 Cost. ``cost_evals(K, problem)`` is the number of evaluations of the cost per estimate (hard
 plus relaxed), so that estimators can be compared at equal compute; ``sample_rule`` says which
 K an estimator accepts. docs/contract.md documents what K means for each estimator.
+
+Coordinates. ``leaf_grads`` (d loss / d params, zeros for unused parameters), ``flatten`` and
+``unflatten`` (a params dict to one vector of coordinates ``[R, D]`` or ``[D]`` and back) are
+the one way every layer, from the estimators up, reads an estimate's coordinates.
 """
 
 from __future__ import annotations
@@ -282,12 +286,8 @@ class Estimator(ABC):
         and trainable parameters, one optimizer step of the estimator's own loss at them (the
         second half of ``step``, for callers that need the surrogate itself)."""
         own = self.parameters() if train and self.optimizer is not None else []
-        grads = torch.autograd.grad(
-            out.loss.sum(), list(params.values()), allow_unused=True,
-            create_graph=bool(own) and self.trains_on_variance,
-        )
-        grads = tuple(torch.zeros_like(p) if g is None else g
-                      for p, g in zip(params.values(), grads, strict=True))
+        grads = tuple(leaf_grads(out.loss.sum(), params,
+                                 create_graph=bool(own) and self.trains_on_variance).values())
         loss = out.own_loss
         if self.trains_on_variance and own:
             loss = sum((g**2).sum() for g in grads)
@@ -322,3 +322,35 @@ class Estimator(ABC):
                 with torch.no_grad():
                     state = self.surrogate(problem, params, n_samples, state).state
         return state, last
+
+
+# the coordinates of a params dict ------------------------------------------------------------
+
+
+def leaf_grads(loss: Tensor, params: Params, **options: Any) -> Params:
+    """d loss / d params, ``{name: tensor shaped like params[name]}``, zeros for the
+    parameters ``loss`` does not depend on; ``options`` go to ``torch.autograd.grad``
+    (``create_graph``, ``retain_graph``)."""
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, **options)
+    return {k: torch.zeros_like(p) if g is None else g
+            for (k, p), g in zip(params.items(), grads, strict=True)}
+
+
+def flatten(tensors: Params, repeated: bool = True) -> Tensor:
+    """``{name: [R, *shape]}`` -> ``[R, D]`` (a view, not a copy, of a single parameter's
+    gradient), or without ``repeated`` ``{name: shape}`` -> ``[D]`` (a copy); parameters in
+    insertion order."""
+    if not repeated:  # a copy: callers keep it past changes of the tensors
+        return torch.cat([t.reshape(-1) for t in tensors.values()])
+    flat = [g.reshape(g.shape[0], -1) for g in tensors.values()]
+    return flat[0] if len(flat) == 1 else torch.cat(flat, 1)
+
+
+def unflatten(flat: Tensor, like: Params) -> Params:
+    """``[D]`` -> ``{name: shape}`` with the names and shapes of ``like`` (``flatten``'s
+    inverse)."""
+    out, offset = {}, 0
+    for name, value in like.items():
+        out[name] = flat[offset : offset + value.numel()].reshape(value.shape)
+        offset += value.numel()
+    return out

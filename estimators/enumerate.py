@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator
+from estimators.base import Estimator, flatten, leaf_grads
 from problems.base import LatentKind, Params, Problem, repeat_params
 from problems.enumeration import enumerate_support, support_size
 
@@ -58,11 +58,7 @@ def exact_moments(
     with torch.no_grad():
         weight = problem.log_prob_terms(dist, z).sum((0, -1)).exp()  # [T]
     out = estimator.surrogate_at(problem, params, dist, z)
-    grads = torch.autograd.grad(out.loss.sum(), list(params.values()), allow_unused=True)
-    flat = torch.cat([
-        (torch.zeros_like(p) if g is None else g).reshape(p.shape[0], -1)
-        for p, g in zip(params.values(), grads, strict=True)
-    ], -1).double()  # [T, D]
+    flat = flatten(leaf_grads(out.loss.sum(), params)).double()  # [T, D]
     weight = weight.double()
     if not math.isclose(float(weight.sum()), 1.0, rel_tol=1e-9):
         raise ValueError(f"the enumerated tuples of {problem.name} do not cover its support")

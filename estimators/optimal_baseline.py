@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, State, Surrogate
+from estimators.base import Estimator, State, Surrogate, flatten, leaf_grads
 from estimators.measure_valued import gaussian_of
 from problems.base import Capability, LatentKind, Params, Problem, repeat_params
 from problems.enumeration import enumerate_support, support_size
@@ -105,9 +105,7 @@ def per_sample_scores(
     shared = None if z is None else z.repeat(repeats, *[1] * (z.dim() - 1)).unsqueeze(0)
     z = dist.sample((1,)) if shared is None else shared  # [1, R * M, *event]
     log_q = problem.log_prob_terms(dist, z).sum(-1)[0]  # [R * M]
-    grads = torch.autograd.grad(log_q.sum(), list(copies.values()), allow_unused=True)
-    scores = torch.cat([(torch.zeros_like(c) if g is None else g).reshape(repeats, m, -1)
-                        for c, g in zip(copies.values(), grads, strict=True)], -1)
+    scores = flatten(leaf_grads(log_q.sum(), copies)).reshape(repeats, m, -1)  # [R, M, D]
     with torch.no_grad():
         cost = problem.cost(z, copies)[0].reshape(repeats, m)
     return scores.detach(), cost.detach(), log_q.detach().reshape(repeats, m)

@@ -44,6 +44,7 @@ N_SAMPLES, N_REPEATS = 3, 32
 def draw(problem_name: str, estimator_name: str) -> list[float] | None:
     """Flattened estimates ``[R * D]`` of one pair from seed 0, or None if it does not apply."""
     from estimators import get_estimator
+    from estimators.base import flatten, leaf_grads
     from problems.base import repeat_params
 
     problem = get_problem(problem_name)(PROBLEMS[problem_name], dtype=torch.float64)
@@ -57,12 +58,7 @@ def draw(problem_name: str, estimator_name: str) -> list[float] | None:
     state = {k: v.expand(N_REPEATS, *v.shape[1:]).clone() for k, v in state.items()}
     params = repeat_params(point, N_REPEATS)
     loss = estimator.surrogate(problem, params, N_SAMPLES, state).loss
-    grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
-    flat = torch.cat([
-        (torch.zeros_like(p) if g is None else g).reshape(N_REPEATS, -1)
-        for p, g in zip(params.values(), grads, strict=True)
-    ], 1)
-    return flat.reshape(-1).tolist()
+    return flatten(leaf_grads(loss.sum(), params)).reshape(-1).tolist()
 
 
 def estimates() -> dict[str, list[float]]:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from bench.cell import moments
-from bench.cell.estimate import estimate_chunks, flatten, warmed_state
-from estimators.base import Estimator
+from bench.cell.estimate import estimate_chunks, warmed_state
+from estimators.base import Estimator, flatten
 from problems.base import Problem
 
 ALPHA = 1e-4  # failure rate of a correct estimator per check

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch.distributions import Bernoulli
 
-from bench.cell.estimate import expand_state, flatten, one_estimate, prepare
+from bench.cell.estimate import expand_state, one_estimate, prepare
 from bench.cell.run import run_cell
 from bench.cell.spec import CellSpec
 from estimators import get_estimator
-from estimators.base import Estimator, Surrogate
+from estimators.base import Estimator, Surrogate, flatten
 from estimators.score_function import score_surrogate
 from problems import get_problem
 from problems.base import Capability, bernoulli_log_mass, broadcast_factors, repeat_params

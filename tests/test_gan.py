@@ -13,6 +13,7 @@ from bench.cell.run import run_cell
 from bench.sweep.spec import SweepSpec, expand
 from bench.training.train import make_spec, train_one
 from estimators import ESTIMATORS
+from estimators.base import flatten
 from problems import PROBLEMS
 from problems.base import repeat_params
 from problems.gan_critic import GanContinuous
@@ -116,7 +117,7 @@ def quadrature_truth(problem: GanContinuous, spacing: float = SPACING) -> np.nda
     """The grid quadrature of ``problems.gan_quadrature`` at ``spacing``, flattened like
     ``draw_estimates``."""
     grad = grid_quadrature_gradient(problem, problem.init_params(), spacing)
-    return torch.cat([g.reshape(-1) for g in grad.values()]).numpy()
+    return flatten(grad, repeated=False).numpy()
 
 
 CONTINUOUS_TINY = {"noise_dim": 1, "gen_width": 4, "activation": "leaky_relu", **SMALL_CRITIC}

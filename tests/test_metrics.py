@@ -203,8 +203,9 @@ def test_replicates_are_never_cut_and_block_memory_is_bounded(monkeypatch):
 
 def _chunk_peak(prob, est, point, k, state, size):
     """The peak live tensor bytes of one chunk of ``size`` repeats, as the harness draws it."""
-    from bench.cell.estimate import expand_state, flatten, one_estimate
+    from bench.cell.estimate import expand_state, one_estimate
     from bench.cell.timing import live_bytes
+    from estimators.base import flatten
     from problems.base import repeat_params
 
     def step():

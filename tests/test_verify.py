@@ -17,6 +17,7 @@ from bench.verify import verify_one
 from bench.verify.checks import check_bias
 from bench.verify.repeats import repeat_leak
 from estimators import ESTIMATORS, Estimator, Surrogate
+from estimators.base import flatten
 from estimators.discrete import mean_of
 from estimators.optimal_baseline import ReinforceOptimalBaseline
 from problems import PROBLEMS
@@ -259,7 +260,7 @@ def _bias_tests(estimator, seeds, alpha):
     it for a conclusive answer)."""
     problem = PROBLEMS["bernoulli_toy"]({"theta": 2.5, "d": 1}, dtype=torch.float64)
     point = problem.init_params()
-    truth = torch.cat([g.reshape(-1) for g in problem.truth(point, 1).grad.values()]).double()
+    truth = flatten(problem.truth(point, 1).grad, repeated=False).double()
     state = prepare(problem, estimator, point, 1)[0]
     return [check_bias(problem, estimator, state, point, truth, 1, seed, alpha, 0.02, 400)
             for seed in seeds]

@@ -13,7 +13,6 @@ Cells (``bench.cell.run``), ``bench train`` and the reproductions (``bench.train
   ``variance_trace``, the trace of the covariance;
 * ``train_step``: one training step, ``next_batch``, ``before_step``, one estimate of every
   trained tensor and one optimizer step (the estimator's own parameters take theirs too);
-* ``flatten`` / ``unflatten``: a params dict to one vector of coordinates and back.
 
 Chunks of repeats keep memory bounded for any R: each takes what fits a budget, measured
 (``measured_chunk_size``).
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor
 
 from bench.cell.timing import live_bytes, synchronize
-from estimators.base import Estimator, State
+from estimators.base import Estimator, State, flatten
 from problems.base import Params, Problem, repeat_params
 
 #: the default memory budget of one chunk of repeats, 256 MiB (``--memory``)
@@ -122,26 +121,6 @@ def _probe(
         events = live_bytes(step, device)
         step()
     return events
-
-
-def flatten(tensors: Params, repeated: bool = True) -> Tensor:
-    """``{name: [R, *shape]}`` -> ``[R, D]`` (a view, not a copy, of a single parameter's
-    gradient), or without ``repeated`` ``{name: shape}`` -> ``[D]`` (a copy); parameters in
-    insertion order."""
-    if not repeated:  # a copy: callers keep it past changes of the tensors
-        return torch.cat([t.reshape(-1) for t in tensors.values()])
-    flat = [g.reshape(g.shape[0], -1) for g in tensors.values()]
-    return flat[0] if len(flat) == 1 else torch.cat(flat, 1)
-
-
-def unflatten(flat: Tensor, like: Params) -> Params:
-    """``[D]`` -> ``{name: shape}`` with the names and shapes of ``like`` (``flatten``'s
-    inverse)."""
-    out, offset = {}, 0
-    for name, value in like.items():
-        out[name] = flat[offset : offset + value.numel()].reshape(value.shape)
-        offset += value.numel()
-    return out
 
 
 def expand_state(state: State, n_repeats: int) -> State:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from bench import env as environment
-from bench.cell.estimate import TimedChunks, estimate_chunks, flatten, one_estimate, prepare
+from bench.cell.estimate import TimedChunks, estimate_chunks, one_estimate, prepare
 from bench.cell.metrics import Accumulator
 from bench.cell.seeds import derive_seed
 from bench.cell.shared import shared_problem
@@ -29,6 +29,7 @@ from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes, time_call
 from bench.schema import DIAGNOSTICS
 from estimators import ESTIMATORS, Estimator, get_estimator
+from estimators.base import flatten
 from problems import get_problem
 from problems.base import Params, Problem, repeat_params
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.cell.estimate import estimate_chunks, unflatten, warmed_state
+from bench.cell.estimate import estimate_chunks, warmed_state
 from estimators import get_estimator
+from estimators.base import unflatten
 from problems.base import Params, Problem, Truth
 from problems.truth import TruthKind, TruthSource
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.cell.estimate import flatten, prepare
+from bench.cell.estimate import prepare
 from bench.cell.seeds import derive_seed
 from bench.config import DEFAULT_MEMORY, check_memory, check_seed
 from bench.verify.checks import (
@@ -49,6 +49,7 @@ from bench.verify.report import Cell, Report
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
 from bench.verify.targets import TargetValue, compute
 from estimators import ESTIMATORS, Estimator, get_estimator
+from estimators.base import flatten
 from estimators.targets import ExactGradient
 from problems import PROBLEMS, Problem
 from problems.base import Capability

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from bench.cell.estimate import estimate_chunks, expand_state, prepare
-from estimators.base import Estimator, State
+from estimators.base import Estimator, State, leaf_grads
 from problems.base import Params, Problem, repeat_params
 
 #: seeds the repeat-leak check tries for a draw at which moving one repeat leaves the others'
@@ -42,9 +42,8 @@ def repeat_leak(
     samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seeds[0], False)
     worst = 0.0
     for r, per_param in enumerate(grads):
-        for grad in per_param:
-            if grad is not None:
-                worst = max(worst, float(grad[[s for s in range(3) if s != r]].abs().max()))
+        for grad in per_param.values():
+            worst = max(worst, float(grad[[s for s in range(3) if s != r]].abs().max()))
     for i, seed in enumerate(seeds):
         if i:
             samples, grads = _repeat_grads(problem, estimator, state, point, n_samples, seed,
@@ -53,9 +52,8 @@ def repeat_leak(
                                                    n_samples, seed, True)
         if torch.equal(samples[:, :2], moved_samples[:, :2]):
             for r in (0, 1):
-                for a, b in zip(grads[r], moved_grads[r], strict=True):
-                    if a is not None and b is not None:
-                        worst = max(worst, float((a[r] - b[r]).abs().max()))
+                for a, b in zip(grads[r].values(), moved_grads[r].values(), strict=True):
+                    worst = max(worst, float((a[r] - b[r]).abs().max()))
             break
     return worst
 
@@ -63,9 +61,10 @@ def repeat_leak(
 def _repeat_grads(
     problem: Problem, estimator: Estimator, state: State, point: Params, n_samples: int,
     seed: int, moved: bool,
-) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
-    """The samples and d loss[r] / d params of three repeats from ``seed``, the last repeat's
-    parameters moved by 0.1 (|value| + 1) if ``moved``."""
+) -> tuple[torch.Tensor, list[Params]]:
+    """The samples and d loss[r] / d params (zeros where loss[r] does not depend on one) of
+    three repeats from ``seed``, the last repeat's parameters moved by 0.1 (|value| + 1) if
+    ``moved``."""
     params = repeat_params(point, 3)
     if moved:
         with torch.no_grad():
@@ -73,8 +72,7 @@ def _repeat_grads(
                 value[2] += 0.1 * (value[2].abs() + 1)
     torch.manual_seed(seed)
     out = estimator.surrogate(problem, params, n_samples, expand_state(state, 3))
-    grads = [torch.autograd.grad(out.loss[r], list(params.values()), retain_graph=True,
-                                 allow_unused=True) for r in range(3)]
+    grads = [leaf_grads(out.loss[r], params, retain_graph=True) for r in range(3)]
     return out.samples, grads
 
 

@@ -48,6 +48,7 @@ import torch
 from scipy.stats import qmc
 from torch import Tensor
 
+from estimators.base import flatten, leaf_grads
 from estimators.discrete import is_binary, logits_of, mean_of
 from estimators.targets import (
     DecoupledStraightThrough,
@@ -88,11 +89,6 @@ class TargetValue:
     value: Tensor
     error: Tensor
     kind: str
-
-
-def _flat(grads: Mapping[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
-    values = grads.values() if isinstance(grads, Mapping) else grads
-    return torch.cat([g.reshape(-1) for g in values]).double().cpu()
 
 
 def compute(
@@ -144,9 +140,7 @@ def _straight_through_mean(problem: Problem, point: Params) -> TargetValue | str
         z = z.unsqueeze(1)  # [N, 1, *event]
         weight = dist.log_prob(z).exp().detach()  # [N, 1]
         total = total + (weight * problem.cost(z + probs - probs.detach(), leaf)).sum()
-    grads = torch.autograd.grad(total, list(leaf.values()), allow_unused=True)
-    value = _flat(tuple(torch.zeros_like(v) if g is None else g
-                        for v, g in zip(leaf.values(), grads, strict=True)))
+    value = flatten(leaf_grads(total, leaf), repeated=False).double().cpu()
     return TargetValue(value, torch.zeros_like(value), "enumeration")
 
 
@@ -258,7 +252,7 @@ def _integrate(
         loss = (torch.as_tensor(w).to(params) * problem.cost(z, leaf)[:, 0]).sum()
         parts = torch.autograd.grad(loss, list(leaf.values()), allow_unused=True)
         grads = [g if part is None else g + part for g, part in zip(grads, parts, strict=True)]
-    return _flat(tuple(grads))
+    return flatten(dict(zip(leaf, grads, strict=True)), repeated=False).double().cpu()
 
 
 def _relaxed_count(problem: Problem, point: Params, tau: float, n: int) -> TargetValue | str:
