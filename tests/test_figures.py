@@ -649,3 +649,36 @@ def test_reproduction_curves_that_coincide_are_drawn_apart():
     assert plot.mapping["color"] == "series" and shapes.limits == names
     assert len({theme.estimator_styles(names)[n] for n in names}) == 5
     assert difference_figure(pd.DataFrame(rows), "loss", "loss", "absent", "test") is None
+
+
+@pytest.mark.parametrize("name", ["overview", "variance_vs_samples", "efficiency"])
+def test_the_floor_is_ticked_zero_and_no_tick_suggests_a_value_there(tables, name):
+    """The floor's tick reads 0 and the ordinary ticks between the floor and the panel's
+    smallest real value are gone (a "1e-8" beside a floored DisARM read as its value); a
+    panel without a floor keeps its ordinary ticks, none of them "0"."""
+    cells = tables["cells"].assign(truth_l2=1.0)
+    plugin = cells["estimator"] == PLUGIN
+    cells.loc[plugin, ["mse", "mse_ci_low", "mse_ci_high"]] = [1e-17, 1e-18, 1e-16]
+    cells.loc[plugin, ["variance_trace", "variance_trace_ci_low",
+                       "variance_trace_ci_high"]] = [0.0, 0.0, 0.0]
+    plot, _, _ = draw(name, cells)
+    floor = float(_floored(plot)["shown"].iloc[0])
+    figure = plot.draw()
+    ticked = []
+    for axes in figure.axes:
+        axis = axes.xaxis if name == "overview" else axes.yaxis  # overview is flipped
+        # plotnine draws a log10 scale in log10 units
+        labels = {10 ** float(v): t.get_text() for v, t in zip(axis.get_ticklocs(),
+                                                               axis.get_ticklabels(),
+                                                               strict=True)}
+        low, high = 10 ** axis.get_view_interval()
+        labels = {v: t for v, t in labels.items() if low <= v <= high}
+        if "0" in labels.values():
+            ticked.append(labels)
+        else:
+            assert labels, "a panel without ticks"
+    assert len(ticked) == 1 and len(figure.axes) > 1
+    (labels,) = ticked
+    zero = next(v for v, t in labels.items() if t == "0")
+    assert np.isclose(zero, floor)
+    assert all(v >= floor * FLOOR_FACTOR * (1 - 1e-9) for v, t in labels.items() if t != "0")
