@@ -16,6 +16,7 @@ import pytest
 from bench import schema
 from bench.cli import main as bench_main
 from bench.cli import paper as paper_cli
+from bench.registry import current_registry, use_registry
 from bench.report import theme
 from bench.report.figures import FIGURES, PAGE_HEIGHT_IN, draw, make_figures, pages
 from bench.report.figures.axes import FLOOR_FACTOR, log_breaks, log_labels
@@ -599,7 +600,7 @@ def test_a_run_without_ok_cells_skips_every_figure_with_a_note(tables, tmp_path)
     assert {n.split(":")[0] for n in notes} == set(FIGURES)
 
 
-def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeypatch):
+def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators():
     curated = paper_cli.select_estimators("curated")
     assert curated == [n for n in paper_cli.CURATED if n in ESTIMATORS]
     assert {"reinforce", "reinforce_loo", "gumbel_softmax"} <= set(curated)
@@ -609,13 +610,13 @@ def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeyp
         paper_cli.select_estimators("reinforce,nope")
 
     class UnbiasedWithTau(ESTIMATORS["gumbel_softmax"]):  # e.g. REBAR: tau, but unbiased
+        name = "unbiased_tau"
         unbiased = True
 
-    registry = {**ESTIMATORS, "unbiased_tau": UnbiasedWithTau}
-    monkeypatch.setattr(paper_cli, "ESTIMATORS", registry)
-    assert paper_cli.tau_estimators(list(registry)) == [
-        n for n in ESTIMATORS if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased
-    ]
+    with use_registry(current_registry().with_class(UnbiasedWithTau)) as registry:
+        assert paper_cli.tau_estimators(list(registry.estimators)) == [
+            n for n in ESTIMATORS if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased
+        ]
     groups = paper_cli.by_samples(["reinforce", "reinforce_loo"], (1, 2, 4))
     assert groups == {(1, 2, 4): ["reinforce"], (2, 4): ["reinforce_loo"]}
 
