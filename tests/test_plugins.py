@@ -145,8 +145,9 @@ def test_run_sweep_takes_a_class_on_local_and_process_executors(tmp_path, execut
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="ray is not installed (pip install -e '.[ray]')")
-def test_run_sweep_takes_a_class_on_ray_also_in_a_timeout_thread(tmp_path, monkeypatch,
-                                                                 builtins_unchanged):
+@pytest.mark.parametrize("timeout", [None, 120])  # 120: the cell runs in a thread of the task
+def test_run_sweep_takes_a_class_on_ray_with_and_without_a_timeout_thread(tmp_path, monkeypatch,
+                                                                        timeout, builtins_unchanged):
     # the workers of a local Ray instance import what is pickled by reference (Renamed, of
     # this module) from the driver's environment, as cluster nodes from the installed package
     path = os.environ.get("PYTHONPATH")
@@ -159,7 +160,7 @@ def test_run_sweep_takes_a_class_on_ray_also_in_a_timeout_thread(tmp_path, monke
 
     cells = run_sweep(estimators=[Local, Renamed], problems="bernoulli_toy", samples=[2],
                       repeats=20, bootstrap=0, progress=False, out=tmp_path,
-                      executor="ray", cell_timeout=120)
+                      executor="ray", cell_timeout=timeout)
     assert list(cells["status"]) == ["ok", "ok"], list(cells["reason"])
 
 
