@@ -146,8 +146,9 @@ def test_run_sweep_takes_a_class_on_local_and_process_executors(tmp_path, execut
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="ray is not installed (pip install -e '.[ray]')")
 @pytest.mark.parametrize("timeout", [None, 120])  # 120: the cell runs in a thread of the task
-def test_run_sweep_takes_a_class_on_ray_with_and_without_a_timeout_thread(tmp_path, monkeypatch,
-                                                                        timeout, builtins_unchanged):
+def test_run_sweep_takes_a_class_on_ray_with_and_without_a_timeout_thread(
+    tmp_path, monkeypatch, timeout, builtins_unchanged
+):
     # the workers of a local Ray instance import what is pickled by reference (Renamed, of
     # this module) from the driver's environment, as cluster nodes from the installed package
     path = os.environ.get("PYTHONPATH")
