@@ -7,7 +7,7 @@ every subcommand and from Python (``bench.sweep.spec.expand``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ def check_range(option: str, value: int, low: int, high: int = INT64_MAX) -> int
     return value
 
 
-def select(names: Sequence[str], registry: dict, kind: str) -> list[str]:
+def select(names: Sequence[str], registry: Mapping[str, type], kind: str) -> list[str]:
     """Resolve ``all`` and check names against a registry."""
     if list(names) == ["all"]:
         return list(registry)

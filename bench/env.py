@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from bench import threads
-from estimators import ESTIMATORS
-from problems import PROBLEMS
+from bench.registry import estimator_class, problem_class
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +45,7 @@ def code_hash(problem: str, estimator: str) -> str:
     classes and their bases, plugins included, so that resuming a run notices a changed
     plugin, and a changed checkout installed without git metadata (``git_commit`` unknown).
     """
-    classes = (*PROBLEMS[problem].__mro__, *ESTIMATORS[estimator].__mro__)
+    classes = (*problem_class(problem).__mro__, *estimator_class(estimator).__mro__)
     files = dict(_project_sources())
     for name in sorted({cls.__module__ for cls in classes}):
         source = getattr(sys.modules.get(name), "__file__", None)

@@ -89,7 +89,11 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 
 
 def get_estimator(name: str) -> type[Estimator]:
-    """The estimator class registered as ``name``; the error lists the valid names."""
+    """The built-in estimator class registered as ``name``; the error lists the valid names.
+
+    Plugins' estimators are not here: the harness looks names up in the registry of its
+    invocation (``bench.registry.estimator_class``), which this layer cannot import.
+    """
     try:
         return ESTIMATORS[name]
     except KeyError:

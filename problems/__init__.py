@@ -42,7 +42,11 @@ PROBLEMS: dict[str, type[Problem]] = {
 
 
 def get_problem(name: str) -> type[Problem]:
-    """The problem class registered as ``name``; the error lists the valid names."""
+    """The built-in problem class registered as ``name``; the error lists the valid names.
+
+    Plugins' problems are not here: the harness looks names up in the registry of its
+    invocation (``bench.registry.problem_class``), which this layer cannot import.
+    """
     try:
         return PROBLEMS[name]
     except KeyError:

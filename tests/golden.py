@@ -20,12 +20,12 @@ instead of exact equality.
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import torch
 
+from bench.env import cpu_name
 from problems import get_problem
 
 FOLDER = Path(__file__).parent / "golden"
@@ -97,17 +97,7 @@ def sweep() -> dict[str, list[float]]:
 def machine() -> dict[str, str]:
     """What decides the last bits of float32 kernels: instruction set, CPU model, torch."""
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_model": _cpu_model(), "torch": torch.__version__}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "cpu_model": cpu_name(), "torch": torch.__version__}
 
 
 def save(name: str, values: dict[str, list[float]]) -> None:

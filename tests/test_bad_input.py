@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.registry import BUILTINS, current_registry
 from estimators import ESTIMATORS
 from problems import PROBLEMS
 
@@ -41,15 +42,16 @@ TINY = tiny()
 
 
 @pytest.fixture(autouse=True)
-def registries(monkeypatch):
-    """Plugins extend the registries and sys.path of the process: restore both."""
+def plugins_leave_no_trace(monkeypatch):
+    """A plugin extends the registry of its invocation alone: after the test the built-ins
+    and the current registry are as before. Importing one extends sys.path and
+    sys.modules, which are restored."""
     saved = dict(PROBLEMS), dict(ESTIMATORS)
     monkeypatch.setattr(sys, "path", list(sys.path))
     modules = set(sys.modules)
     yield
-    for registry, entries in zip((PROBLEMS, ESTIMATORS), saved, strict=True):
-        registry.clear()
-        registry.update(entries)
+    assert (dict(PROBLEMS), dict(ESTIMATORS)) == saved
+    assert current_registry() is BUILTINS
     for name in set(sys.modules) - modules:
         if name.startswith("plugin_"):
             del sys.modules[name]
@@ -235,7 +237,7 @@ def test_a_changed_plugin_is_noticed_on_resume(tmp_path, monkeypatch, capsys):
     assert main(args) == 0  # unchanged: resumed
     plugin.write_text(PLUGIN_ESTIMATOR.replace("(tests only)", "(tests only, changed)"))
     del sys.modules["plugin_changing"]
-    ESTIMATORS.pop("mine")
+    assert "mine" not in ESTIMATORS  # the invocations left the built-ins as they were
     refused(capsys, args, "holds cells made by other code (code_hash=")
 
 

@@ -16,6 +16,7 @@ import pytest
 from bench import schema
 from bench.cli import main as bench_main
 from bench.cli import paper as paper_cli
+from bench.registry import current_registry, use_registry
 from bench.report import theme
 from bench.report.figures import FIGURES, PAGE_HEIGHT_IN, draw, make_figures, pages
 from bench.report.figures.axes import FLOOR_FACTOR, log_breaks, log_labels
@@ -212,7 +213,7 @@ def test_a_style_clash_between_builtins_is_caught(monkeypatch):
         theme.estimator_styles()
 
 
-def test_plugins_get_a_colour_and_marker_no_builtin_has(monkeypatch):
+def test_plugins_get_a_colour_and_marker_no_builtin_has():
     """A plugin, even a subclass of a built-in (which inherits its ``style``), is drawn with a
     colour and a marker of the plugin set; plugins differ from each other."""
 
@@ -220,19 +221,18 @@ def test_plugins_get_a_colour_and_marker_no_builtin_has(monkeypatch):
         name = "tau_twice"
 
     TauTwice.__module__ = "my_plugin"
-    monkeypatch.setitem(ESTIMATORS, "tau_twice", TauTwice)
     plugins = [f"plugin_{i}" for i in range(20)]
-    styles = theme.estimator_styles(plugins)
-    builtin_colours = {styles[n].colour for n in ESTIMATORS if n != "tau_twice"}
+    with use_registry(current_registry().with_class(TauTwice)):
+        styles = theme.estimator_styles(plugins)
+    builtin_colours = {styles[n].colour for n in ESTIMATORS}
     for name in ["tau_twice", *plugins]:
         assert styles[name].colour not in builtin_colours, name
         assert styles[name].colour in theme.PLUGIN_COLOURS
         assert styles[name].shape in theme.PLUGIN_SHAPES and styles[name].shape not in theme.SHAPES
     assert styles["tau_twice"] != styles["gumbel_softmax"]
     assert _style_clashes(styles) == []
-    # a plugin never moves a built-in's style
-    assert {n: styles[n] for n in ESTIMATORS if n != "tau_twice"} == {
-        n: s for n, s in theme.estimator_styles().items() if n != "tau_twice"}
+    # a plugin never moves a built-in's style: the styles of the built-ins alone
+    assert {n: styles[n] for n in ESTIMATORS} == theme.estimator_styles()
 
 
 def test_log_labels_are_distinct_for_any_range():
@@ -599,7 +599,7 @@ def test_a_run_without_ok_cells_skips_every_figure_with_a_note(tables, tmp_path)
     assert {n.split(":")[0] for n in notes} == set(FIGURES)
 
 
-def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeypatch):
+def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators():
     curated = paper_cli.select_estimators("curated")
     assert curated == [n for n in paper_cli.CURATED if n in ESTIMATORS]
     assert {"reinforce", "reinforce_loo", "gumbel_softmax"} <= set(curated)
@@ -609,13 +609,13 @@ def test_paper_runs_a_curated_subset_and_sweeps_tau_of_biased_estimators(monkeyp
         paper_cli.select_estimators("reinforce,nope")
 
     class UnbiasedWithTau(ESTIMATORS["gumbel_softmax"]):  # e.g. REBAR: tau, but unbiased
+        name = "unbiased_tau"
         unbiased = True
 
-    registry = {**ESTIMATORS, "unbiased_tau": UnbiasedWithTau}
-    monkeypatch.setattr(paper_cli, "ESTIMATORS", registry)
-    assert paper_cli.tau_estimators(list(registry)) == [
-        n for n in ESTIMATORS if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased
-    ]
+    with use_registry(current_registry().with_class(UnbiasedWithTau)) as registry:
+        assert paper_cli.tau_estimators(list(registry.estimators)) == [
+            n for n in ESTIMATORS if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased
+        ]
     groups = paper_cli.by_samples(["reinforce", "reinforce_loo"], (1, 2, 4))
     assert groups == {(1, 2, 4): ["reinforce"], (2, 4): ["reinforce_loo"]}
 
@@ -649,3 +649,36 @@ def test_reproduction_curves_that_coincide_are_drawn_apart():
     assert plot.mapping["color"] == "series" and shapes.limits == names
     assert len({theme.estimator_styles(names)[n] for n in names}) == 5
     assert difference_figure(pd.DataFrame(rows), "loss", "loss", "absent", "test") is None
+
+
+@pytest.mark.parametrize("name", ["overview", "variance_vs_samples", "efficiency"])
+def test_the_floor_is_ticked_zero_and_no_tick_suggests_a_value_there(tables, name):
+    """The floor's tick reads 0 and the ordinary ticks between the floor and the panel's
+    smallest real value are gone (a "1e-8" beside a floored DisARM read as its value); a
+    panel without a floor keeps its ordinary ticks, none of them "0"."""
+    cells = tables["cells"].assign(truth_l2=1.0)
+    plugin = cells["estimator"] == PLUGIN
+    cells.loc[plugin, ["mse", "mse_ci_low", "mse_ci_high"]] = [1e-17, 1e-18, 1e-16]
+    cells.loc[plugin, ["variance_trace", "variance_trace_ci_low",
+                       "variance_trace_ci_high"]] = [0.0, 0.0, 0.0]
+    plot, _, _ = draw(name, cells)
+    floor = float(_floored(plot)["shown"].iloc[0])
+    figure = plot.draw()
+    ticked = []
+    for axes in figure.axes:
+        axis = axes.xaxis if name == "overview" else axes.yaxis  # overview is flipped
+        # plotnine draws a log10 scale in log10 units
+        labels = {10 ** float(v): t.get_text() for v, t in zip(axis.get_ticklocs(),
+                                                               axis.get_ticklabels(),
+                                                               strict=True)}
+        low, high = 10 ** axis.get_view_interval()
+        labels = {v: t for v, t in labels.items() if low <= v <= high}
+        if "0" in labels.values():
+            ticked.append(labels)
+        else:
+            assert labels, "a panel without ticks"
+    assert len(ticked) == 1 and len(figure.axes) > 1
+    (labels,) = ticked
+    zero = next(v for v, t in labels.items() if t == "0")
+    assert np.isclose(zero, floor)
+    assert all(v >= floor * FLOOR_FACTOR * (1 - 1e-9) for v, t in labels.items() if t != "0")

@@ -12,6 +12,7 @@ import torch
 from bench.cell.metrics import Accumulator
 from bench.cell.run import run_cell
 from bench.cli import main
+from bench.registry import current_registry, use_registry
 from bench.sweep.run import run_sweep
 from bench.sweep.spec import SweepSpec, expand
 from estimators import ESTIMATORS
@@ -182,11 +183,11 @@ class CrashingEstimator(Reinforce):
         raise RuntimeError("boom")
 
 
-def test_failures_become_rows_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setitem(ESTIMATORS, "nan_estimator", NaNEstimator)
-    monkeypatch.setitem(ESTIMATORS, "crashing_estimator", CrashingEstimator)
-    cells = run_sweep("nan_estimator,crashing_estimator,reinforce", "bernoulli_toy",
-                      samples=[4], repeats=50, bootstrap=0, out=tmp_path, progress=False)
+def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
+    registry = current_registry().with_class(NaNEstimator).with_class(CrashingEstimator)
+    with use_registry(registry):
+        cells = run_sweep("nan_estimator,crashing_estimator,reinforce", "bernoulli_toy",
+                          samples=[4], repeats=50, bootstrap=0, out=tmp_path, progress=False)
     status = dict(zip(cells["estimator"], cells["status"], strict=True))
     assert status == {"nan_estimator": "failed", "crashing_estimator": "failed",
                       "reinforce": "ok"}

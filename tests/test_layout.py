@@ -18,6 +18,7 @@ RANK = {
     "bench.env": 2,
     "bench.files": 2,
     "bench.threads": 2,
+    "bench.registry": 2,
     "bench.cell": 3,
     "bench.sweep": 4,
     "bench.training": 4,

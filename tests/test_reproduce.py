@@ -6,6 +6,8 @@ quadrature, and the training loop's records do not change the trajectory."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from scipy import integrate
 
 import estimators
 from bench.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from bench.registry import BUILTINS, current_registry, use_registry
 from bench.reproduce import REPRODUCTIONS, Claim, Outcome, Reproduction, mohamed_fig2, reproduce
 from bench.reproduce.base import z_agreement
 from bench.reproduce.curves import run_curves
@@ -87,9 +90,10 @@ def test_published_column_never_invents_a_number(short_runs):
 
 
 def test_a_missing_estimator_is_reported_as_waiting_and_left_out(monkeypatch, tmp_path):
-    monkeypatch.delitem(estimators.ESTIMATORS, "reparam")
     monkeypatch.setitem(mohamed_fig2.SETTINGS, "short", {"k": [0.0, 2.0], "repeats": 2000})
-    outcome, _, _ = reproduce("mohamed2020_fig2", "short", tmp_path)
+    without = {n: c for n, c in estimators.ESTIMATORS.items() if n != "reparam"}
+    with use_registry(replace(BUILTINS, estimators=MappingProxyType(without))):
+        outcome, _, _ = reproduce("mohamed2020_fig2", "short", tmp_path)
     assert "waiting for estimator reparam (not registered)" in outcome.waiting
     assert "pathwise" not in set(outcome.data["series"])
     pathwise = [c for c in outcome.claims if "pathwise" in c.text]
@@ -230,20 +234,20 @@ class Broken(estimators.ESTIMATORS["reinforce"]):
         raise RuntimeError("broken on purpose")
 
 
-def test_a_failing_estimator_is_reported_and_the_others_still_run(monkeypatch):
-    monkeypatch.setitem(estimators.ESTIMATORS, "test_broken", Broken)
+def test_a_failing_estimator_is_reported_and_the_others_still_run():
     settings = TrainSettings(steps=3, lr=0.1, n_samples=2, every=3)
-    data, errors = run_curves(
-        "test",
-        [("toy", lambda: BernoulliToy({"d": 2}, dtype=torch.float64))],
-        [
-            ("test_broken", {}, settings),
-            ("reinforce_loo", {}, settings),
-            ("reinforce_loo", {}, TrainSettings(steps=3, lr=0.1, n_samples=1, every=3)),
-        ],
-        0,
-        False,
-    )
+    with use_registry(current_registry().with_class(Broken)):
+        data, errors = run_curves(
+            "test",
+            [("toy", lambda: BernoulliToy({"d": 2}, dtype=torch.float64))],
+            [
+                ("test_broken", {}, settings),
+                ("reinforce_loo", {}, settings),
+                ("reinforce_loo", {}, TrainSettings(steps=3, lr=0.1, n_samples=1, every=3)),
+            ],
+            0,
+            False,
+        )
     assert set(data["series"]) == {"reinforce_loo"}
     assert errors[0] == "test_broken [toy] failed: RuntimeError: broken on purpose"
     assert errors[1].startswith("reinforce_loo [toy] did not run: reinforce_loo needs K >= 2")

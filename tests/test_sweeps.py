@@ -3,7 +3,7 @@ cells, failing cells become rows, and bad input is refused with nothing written.
 
 Test-only problems (a cost that raises, returns NaN or hangs; a data file) come from
 ``tests/sweep_plugin.py`` through ``--plugin``, so that worker processes and Ray tasks
-register them exactly as they would a user's own problems.
+build their registries exactly as they would with a user's own problems.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from bench.sweep.executors import RAY_INSTALL_HINT, cpu_count
 from bench.sweep.run import run_sweep
 from bench.sweep.spec import SweepSpec, expand
 from bench.sweep.store import CONFIG_METADATA
-from estimators import ESTIMATORS
-from problems import PROBLEMS
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.sweep_plugin"
@@ -93,16 +91,6 @@ def source_env() -> dict[str, str]:
     """The environment with this checkout importable (also when it is not installed)."""
     path = os.environ.get("PYTHONPATH")
     return os.environ | {"PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registries():
-    """Plugins extend the registries of the process; leave them as other modules expect."""
-    saved = dict(PROBLEMS), dict(ESTIMATORS)
-    yield
-    for registry, entries in zip((PROBLEMS, ESTIMATORS), saved, strict=True):
-        registry.clear()
-        registry.update(entries)
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None
     import bench.training.train as training
     from problems import get_problem
 
-    original, built = training.get_estimator, []
+    original, built = training.estimator_class, []
 
     def recording(name):
         def make(options):
@@ -168,7 +168,7 @@ def test_learned_control_variates_train_alongside_the_model(monkeypatch) -> None
 
     spec = make_spec("bernoulli_vae", "relax", ["latents=3", "batch=4"], steps=3, eval_every=3,
                      n_samples=2, variance_repeats=3)
-    monkeypatch.setattr(training, "get_estimator", recording)
+    monkeypatch.setattr(training, "estimator_class", recording)
     for name, options in [("relax", {}), ("rebar", {"tune": True})]:
         problem = get_problem("bernoulli_vae")({"latents": 3, "batch": 4})
         untrained = original(name)(options)

@@ -27,10 +27,10 @@ from bench.cell.seeds import derive_seed
 from bench.cell.shared import shared_problem
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes, time_call
+from bench.registry import estimator_class, problem_class
 from bench.schema import DIAGNOSTICS
-from estimators import ESTIMATORS, Estimator, get_estimator
+from estimators import Estimator
 from estimators.base import flatten
-from problems import get_problem
 from problems.base import Params, Problem, repeat_params
 
 
@@ -66,7 +66,7 @@ def base_row(spec: CellSpec, run_id: str, env: dict[str, Any]) -> dict[str, Any]
     """The columns every row of a cell has, whatever its status."""
     return cell_identity(spec, run_id) | env | {
         "created_utc": environment.utc_now(),
-        "unbiased": ESTIMATORS[spec.estimator].unbiased,
+        "unbiased": estimator_class(spec.estimator).unbiased,
     }
 
 
@@ -89,7 +89,7 @@ def run_cell(
     identity = cell_identity(spec, run_id)
     row = base_row(spec, run_id, env or environment.environment(spec.device))
     coords: list[dict[str, Any]] = []
-    problem_cls, estimator_cls = get_problem(spec.problem), get_estimator(spec.estimator)
+    problem_cls, estimator_cls = problem_class(spec.problem), estimator_class(spec.estimator)
     reason = skip_reason(spec, problem_cls, estimator_cls)
     if reason is not None:
         row |= {"status": "skipped", "reason": reason}

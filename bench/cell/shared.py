@@ -31,7 +31,7 @@ from bench.cell.seeds import truth_seed
 from bench.cell.spec import CellSpec
 from bench.cell.truth import cell_truth
 from bench.config import DTYPES
-from problems import get_problem
+from bench.registry import problem_class
 from problems.base import Params, Problem, Truth
 
 #: distinct problems kept per process (a sweep runs the cells of one problem together)
@@ -76,7 +76,7 @@ def shared_problem(spec: CellSpec) -> SharedProblem:
     Raises:
         whatever the problem's constructor raises; nothing is cached then.
     """
-    cls = get_problem(spec.problem)
+    cls = problem_class(spec.problem)
     key = (cls, spec.problem_options, spec.device, spec.dtype)
     if key in _cache:
         _cache.move_to_end(key)

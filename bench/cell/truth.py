@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from bench.cell.estimate import estimate_chunks, warmed_state
-from estimators import get_estimator
+from bench.registry import estimator_class
 from estimators.base import unflatten
 from problems.base import Params, Problem, Truth
 from problems.truth import TruthKind, TruthSource
@@ -27,7 +27,7 @@ def reference_truth(problem: Problem, point: Params, seed: int, n_samples: int,
     On a multi-sample objective the bound itself depends on K, so the reference estimates the
     K = ``n_samples`` bound, with ``source.samples * source.repeats / K`` estimates.
     """
-    cls = get_estimator(source.estimator)
+    cls = estimator_class(source.estimator)
     if not cls.unbiased:
         raise ValueError(f"reference estimator {source.estimator!r} of {problem.name!r} "
                          "is biased")

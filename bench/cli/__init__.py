@@ -144,8 +144,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for sub in subparsers.choices.values():
         sub.add_argument(
             "--plugin", action="append", default=[], metavar="MODULE",
-            help="import MODULE (from the current directory or PYTHONPATH) and register its "
-            "PROBLEMS and ESTIMATORS (repeatable)",
+            help="import MODULE (from the current directory or PYTHONPATH) and add its "
+            "PROBLEMS and ESTIMATORS to this command's registry (repeatable)",
         )
     return parser
 
@@ -167,11 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "out", None) is not None and not args.out.strip():
             raise ValueError(f"--out {args.out!r}: empty path; name a directory or file, or "
                              "leave --out out for the default")
-        if args.plugin:
-            from bench.sweep.plugins import load_plugins
+        if not args.plugin:
+            return args.handler(args)
+        from bench.registry import use_registry
+        from bench.sweep.plugins import load_plugins
 
-            load_plugins(args.plugin)
-        return args.handler(args)
+        with use_registry(load_plugins(args.plugin)):  # this invocation's alone
+            return args.handler(args)
     except ValueError as err:
         print(f"{command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -7,8 +7,7 @@ import argparse
 import pandas as pd
 
 from bench.cli import EXIT_OK
-from estimators import ESTIMATORS
-from problems import PROBLEMS
+from bench.registry import current_registry
 
 
 def _options_text(options: dict) -> str:
@@ -20,9 +19,11 @@ def _options_text(options: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print estimators, problems, their options and which pairs apply."""
+    """Print estimators, problems, their options and which pairs apply (plugins' too)."""
+    registry = current_registry()
+    estimators, problems = registry.estimators, registry.problems
     print("Estimators")
-    for name, est in ESTIMATORS.items():
+    for name, est in estimators.items():
         needs = ", ".join(sorted(est.requires)) or "nothing"
         bias = "unbiased" if est.unbiased else "biased"
         multi = "; multi-sample objectives too" if est.supports_multi_sample else ""
@@ -30,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
               f"cost {est.cost_formula} evaluations per estimate{multi}; {est.reference()}]")
         print(_options_text(est.options))
     print("\nProblems")
-    for name, prob in PROBLEMS.items():
+    for name, prob in problems.items():
         gives = ", ".join(sorted(prob.capabilities()))
         truth = prob.truth_of().label()
         print(f"  {name}: {prob.description} [{prob.latent.value}; truth {truth}; "
@@ -40,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
           "cost_evals)")
     rows = [("estimator", "unbiased", "K >=", "cost", "reference")] + [
         (name, "yes" if e.unbiased else "no", str(e.min_samples), e.cost_formula, e.reference())
-        for name, e in ESTIMATORS.items()
+        for name, e in estimators.items()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -48,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
               + "  " + row[4])
     print("\nApplicable pairs (x) and skipped ones (.)")
     matrix = pd.DataFrame(
-        {e: ["x" if est.incompatibility(p) is None else "." for p in PROBLEMS.values()]
-         for e, est in ESTIMATORS.items()},
-        index=list(PROBLEMS),
+        {e: ["x" if est.incompatibility(p) is None else "." for p in problems.values()]
+         for e, est in estimators.items()},
+        index=list(problems),
     )
     print(matrix.to_string())
     return EXIT_OK

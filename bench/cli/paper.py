@@ -28,10 +28,10 @@ import torch
 from bench.cli import add_shared
 from bench.cli.figures import add_drawing_options, read_tables, report_written, stderr_progress
 from bench.files import check_output_dir
+from bench.registry import current_registry, estimator_class
 from bench.report.figures import make_figures, parse_formats
 from bench.threads import check_threads
 from estimators import ESTIMATORS
-from problems import PROBLEMS
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,16 @@ def select_estimators(text: str) -> list[str]:
     Raises:
         ValueError: an unknown name, naming the valid ones.
     """
+    registered = current_registry().estimators
     if text == "curated":
-        return [name for name in CURATED if name in ESTIMATORS]
+        return [name for name in CURATED if name in registered]
     if text == "all":
-        return list(ESTIMATORS)
+        return list(registered)
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in ESTIMATORS]
+    unknown = [n for n in names if n not in registered]
     if unknown or not names:
         raise ValueError(f"invalid --estimators {text!r}: unknown {', '.join(unknown) or '(none)'}"
-                         f"; valid: curated, all, or names of {', '.join(ESTIMATORS)}")
+                         f"; valid: curated, all, or names of {', '.join(registered)}")
     return names
 
 
@@ -111,7 +112,7 @@ def by_samples(names: list[str], samples: tuple[int, ...]) -> dict[tuple[int, ..
     out."""
     groups: dict[tuple[int, ...], list[str]] = {}
     for name in names:
-        ks = tuple(k for k in samples if ESTIMATORS[name].sample_rule(k) is None)
+        ks = tuple(k for k in samples if estimator_class(name).sample_rule(k) is None)
         if ks:
             groups.setdefault(ks, []).append(name)
     return groups
@@ -120,14 +121,15 @@ def by_samples(names: list[str], samples: tuple[int, ...]) -> dict[tuple[int, ..
 def tau_estimators(names: list[str]) -> list[str]:
     """The estimators of the temperature sweep: those of ``names`` with a ``tau`` option
     that are biased."""
-    return [n for n in names if "tau" in ESTIMATORS[n].options and not ESTIMATORS[n].unbiased]
+    classes = {n: estimator_class(n) for n in names}
+    return [n for n, cls in classes.items() if "tau" in cls.options and not cls.unbiased]
 
 
 def run_training(config: PaperConfig, out: Path, progress: bool,
                  estimators: list[str] | None = None) -> str | None:
     """Write ``out/train.parquet`` for the training figure with those of ``estimators``
     (default all) that apply; return why not, if it cannot."""
-    if config.train_problem not in PROBLEMS:
+    if config.train_problem not in current_registry().problems:
         return f"training: skipped, problem {config.train_problem!r} is not registered"
     try:
         from bench.training.train import make_spec

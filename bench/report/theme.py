@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from plotnine import element_blank, element_line, element_rect, element_text, theme, theme_bw
 
-from estimators import ESTIMATORS
+from bench.registry import current_registry
 from estimators.base import Estimator
 
 #: Okabe-Ito without yellow, then Tol's muted indigo, wine and olive
@@ -111,12 +111,13 @@ def estimator_styles(names: Iterable[str] | None = None) -> dict[str, Style]:
     Raises:
         ValueError: an invalid declaration, or more estimators than pairs.
     """
-    builtins = {n: c for n, c in ESTIMATORS.items() if is_builtin(c)}
+    registered = current_registry().estimators
+    builtins = {n: c for n, c in registered.items() if is_builtin(c)}
     styles = {n: s for n, c in builtins.items() if (s := declared_style(n, c)) is not None}
     used = set(styles.values())
     suite = [Style(c, m) for c, m in itertools.product(PALETTE, SHAPES)]
     styles |= _probe(sorted(set(builtins) - set(styles)), suite, used)
-    others = sorted((set(ESTIMATORS) | set(names or ())) - set(builtins))
+    others = sorted((set(registered) | set(names or ())) - set(builtins))
     plugin = [Style(c, m) for m, c in itertools.product(PLUGIN_SHAPES, PLUGIN_COLOURS)]
     return styles | _probe(others, plugin, set())
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 
 from bench.cell.moments import z_threshold
-from estimators import ESTIMATORS
+from bench.registry import current_registry
 
 Mode = Literal["short", "full"]
 #: differences from an exact value this small (relative, at least absolute) are float64
@@ -230,11 +230,11 @@ class Reproduction(ABC):
     @classmethod
     def missing(cls) -> list[str]:
         """The needed estimators that are not registered."""
-        return [name for name in cls.estimators if name not in ESTIMATORS]
+        return [name for name in cls.estimators if name not in current_registry().estimators]
 
     @classmethod
     def available(cls) -> list[str]:
-        return [name for name in cls.estimators if name in ESTIMATORS]
+        return [name for name in cls.estimators if name in current_registry().estimators]
 
     def __init__(self, *, steps: int | None = None, data: str | None = None) -> None:
         """Args:

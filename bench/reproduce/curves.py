@@ -21,10 +21,10 @@ from plotnine import (
 )
 
 from bench.cell.seeds import derive_seed
+from bench.registry import current_registry, estimator_class
 from bench.report.theme import estimator_colours, paper_theme
 from bench.reproduce.base import Claim, interval_claim, not_checked
 from bench.reproduce.training import TrainSettings, train_curve
-from estimators import ESTIMATORS
 from problems.base import Problem
 
 COLUMNS = ["setting", "series", "replicate", "step", "metric", "value"]
@@ -32,7 +32,7 @@ COLUMNS = ["setting", "series", "replicate", "step", "metric", "value"]
 
 def option_subset(name: str, wanted: Mapping[str, Any]) -> dict[str, Any]:
     """The options of ``wanted`` that estimator ``name`` declares (others are not its own)."""
-    return {k: v for k, v in wanted.items() if k in ESTIMATORS[name].options}
+    return {k: v for k, v in wanted.items() if k in estimator_class(name).options}
 
 
 def run_curves(
@@ -57,9 +57,9 @@ def run_curves(
     for label, make in settings:
         template = make()
         for name, options, train in series:
-            if name not in ESTIMATORS:
+            if name not in current_registry().estimators:
                 continue
-            cls = ESTIMATORS[name]
+            cls = estimator_class(name)
             reason = cls.incompatibility(template) or cls.sample_rule(train.n_samples)
             if reason is not None:
                 errors.append(f"{name} [{label}] did not run: {reason}")
@@ -129,7 +129,7 @@ def ordering_claim(
     """``values[lower] < values[h]`` for every h of ``higher``, each decided by an interval on
     the difference paired by replicate (``interval_claim``): PASS when every interval lies
     below 0, FAIL when one lies above, else not resolved at this scale."""
-    missing = [n for n in (lower, *higher) if n not in ESTIMATORS]
+    missing = [n for n in (lower, *higher) if n not in current_registry().estimators]
     if missing:
         return not_checked(text, source, missing)
     if any(not values.get(n) for n in (lower, *higher)):

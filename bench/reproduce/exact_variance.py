@@ -16,8 +16,8 @@ import torch
 from bench.cell.estimate import estimate_chunks, prepare
 from bench.cell.moments import variance_with_se
 from bench.cell.seeds import derive_seed
+from bench.registry import current_registry, estimator_class
 from bench.reproduce.base import Claim, exact_claim
-from estimators import ESTIMATORS
 from problems.base import Problem
 
 
@@ -28,12 +28,12 @@ def measure(
     estimator of ``samples`` (name -> K), from ``n_repeats`` estimates seeded by ``parts``."""
     out = {}
     for name, n_samples in samples.items():
-        if name not in ESTIMATORS:
+        if name not in current_registry().estimators:
             continue
         problem = make()
         point = problem.init_params()
         torch.manual_seed(derive_seed("exact variance", name, *parts))
-        estimator = ESTIMATORS[name]()
+        estimator = estimator_class(name)()
         state, _ = prepare(problem, estimator, point, n_samples)
         grads = torch.cat(list(estimate_chunks(problem, estimator, point, n_samples, n_repeats,
                                                state)))

@@ -43,6 +43,7 @@ import torch
 
 from bench.cell.estimate import estimate_chunks, prepare
 from bench.cell.seeds import derive_seed
+from bench.registry import current_registry, estimator_class, problem_class
 from bench.reproduce.base import (
     Claim,
     Mode,
@@ -53,8 +54,6 @@ from bench.reproduce.base import (
 )
 from bench.reproduce.curves import COLUMNS, curve_figure, mean_log10, mean_log10s, ordering_claim
 from bench.training.loop import TrainRun, train_loop
-from estimators import ESTIMATORS, get_estimator
-from problems import get_problem
 
 SOURCE = "Mohamed et al. (2020), JMLR, Section 8"
 OURS = "ours: expected from Mohamed et al. (2020), Sections 4-7 (Section 8's text not read)"
@@ -92,9 +91,9 @@ def train_series(name: str, options: dict[str, Any], scale: dict[str, Any], seed
                  progress: bool, label: str) -> list[dict[str, Any]]:
     """One training run of the section's setup (module docstring); rows of ``COLUMNS``
     without the setting and replicate."""
-    train_problem = get_problem("logistic_regression")({"batch": BATCH})
-    full = get_problem("logistic_regression")({"batch": 569})
-    run = TrainRun.start(train_problem, get_estimator(name)(dict(options)), N_SAMPLES, LR,
+    train_problem = problem_class("logistic_regression")({"batch": BATCH})
+    full = problem_class("logistic_regression")({"batch": 569})
+    run = TrainRun.start(train_problem, estimator_class(name)(dict(options)), N_SAMPLES, LR,
                          seed, sgd_cosine=scale["steps"])
 
     def evaluate(current: TrainRun) -> dict[str, float]:
@@ -132,7 +131,7 @@ class MohamedBLR(Reproduction):
         scale = self.scaled(SCALE[mode])
         rows, errors = [], []
         for name, options in SERIES:
-            if name not in ESTIMATORS:
+            if name not in current_registry().estimators:
                 continue
             for replicate in range(scale["replicates"]):
                 key = (self.name, SETTING, seed) + ((replicate,) if replicate else ())

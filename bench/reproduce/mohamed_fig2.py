@@ -59,6 +59,7 @@ from tqdm import tqdm
 from bench.cell.estimate import estimate_chunks, prepare
 from bench.cell.moments import variance_with_se
 from bench.cell.seeds import derive_seed
+from bench.registry import current_registry, estimator_class
 from bench.report.theme import estimator_colours, paper_theme
 from bench.reproduce.base import (
     CLAIM_LEVEL,
@@ -71,7 +72,6 @@ from bench.reproduce.base import (
     not_checked,
     z_agreement,
 )
-from estimators import ESTIMATORS, get_estimator
 from problems.toys import GaussianQuadratic
 
 SOURCE = "Mohamed et al. (2020), JMLR, Fig. 2"
@@ -126,11 +126,11 @@ def _ordering(
     (``{(series, parameter, k): (variance, se)}``), each point decided by a Bonferroni
     interval on the difference: PASS when all lie below 0, FAIL when one lies above."""
     needed = [n for label, n, _ in SERIES if label in (lower, higher)]
-    if any(n not in ESTIMATORS for n in needed):
+    if any(n not in current_registry().estimators for n in needed):
         return not_checked(
             text,
             f"{SOURCE} (curves, read as orderings)",
-            [n for n in needed if n not in ESTIMATORS],
+            [n for n in needed if n not in current_registry().estimators],
         )
     pairs = [
         (by[(lower, p, k)], by[(higher, p, k)])
@@ -171,9 +171,9 @@ class MohamedFig2(Reproduction):
     def _series(self) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
         runnable, notes = [], []
         for label, name, options in SERIES:
-            if name not in ESTIMATORS:
+            if name not in current_registry().estimators:
                 continue
-            known = {k: v for k, v in options.items() if k in ESTIMATORS[name].options}
+            known = {k: v for k, v in options.items() if k in estimator_class(name).options}
             if known != options:
                 notes.append(
                     f"{label}: {name} has no option "
@@ -197,7 +197,7 @@ class MohamedFig2(Reproduction):
             point = problem.init_params()
             torch.manual_seed(derive_seed(self.name, label, k, seed))
             try:
-                estimator = get_estimator(name)(dict(options))
+                estimator = estimator_class(name)(dict(options))
                 state, _ = prepare(problem, estimator, point, 1)
                 grads = torch.cat(
                     list(estimate_chunks(problem, estimator, point, 1, settings["repeats"], state))

@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import torch
 
+from bench.registry import problem_class
 from bench.report.figures.reproductions import difference_figure
 from bench.reproduce.base import (
     Mode,
@@ -42,7 +43,6 @@ from bench.reproduce.base import (
 )
 from bench.reproduce.curves import last, lasts, ordering_claim, run_curves
 from bench.reproduce.training import TrainSettings
-from problems import get_problem
 
 SOURCE = "Liu et al. (2023), NeurIPS, polynomial programming (training curves)"
 ABSTRACT = "Liu et al. (2023), NeurIPS, abstract and polynomial-programming curves"
@@ -74,7 +74,7 @@ class ReinmaxPoly(Reproduction):
         settings = [
             (
                 f"p={p:g}",
-                lambda p=p: get_problem("polynomial")(
+                lambda p=p: problem_class("polynomial")(
                     {"p": p, "c": C, "d": BITS, "theta": 0.0}, dtype=torch.float64
                 ),
             )

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bench.registry import estimator_class
 from bench.training.loop import TrainRun, train_loop
-from estimators import get_estimator
 from problems.base import Problem
 
 
@@ -76,7 +76,7 @@ def train_curve(
 ) -> list[dict[str, Any]]:
     """Train a copy of ``template`` with estimator ``name``; return rows
     ``{series, step, metric, value}`` (``series`` = ``label``)."""
-    run = TrainRun.start(copy.deepcopy(template), get_estimator(name)(dict(options)),
+    run = TrainRun.start(copy.deepcopy(template), estimator_class(name)(dict(options)),
                          settings.n_samples, settings.lr, seed)
     records = train_loop(
         run, settings.steps, settings.every,

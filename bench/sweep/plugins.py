@@ -1,12 +1,15 @@
 """Plugin modules: problems and estimators that live outside this repository.
 
 A plugin is an importable module that defines ``PROBLEMS: dict[str, type[Problem]]``
-and/or ``ESTIMATORS: dict[str, type[Estimator]]``, like the registries themselves; it
-does not touch the registries at import. ``--plugin MODULE`` (an option of every ``bench``
-subcommand) names it, and ``load_plugins`` adds its entries to ``problems.PROBLEMS`` and
-``estimators.ESTIMATORS`` in the driver and, because worker processes and Ray tasks start
-from a fresh interpreter, again in every worker before it runs a cell. A module in the
-current directory is found without setting ``PYTHONPATH``. A plugin may add names but never
+and/or ``ESTIMATORS: dict[str, type[Estimator]]``, like the built-in lists; it does not
+touch them at import. ``--plugin MODULE`` (an option of every ``bench`` subcommand) names
+it; ``load_plugins`` imports it and returns a ``bench.registry.Registry`` with its entries
+added, which the invocation makes current (``bench.registry.use_registry``). Nothing
+global changes: the next invocation in the same process sees the built-ins alone. Worker
+processes and Ray tasks start from a fresh interpreter (or a fresh thread), so each
+builds the same registry again from the plugin module names and the classes given in place
+of names (``rebuild``) and enters it before it runs a cell. A module in the current
+directory is found without setting ``PYTHONPATH``. A plugin may add names but never
 replace one: registry keys are permanent because they are written into result files.
 """
 
@@ -15,19 +18,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import re
 import sys
 from collections.abc import Sequence
 
-from estimators import ESTIMATORS
-from estimators.base import Estimator
-from problems import PROBLEMS
-from problems.base import Problem
-
-#: a registry name: what a comma-separated --problem or --estimator list can hold
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: names that mean something else on the command line
-RESERVED = ("all",)
+from bench.registry import BUILTINS, Registry, current_registry
 
 
 def _import(module_name: str, search: Sequence[str]):
@@ -75,91 +69,38 @@ def _origin(module_name: str) -> str:
     return spec.origin if spec is not None and spec.origin else module_name
 
 
-def load_plugins(modules: Sequence[str], search: Sequence[str] | None = None) -> None:
-    """Import each plugin module and register its problems and estimators.
+def load_plugins(
+    modules: Sequence[str],
+    search: Sequence[str] | None = None,
+    base: Registry | None = None,
+) -> Registry:
+    """``base`` with the problems and estimators of each plugin module added.
 
-    Idempotent: registering the same class under the same name again does nothing.
+    Idempotent: a module already in ``base`` adds nothing again.
 
     Args:
         search: folders to look for plugins in besides ``sys.path`` (default: the current
             directory; worker processes are given the driver's).
+        base: the registry to extend (default: the current one).
 
     Raises:
         ValueError: one line, for a module that cannot be imported (not found, a syntax
-            error, an exception or ``sys.exit`` at import), one that defines neither
-            registry or a registry that is not a dict, an entry that is not a problem or
-            estimator class, an estimator whose declarations are invalid
-            (``Estimator.declaration_errors``: e.g. ``min_samples = 0`` or an unknown
-            capability in ``requires``), a malformed or reserved name, or a name already
-            registered to a different class.
+            error, an exception or ``sys.exit`` at import), or one whose entries
+            ``Registry.with_module`` refuses.
     """
+    registry = current_registry() if base is None else base
     for module_name in modules:
         module = _import(module_name, (os.getcwd(),) if search is None else search)
-        found = False
-        for attr, registry, kind, base in (
-            ("PROBLEMS", PROBLEMS, "problem", Problem),
-            ("ESTIMATORS", ESTIMATORS, "estimator", Estimator),
-        ):
-            entries = getattr(module, attr, None)
-            if entries is None:
-                continue
-            found = True
-            if not isinstance(entries, dict):
-                raise ValueError(f"--plugin {module_name}: {attr} is a "
-                                 f"{type(entries).__name__}, expected a dict of name -> class")
-            for name, cls in entries.items():
-                _check_entry(f"--plugin {module_name}", kind, base, name, cls, registry)
-            for name, cls in entries.items():
-                registry[name] = cls
-        if not found:
-            raise ValueError(
-                f"--plugin {module_name}: the module defines neither PROBLEMS nor ESTIMATORS"
-            )
+        registry = registry.with_module(module)
+    return registry
 
 
-def _check_entry(where: str, kind: str, base: type, name: object, cls: object,
-                 registry: dict) -> None:
-    """Raise ValueError (one line, starting with ``where``) unless ``name -> cls`` may be
-    added to ``registry``."""
-    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
-        raise ValueError(
-            f"{where}: invalid {kind} name {name!r}: expected letters, digits, "
-            f"'_', '.' or '-' (no commas), and not {', '.join(RESERVED)}"
-        )
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ValueError(
-            f"{where}: {kind} {name!r} is {cls!r}, expected a subclass of "
-            f"{base.__module__}.{base.__qualname__}"
-        )
-    errors = cls.declaration_errors() if issubclass(cls, Estimator) else []
-    if errors:
-        raise ValueError(f"{where}: {kind} {name!r}: {'; '.join(errors)}")
-    if registry.get(name, cls) is not cls:
-        raise ValueError(
-            f"{where}: {kind} {name!r} is already registered to "
-            f"{registry[name].__module__}.{registry[name].__qualname__}; "
-            "plugins may add names, never replace them"
-        )
-
-
-def register(cls: type) -> str:
-    """Register a problem or estimator class under its ``name``; return the name.
-
-    What ``bench.run_sweep`` does with a class given in place of a name. Worker processes
-    and Ray tasks register it again from the class itself (Ray pickles a class defined in a
-    notebook by value; the process pool needs its module to be importable).
-
-    Raises:
-        ValueError: for something that is not a problem or estimator class, a malformed or
-            reserved name, or a name already registered to a different class.
-    """
-    for registry, kind, base in ((PROBLEMS, "problem", Problem),
-                                 (ESTIMATORS, "estimator", Estimator)):
-        if isinstance(cls, type) and issubclass(cls, base):
-            name = getattr(cls, "name", None)
-            _check_entry(f"{cls.__module__}.{cls.__qualname__}", kind, base, name, cls,
-                         registry)
-            registry[name] = cls
-            return name
-    raise ValueError(f"{cls!r} is neither a problem nor an estimator class (a subclass of "
-                     "problems.base.Problem or estimators.base.Estimator) nor a name")
+def rebuild(
+    plugins: Sequence[str], classes: Sequence[type], search: Sequence[str] | None = None
+) -> Registry:
+    """The registry a driver built from ``plugins`` and ``classes``, built again in a worker
+    (from the built-ins, so a worker's own state never leaks in)."""
+    registry = load_plugins(plugins, search, BUILTINS)
+    for cls in classes:
+        registry = registry.with_class(cls)
+    return registry

@@ -31,13 +31,12 @@ from tqdm import tqdm
 from bench import env as environment
 from bench.cell.spec import CellSpec
 from bench.config import DEFAULT_MEMORY, DTYPES, names, parse_setting
+from bench.registry import Registry, current_registry, problem_class, use_registry
 from bench.sweep.executors import Executor, ExecutorConfig, isolated_executor, make_executor
 from bench.sweep.invocation import Invocation
-from bench.sweep.plugins import load_plugins, register
+from bench.sweep.plugins import load_plugins
 from bench.sweep.spec import SweepSpec, expand
 from bench.sweep.store import CODE_COLUMNS, RunStore, StoredCell, default_out
-from estimators import ESTIMATORS
-from problems import PROBLEMS, get_problem
 
 #: seconds between looks at cells that another invocation is computing
 POLL_S = 0.5
@@ -65,7 +64,7 @@ def check_constructible(cells: Sequence[CellSpec]) -> None:
             continue
         seen.add(ident)
         try:
-            cls = get_problem(spec.problem)
+            cls = problem_class(spec.problem)
             cls(cls.validation_options(dict(spec.problem_options)), device="cpu",
                 dtype=DTYPES[spec.dtype])
         except (ValueError, OSError) as err:
@@ -92,7 +91,8 @@ def _problem_ident(spec: CellSpec) -> tuple:
 def code_version(env: dict[str, Any], problem: str, estimator: str) -> dict[str, Any]:
     """What decides the numbers of a cell of ``problem`` and ``estimator`` besides its
     configuration (``CODE_COLUMNS``); ``code_hash`` is None for names not registered now."""
-    known = problem in PROBLEMS and estimator in ESTIMATORS
+    registry = current_registry()
+    known = problem in registry.problems and estimator in registry.estimators
     return {name: env[name] for name in CODE_COLUMNS if name != "code_hash"} | {
         "code_hash": environment.code_hash(problem, estimator) if known else None}
 
@@ -185,20 +185,23 @@ class Claimer(Collection):
             yield spec
 
 
-def _names(value: str | Sequence[str | type], kind: str, classes: list[type]) -> tuple[str, ...]:
-    """Registry names from names, ``'a,b'`` or classes (registered here, kept in ``classes``)."""
+def _names(
+    value: str | Sequence[str | type], kind: str, registry: Registry
+) -> tuple[tuple[str, ...], Registry]:
+    """Registry names from names, ``'a,b'`` or classes, and ``registry`` with the classes
+    added (``Registry.with_class``)."""
     if isinstance(value, str | type):
         value = [value]
     chosen = []
     for item in value:
         if isinstance(item, type):
-            chosen.append(register(item))
-            classes.append(item)
+            registry = registry.with_class(item)
+            chosen.append(item.name)
         elif isinstance(item, str):
             chosen.extend(names(item))
         else:
             raise ValueError(f"invalid {kind} {item!r}: expected a name or a {kind} class")
-    return tuple(chosen)
+    return tuple(chosen), registry
 
 
 def run_sweep(
@@ -233,7 +236,8 @@ def run_sweep(
 
     Args:
         estimators, problems: ``"all"``, ``"a,b"``, or a list of registry names and
-            ``Estimator`` / ``Problem`` classes (a class is registered under its ``name``).
+            ``Estimator`` / ``Problem`` classes (a class is added under its ``name`` to the
+            registry of this call alone).
         samples: the K values (samples per estimate).
         repeats: R, independent estimates per cell.
         settings: swept options, ``{"tau": [0.5, 1]}`` or ``["tau=0.5,1"]``; every
@@ -242,7 +246,8 @@ def run_sweep(
         retry_failed: re-run cells that failed in an earlier invocation.
         executor, workers, threads, ray_address, cell_timeout: where and how cells run
             (``bench.sweep.executors.ExecutorConfig``).
-        plugins: modules with extra problems and estimators (``bench.sweep.plugins``).
+        plugins: modules with extra problems and estimators (``bench.sweep.plugins``),
+            added to the registry of this call alone.
         allow_code_change: resume a run directory whose cells other code made.
         memory: the bytes one chunk of repeats may allocate (default 256 MiB,
             ``bench.cell.estimate.measured_chunk_size``).
@@ -250,14 +255,12 @@ def run_sweep(
     Raises:
         ValueError: for any invalid name or value, before any work starts.
     """
-    plugins = tuple(plugins)
-    load_plugins(plugins)
-    classes: list[type] = []
-    chosen = _names(estimators, "estimator", classes), _names(problems, "problem", classes)
-    pairs = _pairs(settings)
+    registry = load_plugins(tuple(plugins))
+    chosen_estimators, registry = _names(estimators, "estimator", registry)
+    chosen_problems, registry = _names(problems, "problem", registry)
     sweep = SweepSpec(
-        estimators=chosen[0],
-        problems=chosen[1],
+        estimators=chosen_estimators,
+        problems=chosen_problems,
         samples=tuple(int(k) for k in samples),
         repeats=int(repeats),
         seed=int(seed),
@@ -265,15 +268,16 @@ def run_sweep(
         dtype=dtype,
         n_bootstrap=int(bootstrap),
         memory=DEFAULT_MEMORY if memory is None else int(memory),
-        settings=pairs,
+        settings=_pairs(settings),
     )
     config = ExecutorConfig(
         kind=executor, workers=workers, threads=threads, ray_address=ray_address,
-        cell_timeout=cell_timeout, plugins=plugins, classes=tuple(classes),
+        cell_timeout=cell_timeout, plugins=registry.plugins, classes=registry.classes,
     )
     command = None if command is None else tuple(command)
-    return execute(SweepRun(sweep, config, out, retry_failed, progress, command,
-                            allow_code_change))
+    with use_registry(registry):
+        return execute(SweepRun(sweep, config, out, retry_failed, progress, command,
+                                allow_code_change))
 
 
 def _pairs(settings: dict[str, Sequence[Any]] | Sequence[str] | None) -> tuple:

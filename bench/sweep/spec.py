@@ -21,8 +21,7 @@ from bench.config import (
     check_seed,
     select,
 )
-from estimators import ESTIMATORS, get_estimator
-from problems import PROBLEMS, get_problem
+from bench.registry import current_registry, estimator_class, problem_class
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,9 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
         ValueError: for an unknown name, an option no selected problem or estimator has, a
             value that breaks its option's rule, or invalid K, R, dtype or bootstrap count.
     """
-    problems = select(sweep.problems, PROBLEMS, "problem")
-    estimators = select(sweep.estimators, ESTIMATORS, "estimator")
+    registry = current_registry()
+    problems = select(sweep.problems, registry.problems, "problem")
+    estimators = select(sweep.estimators, registry.estimators, "estimator")
     check_samples(sweep.samples)
     check_count("--repeats", sweep.repeats, 2, "R must be >= 2 to measure variance")
     check_dtype(sweep.dtype)
@@ -102,19 +102,19 @@ def expand(sweep: SweepSpec) -> list[CellSpec]:
         raise ValueError(f"--set {twice[0]} is given more than once; give all its values in "
                          f"one --set {twice[0]}=V1,V2,...")
     settings = dict(sweep.settings)
-    check_known_options(settings, [PROBLEMS[p] for p in problems],
-                        [ESTIMATORS[e] for e in estimators])
+    check_known_options(settings, [registry.problems[p] for p in problems],
+                        [registry.estimators[e] for e in estimators])
     if list(sweep.estimators) != ["all"]:  # with "all", such a K gives skipped cells instead
-        check_sample_rules([ESTIMATORS[e] for e in estimators], sweep.samples)
+        check_sample_rules([registry.estimators[e] for e in estimators], sweep.samples)
     cells = []
     for p in problems:
-        problem_grid = _grid(f"problem {p!r}", get_problem(p).options, settings)
+        problem_grid = _grid(f"problem {p!r}", problem_class(p).options, settings)
         for e in estimators:
-            estimator_grid = _grid(f"estimator {e!r}", get_estimator(e).options, settings)
+            estimator_grid = _grid(f"estimator {e!r}", estimator_class(e).options, settings)
             for p_opts, e_opts, k in itertools.product(
                 problem_grid, estimator_grid, sweep.samples
             ):
-                estimator_cls = get_estimator(e)
+                estimator_cls = estimator_class(e)
                 if estimator_cls.sample_rule(k) is None and (
                     rule := estimator_cls.options_rule(dict(e_opts), k)
                 ):

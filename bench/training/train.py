@@ -76,10 +76,9 @@ from bench.config import (
 )
 from bench.config import names as config_names
 from bench.files import write_table
+from bench.registry import current_registry, estimator_class, problem_class
 from bench.schema import TRAIN
 from bench.training.loop import TrainRun, train_loop
-from estimators import ESTIMATORS, get_estimator
-from problems import get_problem
 from problems.base import Problem
 from problems.options import OptionValue, resolve_options
 
@@ -153,14 +152,14 @@ def make_spec(
         ValueError: naming the bad value, the rule and the valid choices.
     """
     names = config_names(estimators)
-    problem_cls = get_problem(problem)
-    chosen = select(names, ESTIMATORS, "estimator")
+    problem_cls = problem_class(problem)
+    chosen = select(names, current_registry().estimators, "estimator")
     _check_numbers(steps, eval_every, lr, n_samples, variance_repeats, dtype)
     chosen_seeds = _seed_list(seed, seeds)
     memory = DEFAULT_MEMORY if memory is None else check_memory(memory)
     env.check_device(device)
     given = single_settings(settings, "bench train")
-    check_known_options(given, [problem_cls], [ESTIMATORS[e] for e in chosen])
+    check_known_options(given, [problem_cls], [estimator_class(e) for e in chosen])
     problem_options = resolve_options(
         f"problem {problem!r}", problem_cls.options,
         {k: v for k, v in given.items() if k in problem_cls.options},
@@ -202,7 +201,7 @@ def _estimator_runs(
     of those skipped (an error for a ``named`` estimator)."""
     runs, skipped = [], []
     for name in chosen:
-        cls = get_estimator(name)
+        cls = estimator_class(name)
         reason = cls.incompatibility(problem_cls, problem_options) or cls.sample_rule(n_samples)
         if reason is not None:
             if named:
@@ -255,7 +254,7 @@ def train_one(
         rows ``{estimator, seed, step, wall_s, metric, value}`` in step order.
     """
     seed = spec.seed if seed is None else seed
-    estimator = get_estimator(name)(dict(options))
+    estimator = estimator_class(name)(dict(options))
     run = TrainRun.start(problem, estimator, spec.n_samples, spec.lr, seed)
     records = train_loop(run, spec.steps, spec.eval_every,
                          lambda r: r.measure(spec.variance_repeats, memory=spec.memory),
@@ -273,7 +272,7 @@ def run_training(
     """Train with every estimator of ``spec``; write and return ``<out>/train.parquet``."""
     out = Path(out)
     dtype = DTYPES[spec.dtype]
-    template = get_problem(spec.problem)(
+    template = problem_class(spec.problem)(
         spec.problem_options, device=spec.device, dtype=dtype
     )
     environment = env.environment(spec.device)

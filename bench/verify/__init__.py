@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bench.cell.estimate import prepare
 from bench.cell.seeds import derive_seed
 from bench.config import DEFAULT_MEMORY, check_memory, check_seed
+from bench.registry import current_registry, estimator_class, problem_class
 from bench.verify.checks import (
     INCONCLUSIVE,
     BiasResult,
@@ -48,10 +49,10 @@ from bench.verify.repeats import deterministic, repeat_leak
 from bench.verify.report import Cell, Report
 from bench.verify.settings import BOUND_SAMPLES, SAMPLES, SETTINGS, Setting
 from bench.verify.targets import TargetValue, compute
-from estimators import ESTIMATORS, Estimator, get_estimator
+from estimators import Estimator
 from estimators.base import flatten
 from estimators.targets import ExactGradient
-from problems import PROBLEMS, Problem
+from problems import Problem
 from problems.base import Capability
 
 #: standard estimators whose variance each cell is compared with: the first two that apply
@@ -90,12 +91,12 @@ def plan(estimator: type[Estimator], quick: bool, problems: Sequence[str] | None
     K it takes; only those of ``problems`` if given."""
     settings = [s for s in SETTINGS if not quick or s.quick]
     known = {s.problem for s in SETTINGS}
-    settings += [Setting(name, ()) for name in PROBLEMS if name not in known]
+    settings += [Setting(name, ()) for name in current_registry().problems if name not in known]
     if problems is not None:
         settings = [s for s in settings if s.problem in problems]
     cells = []
     for setting in settings:
-        problem = PROBLEMS.get(setting.problem)
+        problem = current_registry().problems.get(setting.problem)
         if problem is None or estimator.incompatibility(problem, dict(setting.options)) or (
                 estimator.options_incompatibility(problem, dict(setting.options),
                                                   dict(options or {}))):
@@ -110,11 +111,12 @@ def plan(estimator: type[Estimator], quick: bool, problems: Sequence[str] | None
 def _references(problem: Problem, n_samples: int, own: str, against: str | None) -> list[str]:
     """``against`` (where it applies), then the first two of ``REFERENCES`` that apply,
     other than ``own``."""
+    registered = current_registry().estimators
     names = [
         name for name in ((against,) if against else ()) + REFERENCES
-        if name != own and name in ESTIMATORS
-        and ESTIMATORS[name].incompatibility(problem) is None
-        and ESTIMATORS[name].sample_rule(n_samples) is None
+        if name != own and name in registered
+        and registered[name].incompatibility(problem) is None
+        and registered[name].sample_rule(n_samples) is None
     ]
     return list(dict.fromkeys(names))[: 3 if against else 2]
 
@@ -132,7 +134,7 @@ def _check_arguments(alpha: float, power_bias: float, max_repeats: int, budget_s
         if not valid:
             raise ValueError(f"invalid {name} {value!r}: expected {rule}")
     if against is not None:
-        get_estimator(against)
+        estimator_class(against)
 
 
 def verify_one(
@@ -172,11 +174,10 @@ def verify_one(
     """
     _check_arguments(alpha, power_bias, max_repeats, budget_s, cell_timeout, against)
     for name in problems or ():
-        if name not in PROBLEMS:
-            raise ValueError(f"unknown problem {name!r}; valid problems: {', '.join(PROBLEMS)}")
+        problem_class(name)
     check_seed(seed)
     memory = DEFAULT_MEMORY if memory is None else check_memory(memory)
-    cls = get_estimator(estimator) if isinstance(estimator, str) else estimator
+    cls = estimator_class(estimator) if isinstance(estimator, str) else estimator
     make: Callable[[], Estimator] = lambda: cls(dict(options or {}))  # noqa: E731
     declared = cls.declared_target()
     report = Report(cls.name, cls.unbiased, declared.describe(make().option_values), against)
@@ -216,7 +217,7 @@ class _CellRunner:
     def __call__(self, setting: Setting, k: int, report: Report) -> Cell | None:
         if setting not in self.built:
             torch.manual_seed(derive_seed("problem", setting, self.seed))
-            problem = PROBLEMS[setting.problem](dict(setting.options), dtype=torch.float64)
+            problem = problem_class(setting.problem)(dict(setting.options), dtype=torch.float64)
             self.built[setting] = (problem, problem.init_params())
         problem, point = self.built[setting]
         truth = problem.truth(point, k)
@@ -241,7 +242,7 @@ class _CellRunner:
         references = []
         for name in names:
             torch.manual_seed(cell_seed)
-            ref = get_estimator(name)()
+            ref = estimator_class(name)()
             unbiased = ref.unbiased and isinstance(ref.declared_target(), ExactGradient)
             references.append((name, ref, prepare(problem, ref, point, k)[0],
                                truth if unbiased else None))

@@ -4,8 +4,10 @@ measured K, series spread around a shared x, and the floor of rounding-level val
 Floor. A variance or mean squared error at the level of floating-point rounding (an exact
 estimator: 2e-20 in float32, or an MSE of 1e-17) measures rounding only; on a log axis it
 would stretch the axis over 13-17 decades and squeeze every real value into the top. Such a
-value is drawn on a floor below the panel's smallest real value, marked by a dotted line, and
-the caption names the estimators drawn there.
+value is drawn on a floor below the panel's smallest real value, marked by a dotted line and
+ticked "0" (the ordinary ticks between the floor and the smallest real value are dropped, so
+that no tick suggests a value for what is drawn there), and the caption names the
+estimators drawn there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from bench.cell.metrics import FP_ULPS
 #: the floor sits this factor below the smallest real value (or interval end) of a panel
 FLOOR_FACTOR = 3.0
 FLOOR_NOTE = "on the dotted floor: 0 up to floating-point rounding"
+#: plotnine's default expansion of a continuous axis: this fraction of the range each side
+EXPAND = 0.05
 
 
 def log_labels(values: Sequence[float]) -> list[str]:
@@ -61,16 +65,50 @@ def log_breaks(limits: Sequence[float], most: int = 5) -> list[float]:
     return []
 
 
-def log10(x: bool = False, y: bool = False, x_most: int = 3) -> list:
+def log10(x: bool = False, y: bool = False, x_most: int = 3,
+          y_floors: Sequence[float] = ()) -> list:
     """Log10 scales of x and/or y with the figures' breaks and short labels; x gets at most
-    about ``x_most`` breaks, so that labels of narrow panels do not run into each other."""
+    about ``x_most`` breaks, so that labels of narrow panels do not run into each other; y
+    ticks the panels' floors (``floor_values``) ``y_floors`` as 0 (``floored_breaks``)."""
     scales = []
     if x:
         scales.append(scale_x_log10(breaks=lambda lim: log_breaks(lim, x_most),
                                     labels=log_labels, minor_breaks=[]))
     if y:
-        scales.append(scale_y_log10(breaks=log_breaks, labels=log_labels, minor_breaks=[]))
+        floors = [float(f) for f in y_floors]
+        scales.append(scale_y_log10(breaks=lambda lim: floored_breaks(lim, floors),
+                                    labels=lambda v: floored_labels(v, floors),
+                                    minor_breaks=[]))
     return scales
+
+
+def panel_floor(limits: Sequence[float], floors: Sequence[float]) -> float | None:
+    """The floor of the panel whose axis ``limits`` these are, if it has one: a panel's floor
+    is its smallest value, so it sits ``EXPAND`` of the panel's range (in log10) above the
+    lower limit plotnine passes."""
+    low, high = (float(v) for v in limits)
+    if not floors or not (0 < low < high < np.inf):
+        return None
+    low_t, high_t = np.log10(low), np.log10(high)
+    smallest = low_t + EXPAND * (high_t - low_t) / (1 + 2 * EXPAND)
+    return next((f for f in floors if abs(np.log10(f) - smallest) < 1e-6), None)
+
+
+def floored_breaks(limits: Sequence[float], floors: Sequence[float], most: int = 5
+                   ) -> list[float]:
+    """``log_breaks``, and in a panel with a floor the floor itself in place of the breaks
+    below the panel's smallest real value (``FLOOR_FACTOR`` above the floor)."""
+    breaks = log_breaks(limits, most)
+    floor = panel_floor(limits, floors)
+    if floor is None:
+        return breaks
+    return [floor] + [b for b in breaks if b >= floor * FLOOR_FACTOR * (1 - 1e-9)]
+
+
+def floored_labels(values: Sequence[float], floors: Sequence[float]) -> list[str]:
+    """``log_labels``, with "0" at a floor."""
+    return ["0" if any(np.isclose(float(v), f, rtol=1e-9, atol=0) for f in floors) else label
+            for v, label in zip(values, log_labels(values), strict=True)]
 
 
 def k_breaks(values: Sequence[float]) -> Callable[[Sequence[float]], list[float]]:

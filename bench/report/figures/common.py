@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 from plotnine import facet_wrap, scale_color_manual, scale_fill_manual, scale_shape_manual
 
+from bench.registry import current_registry
 from bench.report.figures.base import PAGE_HEIGHT_IN
 from bench.report.theme import TEXT_PT, Size, estimator_styles
-from estimators import ESTIMATORS
 from estimators.targets import ExactGradient
-from problems import PROBLEMS
-from problems.base import Capability
+from problems.base import Capability, Problem
 
 #: height of one line of the legend below the panels, inches (8 pt text and its key)
 LEGEND_LINE_IN = 0.17
@@ -61,7 +60,7 @@ def with_panels(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _defaults(estimator: str) -> dict | None:
-    cls = ESTIMATORS.get(estimator)
+    cls = current_registry().estimators.get(estimator)
     return None if cls is None else {n: o.default for n, o in cls.options.items()}
 
 
@@ -88,7 +87,7 @@ def with_variants(table: pd.DataFrame, default_only: bool) -> pd.DataFrame:
 
 
 def order_estimators(table: pd.DataFrame) -> pd.DataFrame:
-    order = [e for e in ESTIMATORS if e in set(table["estimator"])]
+    order = [e for e in current_registry().estimators if e in set(table["estimator"])]
     order += sorted(set(table["estimator"]) - set(order))
     return table.assign(estimator=pd.Categorical(table["estimator"], categories=order))
 
@@ -159,13 +158,15 @@ def positive(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return table[mask]
 
 
-@cache
 def _multi_sample(problem: str, options: str) -> bool:
     """Whether the problem's objective with these options is a multi-sample bound (options
     this version does not know, from an older result file: its declared ``provides``)."""
-    cls = PROBLEMS.get(problem)
-    if cls is None:
-        return False
+    cls = current_registry().problems.get(problem)
+    return False if cls is None else _provides_multi_sample(cls, options)
+
+
+@cache
+def _provides_multi_sample(cls: type[Problem], options: str) -> bool:
     try:
         provided = cls.capabilities(parse_options(options))
     except ValueError:
@@ -179,7 +180,7 @@ def biased_on(estimator: str, problem: str, problem_options: str,
     class says so, or if its declared target is the exact gradient there (e.g. ``stl``:
     ``ExactGradient(expectation_only=True)``, exact unless the objective is a multi-sample
     bound). An estimator the registry lacks: the table's ``unbiased`` (unknown: unbiased)."""
-    cls = ESTIMATORS.get(estimator)
+    cls = current_registry().estimators.get(estimator)
     if cls is None:
         return declared_unbiased is False
     if cls.unbiased:

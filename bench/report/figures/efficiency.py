@@ -61,14 +61,14 @@ def _prepared(cells: pd.DataFrame, x: str) -> pd.DataFrame:
     return floor_values(table, "mse", ["low"])
 
 
-def _by_time(table: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+def _by_time(table: pd.DataFrame, floors: pd.Series) -> tuple[pd.DataFrame, list]:
     cost = table["time_per_estimate_s"] * 1e3
     iqr = table["time_iqr_s"].fillna(0) * 1e3 if "time_iqr_s" in table.columns else 0
     table = table.assign(xpos=cost, cost=cost, cost_low=(cost - iqr / 2).clip(lower=cost / 10),
                          cost_high=cost + iqr / 2)
     layers = [geom_segment(aes(x="cost_low", xend="cost_high", yend="shown"),
                            data=table[~table["at_floor"]], size=0.4, alpha=0.8)]
-    return table, layers + log10(x=True, y=True)
+    return table, layers + log10(x=True, y=True, y_floors=floors)
 
 
 def _slots(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
@@ -89,7 +89,7 @@ def _slots(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
     return pd.concat(parts), labels
 
 
-def _by_evals(table: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+def _by_evals(table: pd.DataFrame, floors: pd.Series) -> tuple[pd.DataFrame, list]:
     table, labels = _slots(table)
     centres = np.array(sorted(labels))
 
@@ -101,13 +101,14 @@ def _by_evals(table: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     scale = scale_x_continuous(breaks=breaks, labels=lambda v: [labels.get(float(x), "")
                                                                 for x in v],
                                minor_breaks=[], expand=(0, 0.5))
-    return table, [scale, *log10(y=True)]
+    return table, [scale, *log10(y=True, y_floors=floors)]
 
 
 def _efficiency(cells: pd.DataFrame, size: Size, by: str) -> Drawn:
     """MSE against the cost of an estimate: ``by`` = ``time`` or ``evals``."""
     table, lines = _prepared(cells, "time_per_estimate_s" if by == "time" else "cost_evals")
-    table, layers = _by_time(table) if by == "time" else _by_evals(table)
+    by_x = _by_time if by == "time" else _by_evals
+    table, layers = by_x(table, lines["floor"])
     if by == "time":
         xlab, bars = ("wall-clock time per estimate (ms)",
                       "bars: 95% interval of the MSE; interquartile range of the time")

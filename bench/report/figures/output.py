@@ -17,6 +17,7 @@ import pandas as pd
 from plotnine import ggplot, guide_legend, guides, labs, theme
 from plotnine.composition import Compose
 
+from bench.registry import current_registry
 from bench.report.figures.base import MAX_HEIGHT_IN, Figure, check_columns
 from bench.report.figures.common import (
     LEGEND_LINE_IN,
@@ -26,7 +27,6 @@ from bench.report.figures.common import (
 )
 from bench.report.figures.registry import get_figure
 from bench.report.theme import TEXT_PT, Size, get_size, paper_theme
-from problems import PROBLEMS
 
 FORMATS = ("png", "pdf", "svg")
 #: caption lines the presets' ``extra_in`` leaves room for; each further line adds its height
@@ -120,7 +120,7 @@ def save_all(plot: ggplot | Compose, paths: Sequence[Path], width: float,
 
 
 def _family(problem: str) -> str:
-    cls = PROBLEMS.get(problem)
+    cls = current_registry().problems.get(problem)
     return str(cls.latent) if cls is not None else "other"
 
 

@@ -87,7 +87,7 @@ def overview(cells: pd.DataFrame, size: Size) -> Drawn:
                      fill="white")
         + geom_errorbar(aes(ymin="low", ymax="high"), data=real, width=0.35, size=0.4)
         + scale_x_discrete(labels=lambda keys: [k.split(_WITHIN, 1)[1] for k in keys])
-        + log10(y=True)
+        + log10(y=True, y_floors=lines["floor"])
         + coord_flip()
         + facet
         + labs(x="", y="MSE ||g − ∇L||²", caption=caption)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from plotnine import aes, facet_wrap, geom_line, geom_point, geom_ribbon, ggplot, labs
 
+from bench.registry import current_registry
 from bench.report.figures.axes import log10
 from bench.report.figures.base import Drawn, NotApplicable
 from bench.report.figures.common import (
@@ -35,7 +36,6 @@ from bench.report.figures.common import (
     with_panels,
 )
 from bench.report.theme import Size
-from estimators import ESTIMATORS
 
 BIAS = "bias ||E[g] − ∇L||"
 
@@ -54,7 +54,7 @@ def _runs(flags: Sequence[bool]) -> list[int]:
 def _others(estimator: str, text: object) -> tuple[str, bool]:
     """The options other than tau (as text) and whether they are the estimator's defaults."""
     options = {n: v for n, v in parse_options(text).items() if n != "tau"}
-    cls = ESTIMATORS.get(estimator)
+    cls = current_registry().estimators.get(estimator)
     defaults = None if cls is None else {n: o.default for n, o in cls.options.items()
                                          if n != "tau"}
     return json.dumps(options, sort_keys=True), options == defaults

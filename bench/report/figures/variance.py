@@ -86,7 +86,7 @@ def variance_vs_samples(cells: pd.DataFrame, size: Size) -> Drawn:
                      show_legend=False)
         + scale_x_log10(breaks=k_breaks(table["n_samples"]), labels=lambda v: [
             f"{x:g}" for x in v], minor_breaks=[])
-        + log10(y=True)
+        + log10(y=True, y_floors=lines["floor"])
         + facet
         + labs(x="samples per estimate K", y="gradient variance (trace)", caption=caption)
         + estimator_scales(table, fill=True)

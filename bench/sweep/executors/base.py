@@ -19,7 +19,8 @@ from bench import threads as thread_policy
 from bench.cell.run import failed_row, run_cell
 from bench.cell.spec import CellSpec
 from bench.cell.timing import peak_memory_bytes
-from bench.sweep.plugins import load_plugins, register
+from bench.registry import Registry, use_registry
+from bench.sweep.plugins import rebuild
 from bench.threads import OVERSUBSCRIPTION, check_threads, cpu_count
 
 EXECUTORS = ("local", "process", "ray")
@@ -60,16 +61,18 @@ def cell_env(spec: CellSpec, env: dict[str, Any]) -> dict[str, Any]:
     return env | {"code_hash": environment.code_hash(spec.problem, spec.estimator)}
 
 
-def run_cell_guarded(spec: CellSpec, run_id: str, env: dict[str, Any]) -> Result:
-    """``run_cell`` with the cell's ``code_hash``, and a ``sys.exit`` inside the cell (a
-    plugin's) as a failed row."""
+def run_cell_guarded(spec: CellSpec, run_id: str, env: dict[str, Any],
+                     registry: Registry) -> Result:
+    """``run_cell`` under ``registry``, with the cell's ``code_hash``, and a ``sys.exit``
+    inside the cell (a plugin's) as a failed row."""
     started = time.perf_counter()
-    env = cell_env(spec, env)
-    try:
-        return run_cell(spec, run_id, env)
-    except SystemExit as stop:
-        reason = f"SystemExit: the cell called sys.exit({stop.code!r})"
-        return failed_row(spec, run_id, env, reason, time.perf_counter() - started), []
+    with use_registry(registry):
+        env = cell_env(spec, env)
+        try:
+            return run_cell(spec, run_id, env)
+        except SystemExit as stop:
+            reason = f"SystemExit: the cell called sys.exit({stop.code!r})"
+            return failed_row(spec, run_id, env, reason, time.perf_counter() - started), []
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,10 @@ class ExecutorConfig:
             ``cpu_count // workers`` for ``process``).
         ray_address: cluster to join; None starts a local Ray instance.
         cell_timeout: seconds after which a cell is stopped and becomes a failed row.
-        plugins: modules whose problems and estimators every worker registers
-            (``bench.sweep.plugins``).
-        classes: problem and estimator classes given to ``run_sweep`` in place of names,
-            which every worker registers (``bench.sweep.plugins.register``).
+        plugins: the plugin modules of the driver's registry, from which every worker
+            builds it again (``bench.sweep.plugins.rebuild``).
+        classes: the problem and estimator classes of the driver's registry given in
+            place of names (``bench.registry.Registry.classes``), likewise.
     """
 
     kind: str = "local"
@@ -125,11 +128,9 @@ class ExecutorConfig:
             settings["classes"] = [f"{c.__module__}.{c.__qualname__}" for c in self.classes]
         return settings
 
-    def register(self, search: tuple[str, ...] | None = None) -> None:
-        """Register the plugins and classes in this process (a worker, a Ray task)."""
-        load_plugins(self.plugins, search)
-        for cls in self.classes:
-            register(cls)
+    def registry(self, search: tuple[str, ...] | None = None) -> Registry:
+        """The driver's registry, built again in this process (a worker, a Ray task)."""
+        return rebuild(self.plugins, self.classes, search)
 
 
 class Executor(ABC):
@@ -184,14 +185,15 @@ def start_worker(
     device: str,
     search: tuple[str, ...] | None = None,
     prepare: bool = True,
-) -> dict[str, Any]:
-    """What a worker (a pool process, a Ray task) does before its first cell: register the
-    invocation's plugins (from ``search`` too), take its thread count, record its
-    environment and, with ``prepare``, pay the process's one-off costs
-    (``prepare_process``). Returns the environment."""
-    config.register(search)
+) -> tuple[dict[str, Any], Registry]:
+    """What a worker (a pool process, a Ray task) does before its first cell: build the
+    invocation's registry again (plugins from ``search`` too), take its thread count,
+    record its environment and, with ``prepare``, pay the process's one-off costs
+    (``prepare_process``). Returns the environment and the registry, which every cell
+    runs under (``run_cell_guarded``)."""
+    registry = config.registry(search)
     torch.set_num_threads(threads)
     env = environment.environment(device)
     if prepare:
         prepare_process(device)
-    return env
+    return env, registry

@@ -8,6 +8,7 @@ import torch
 
 from bench import env as environment
 from bench.cell.spec import CellSpec
+from bench.registry import current_registry
 from bench.sweep.executors.base import Executor, Result, prepare_process, run_cell_guarded
 
 
@@ -20,13 +21,13 @@ class LocalExecutor(Executor):
         saved = torch.get_num_threads()
         torch.set_num_threads(self.config.threads or 1)
         try:
-            env = environment.environment(self.device)
+            env, registry = environment.environment(self.device), current_registry()
             prepared = False
             for spec in cells:
                 if not prepared:
                     prepare_process(self.device)
                     prepared = True
-                yield run_cell_guarded(spec, self.run_id, env)
+                yield run_cell_guarded(spec, self.run_id, env, registry)
         finally:
             torch.set_num_threads(saved)
 

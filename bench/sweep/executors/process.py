@@ -71,14 +71,14 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops us
     if gpu is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    env = start_worker(config, threads, device)
+    env, registry = start_worker(config, threads, device)
     conn.send(None)  # ready
     while True:
         try:
             spec = conn.recv()
         except EOFError:
             return
-        conn.send(run_cell_guarded(spec, run_id, env))
+        conn.send(run_cell_guarded(spec, run_id, env, registry))
 
 
 class _Worker:

@@ -17,6 +17,7 @@ import torch
 from bench import threads as thread_policy
 from bench.cell.run import failed_row
 from bench.cell.spec import CellSpec
+from bench.registry import use_registry
 from bench.sweep.executors.base import (
     RAY_CONNECT_TIMEOUT,
     RAY_INSTALL_HINT,
@@ -42,19 +43,23 @@ def _ray_cell(
     threads: int,
     timeout: float | None,
 ) -> Result:
-    """The body of a cell's Ray task (see the module docstring on timeouts)."""
-    env = start_worker(config, threads, spec.device, (plugin_dir,), prepare=timeout is not None)
+    """The body of a cell's Ray task (see the module docstring on timeouts). The registry
+    is passed to the cell's thread: a thread does not inherit the task's context."""
+    env, registry = start_worker(config, threads, spec.device, (plugin_dir,),
+                                 prepare=timeout is not None)
     if timeout is None:
-        return run_cell_guarded(spec, run_id, env)
+        return run_cell_guarded(spec, run_id, env, registry)
     box: list[Result] = []
     started = time.perf_counter()
-    thread = threading.Thread(target=lambda: box.append(run_cell_guarded(spec, run_id, env)),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: box.append(run_cell_guarded(spec, run_id, env, registry)), daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        return failed_row(spec, run_id, cell_env(spec, env), timeout_reason(timeout),
-                          time.perf_counter() - started), []
+        with use_registry(registry):
+            row = failed_row(spec, run_id, cell_env(spec, env), timeout_reason(timeout),
+                             time.perf_counter() - started)
+        return row, []
     return box[0]
 
 
