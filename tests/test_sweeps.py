@@ -614,3 +614,33 @@ def test_local_cells_run_on_one_thread_unless_told(tmp_path):
     assert set(run_sweep(**sweep, out=tmp_path / "a")["threads"]) == {1}
     assert set(run_sweep(**sweep, out=tmp_path / "b", threads=2)["threads"]) == {2}
     assert torch.get_num_threads() == before  # the driver's own setting is left as it was
+
+
+def test_a_cell_another_invocation_finishes_after_planning_is_not_computed_again(
+        tmp_path, monkeypatch):
+    """Between planning (which cells are missing) and claiming them, another invocation
+    may finish one; its file is then not the one seen at planning, so this invocation
+    skips it. (Stamping the files after the executor opened saw such a file as the planned
+    one and computed the cell again.)"""
+    from bench.sweep.executors.local import LocalExecutor
+
+    kwargs = dict(estimators="reinforce", problems="bernoulli_toy", samples=[2, 3],
+                  repeats=50, bootstrap=0, progress=False)
+    done = run_sweep(**kwargs, out=tmp_path / "other")
+    first = done["cell_key"][0]
+    out = tmp_path / "run"
+
+    def open_while_another_finishes(self):
+        out.mkdir(parents=True, exist_ok=True)
+        for folder in ("cells", "coords"):
+            (out / folder).mkdir(exist_ok=True)
+            shutil.copy(tmp_path / "other" / folder / f"{first}.parquet",
+                        out / folder / f"{first}.tmp")
+            os.replace(out / folder / f"{first}.tmp", out / folder / f"{first}.parquet")
+
+    monkeypatch.setattr(LocalExecutor, "open", open_while_another_finishes)
+    cells = run_sweep(**kwargs, out=out)
+    (invocation,) = json.loads((out / "run.json").read_text())["invocations"]
+    assert invocation["computed"] == 1 and len(cells) == 2
+    created = pq.read_table(out / "cells" / f"{first}.parquet")["created_utc"][0].as_py()
+    assert created == done.set_index("cell_key").loc[first, "created_utc"]  # not rewritten
