@@ -215,9 +215,12 @@ def test_the_whole_domain_is_the_exact_gradient(name, options, n_samples):
                                rtol=1e-10, atol=1e-13)
 
 
+#: R = 10^4 on the categorical toy: the tolerance is 4% of the largest gradient coordinate
+#: (guard), and the broken twin without the diagonal term (NoDiagonalUnorderedSet) at the
+#: first case's settings is rejected at max |z| = 2.2 times the threshold (3.2 at 2 * 10^4)
 UNBIASED_CASES = [
-    ("categorical_toy", {"theta": 0.8, "d": 3, "classes": 4}, 5, "builtin", 20_000),
-    ("categorical_toy", {"theta": 0.8, "d": 3, "classes": 4}, 5, "none", 20_000),
+    ("categorical_toy", {"theta": 0.8, "d": 3, "classes": 4}, 5, "builtin", 10_000),
+    ("categorical_toy", {"theta": 0.8, "d": 3, "classes": 4}, 5, "none", 10_000),
     ("bernoulli_toy", {"theta": 0.5, "d": 6, "t": 0.3}, 10, "builtin", 4000),
     ("gan_discrete", {"length": 2, "vocab": 3, "pack": 2}, 5, "builtin", 4000),
 ]
