@@ -157,21 +157,19 @@ def use_registry(registry: Registry) -> Iterator[Registry]:
 
 def problem_class(name: str) -> type[Problem]:
     """The problem class registered as ``name`` now; the error lists the valid names."""
-    problems = current_registry().problems
-    try:
-        return problems[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown problem {name!r}; valid problems: {', '.join(problems)}"
-        ) from None
+    return _lookup("problem", name)
 
 
 def estimator_class(name: str) -> type[Estimator]:
     """The estimator class registered as ``name`` now; the error lists the valid names."""
-    estimators = current_registry().estimators
+    return _lookup("estimator", name)
+
+
+def _lookup(kind: str, name: str) -> type:
+    table = current_registry().table(kind)
     try:
-        return estimators[name]
+        return table[name]
     except KeyError:
         raise ValueError(
-            f"unknown estimator {name!r}; valid estimators: {', '.join(estimators)}"
+            f"unknown {kind} {name!r}; valid {kind}s: {', '.join(table)}"
         ) from None
